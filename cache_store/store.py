@@ -1,0 +1,288 @@
+"""The result store: hit from disk, or compute, store and return.
+
+``ResultStore`` sits on ``diskcache.Cache`` (SQLite index + one file per large
+value, LRU eviction under a size limit; several processes on one machine may
+share a directory: writes are SQLite transactions, value files get random
+names, so two processes computing the same key both succeed and the last
+write wins).
+
+Values are the bytes blobs of :mod:`cache_store.codec`; :class:`SafeDisk`
+lets diskcache store only ``bytes`` (raw in SQLite when small, raw in a file
+when large) and refuses to read back anything it would have to unpickle.
+
+Faults never reach the caller: a corrupt or truncated entry is a miss (it is
+recomputed and rewritten); a cache that cannot be read or written (read-only,
+disk full, locked) logs a warning and the result is computed and served
+anyway; a directory that cannot be opened leaves the store ``degraded``
+(computes every time). Errors raised by ``compute`` itself do propagate.
+
+Precision: experiment results are stored at full precision (bit-exact).
+Activation caches too, unless ``activations_fp16=True``: then float32/float64
+activations are stored as float16 (about 3 significant digits; half the
+bytes) and read back cast to their original dtype. The value returned on a
+miss is always the freshly computed one, at full precision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import diskcache
+import torch
+from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN
+
+from lens_core.results import ExperimentResult
+
+from .codec import CorruptEntry, decode_activations, decode_result, encode_activations, encode_result
+from .keys import make_key, model_fingerprint
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ENV_DIR = "CIRCUIT_EXPLORER_CACHE_DIR"
+DEFAULT_SIZE_LIMIT = 4 * 2**30
+# What a broken cache can raise: file-system errors, SQLite errors, lock timeouts.
+CACHE_FAULTS = (OSError, sqlite3.Error, diskcache.Timeout)
+
+
+def default_cache_dir() -> Path:
+    """``$CIRCUIT_EXPLORER_CACHE_DIR``, else ``~/.cache/circuit-explorer``."""
+    return Path(os.environ.get(ENV_DIR) or "~/.cache/circuit-explorer").expanduser()
+
+
+class UnsafeEntry(CorruptEntry):
+    """An entry diskcache would have to unpickle: never read, treated as corrupt."""
+
+
+class SafeDisk(diskcache.Disk):
+    """diskcache serialization restricted to str keys and bytes values, no pickle either way."""
+
+    def put(self, key):
+        if type(key) is not str:
+            raise TypeError("cache keys are hex strings")
+        return super().put(key)
+
+    def get(self, key, raw):
+        if not raw:
+            raise UnsafeEntry("pickled key in cache")
+        return super().get(key, raw)
+
+    def store(self, value, read, key=UNKNOWN):
+        if type(value) is not bytes:
+            raise TypeError("cache values are bytes blobs")
+        return super().store(value, read, key=key)
+
+    def fetch(self, mode, filename, value, read):
+        if mode not in (MODE_RAW, MODE_BINARY):
+            raise UnsafeEntry(f"cache entry in diskcache mode {mode} (only raw bytes are read)")
+        data = super().fetch(mode, filename, value, read)
+        if mode == MODE_RAW and not isinstance(data, bytes):
+            raise UnsafeEntry("raw cache entry is not bytes")
+        return data
+
+
+@dataclasses.dataclass
+class StoreStats:
+    directory: str
+    degraded: bool
+    entries: int
+    bytes: int
+    size_limit_bytes: int
+    hits: int  # shared by all processes using the directory (diskcache statistics)
+    misses: int
+    corrupt: int  # entries found unreadable and recomputed, this process
+    faults: int  # cache read/write errors survived, this process
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "hit_rate": self.hit_rate}
+
+
+class ResultStore:
+    """Content-keyed disk cache for experiment results and activation caches.
+
+    ``store.get_or_compute(model, "logit_lens", tokens, {"layer": 3}, lambda: run(...))``
+    returns the stored result for that model fingerprint, token ids, experiment
+    and parameters, or calls ``compute`` (an ``ExperimentResult``), stores and
+    returns it. ``params`` must hold everything that changes the result
+    (see :func:`cache_store.keys.canonical` for accepted types).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike | None = None,
+        size_limit_bytes: int = DEFAULT_SIZE_LIMIT,
+        activations_fp16: bool = False,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.directory = Path(directory).expanduser() if directory is not None else default_cache_dir()
+        self.size_limit_bytes = int(size_limit_bytes)
+        self.activations_fp16 = activations_fp16
+        self._corrupt = 0
+        self._faults = 0
+        self._warned: set[str] = set()
+        self._cache: diskcache.Cache | None = None
+        try:
+            self._cache = diskcache.Cache(
+                str(self.directory),
+                timeout=timeout_s,
+                disk=SafeDisk,
+                size_limit=self.size_limit_bytes,
+                eviction_policy="least-recently-used",
+                statistics=1,
+            )
+        except CACHE_FAULTS as error:
+            self._fault("open", error)
+
+    @property
+    def degraded(self) -> bool:
+        """True when the directory could not be opened: every call computes."""
+        return self._cache is None
+
+    # -- public API -----------------------------------------------------------------
+
+    def get_or_compute(
+        self, model: Any, experiment: str, tokens: Any, params: Any, compute: Callable[[], ExperimentResult]
+    ) -> ExperimentResult:
+        key = make_key("result", model_fingerprint(model), tokens, experiment, params)
+        return self._get_or_compute(key, compute, encode_result, decode_result)
+
+    def get_or_compute_activations(
+        self, model: Any, tokens: Any, names_filter_key: Any, compute: Callable[[], dict[str, torch.Tensor]]
+    ) -> dict[str, torch.Tensor]:
+        """A ``run_with_cache`` activation dict (hook name -> tensor) for one prompt.
+
+        ``names_filter_key`` identifies which hooks were cached (None for all, a
+        name, or a list of names); a callable filter cannot be keyed. The caller
+        rebuilds ``ActivationCache(d, model)`` from the returned dict.
+        """
+        storage = "float16" if self.activations_fp16 else "native"
+        params = {"names": names_filter_key, "storage": storage}
+        key = make_key("activations", model_fingerprint(model), tokens, "run_with_cache", params)
+        fp16 = self.activations_fp16
+        return self._get_or_compute(key, compute, lambda d: encode_activations(d, fp16=fp16), decode_activations)
+
+    def stats(self) -> StoreStats:
+        entries = size = hits = misses = 0
+        if self._cache is not None:
+            try:
+                entries = int(self._cache.reset("count"))
+                size = int(self._cache.volume())
+                hits, misses = int(self._cache.reset("hits")), int(self._cache.reset("misses"))
+            except CACHE_FAULTS as error:
+                self._fault("stats", error)
+        return StoreStats(
+            str(self.directory), self.degraded, entries, size, self.size_limit_bytes, hits, misses, self._corrupt, self._faults
+        )
+
+    def clear(self) -> int:
+        """Remove every entry and reset the hit/miss counters; returns entries removed."""
+        if self._cache is None:
+            return 0
+        try:
+            removed = self._cache.clear(retry=False)
+            self._cache.stats(enable=True, reset=True)
+            return removed
+        except CACHE_FAULTS as error:
+            self._fault("clear", error)
+            return 0
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+
+    def __enter__(self) -> "ResultStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- internals ------------------------------------------------------------------
+
+    def _get_or_compute(self, key: str, compute: Callable[[], T], encode: Callable[[T], bytes], decode: Callable[[bytes], T]) -> T:
+        blob = self._read(key)
+        if blob is not None:
+            try:
+                return decode(blob)
+            except CorruptEntry as error:
+                self._drop_corrupt(key, error)
+        value = compute()
+        blob = encode(value)  # a result that cannot be encoded is a bug in its class: raise
+        self._write(key, blob)
+        return value
+
+    def _read(self, key: str) -> bytes | None:
+        if self._cache is None:
+            return None
+        try:
+            # read=True: a large value comes back as an open file, read outside the lock.
+            found = self._cache.get(key, default=None, read=True)
+            if found is None or isinstance(found, bytes):
+                return found
+            with found:
+                return found.read()
+        except CorruptEntry as error:
+            self._drop_corrupt(key, error)
+        except CACHE_FAULTS as error:
+            self._fault("read", error)
+        return None
+
+    def _write(self, key: str, blob: bytes) -> None:
+        if self._cache is None:
+            return
+        if len(blob) > self.size_limit_bytes:
+            log.info("cache_store: %d-byte value exceeds the %d-byte size limit; not stored", len(blob), self.size_limit_bytes)
+            return
+        try:
+            self._cache.set(key, blob)
+        except CACHE_FAULTS as error:
+            self._fault("write", error)
+
+    def _drop_corrupt(self, key: str, error: Exception) -> None:
+        self._corrupt += 1
+        log.warning("cache_store: entry %s… unreadable (%s); recomputing", key[:12], error)
+        try:
+            self._cache.delete(key)
+        except CACHE_FAULTS as fault:
+            self._fault("delete", fault)
+
+    def _fault(self, operation: str, error: BaseException) -> None:
+        self._faults += 1
+        # Warn once per operation, then quietly: a full disk should not flood the log.
+        level = logging.DEBUG if operation in self._warned else logging.WARNING
+        self._warned.add(operation)
+        log.log(level, "cache_store: %s failed in %s (%s: %s); results are computed without the cache",
+                operation, self.directory, type(error).__name__, error)
+
+
+class NullStore:
+    """Same API as ResultStore, stores nothing: every call computes."""
+
+    degraded = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.directory = None
+
+    def get_or_compute(self, model, experiment, tokens, params, compute):
+        return compute()
+
+    def get_or_compute_activations(self, model, tokens, names_filter_key, compute):
+        return compute()
+
+    def stats(self) -> StoreStats:
+        return StoreStats("", True, 0, 0, 0, 0, 0, 0, 0)
+
+    def clear(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
