@@ -1,0 +1,272 @@
+"""The parts of a transformer, each with its hook points.
+
+Axis names used throughout (and in shape comments):
+    batch, pos (query position), key_pos, head, kv_head, d_model, d_head,
+    d_mlp, d_vocab.
+
+Weights are stored in the layout the forward pass multiplies with (q, k and v
+fused into one matrix), and exposed under TransformerLens's names and shapes
+as views (``W_Q``: [head, d_model, d_head]). Hooked and unhooked runs take the
+same arithmetic path except where noted: with no hook on ``hook_attn_scores``
+or ``hook_pattern``, attention uses PyTorch's fused kernel; with no hook on a
+norm's ``hook_scale``/``hook_normalized``, the fused norm kernel.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import HookedTransformerConfig
+from .hooks import HookPoint
+
+
+def _param(*shape: int) -> nn.Parameter:
+    # Loading overwrites every weight, so skip random initialisation.
+    return nn.Parameter(torch.empty(*shape), requires_grad=False)
+
+
+ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "silu": F.silu,
+    "relu": F.relu,
+}
+
+
+class Embed(nn.Module):
+    def __init__(self, cfg: HookedTransformerConfig) -> None:
+        super().__init__()
+        self.W_E = _param(cfg.d_vocab, cfg.d_model)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return F.embedding(tokens, self.W_E)  # [batch, pos, d_model]
+
+
+class PosEmbed(nn.Module):
+    def __init__(self, cfg: HookedTransformerConfig) -> None:
+        super().__init__()
+        self.W_pos = _param(cfg.n_ctx, cfg.d_model)
+
+    def forward(self, batch: int, n_pos: int) -> torch.Tensor:
+        return self.W_pos[:n_pos].unsqueeze(0).expand(batch, n_pos, -1)  # [batch, pos, d_model]
+
+
+class Unembed(nn.Module):
+    def __init__(self, cfg: HookedTransformerConfig) -> None:
+        super().__init__()
+        self.W_U = _param(cfg.d_model, cfg.d_vocab_out)
+        self.b_U = _param(cfg.d_vocab_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(x, self.W_U) + self.b_U  # [batch, pos, d_vocab]
+
+
+class Norm(nn.Module):
+    """LayerNorm or RMSNorm; the ``Pre`` kinds have had their weights folded into the next layer."""
+
+    def __init__(self, cfg: HookedTransformerConfig, name: str) -> None:
+        super().__init__()
+        self.kind = cfg.normalization_type
+        self.eps = cfg.eps
+        self.centered = self.kind in ("LN", "LNPre")
+        if self.kind in ("LN", "RMS"):
+            self.w = _param(cfg.d_model)
+        if self.kind == "LN":
+            self.b = _param(cfg.d_model)
+        self.hook_scale = HookPoint(f"{name}.hook_scale")  # [batch, pos, 1]
+        self.hook_normalized = HookPoint(f"{name}.hook_normalized")  # [batch, pos, d_model]
+
+    @property
+    def has_weights(self) -> bool:
+        return self.kind in ("LN", "RMS")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hooked = self.hook_scale.is_active() or self.hook_normalized.is_active()
+        if self.centered and not hooked:
+            return F.layer_norm(x, (x.shape[-1],), getattr(self, "w", None), getattr(self, "b", None), self.eps)
+        dtype = x.dtype
+        x = x.float()  # norms in float32, as Hugging Face does for half precision
+        if self.centered:
+            x = x - x.mean(-1, keepdim=True)
+        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+        x = self.hook_normalized((x / scale).to(dtype))
+        if self.kind in ("LN", "RMS"):
+            x = x * self.w
+        if self.kind == "LN":
+            x = x + self.b
+        return x
+
+
+def rotary_cos_sin(cfg: HookedTransformerConfig, n_pos: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables [pos, rotary_dim] for the rotate-half convention (GPT-NeoX, Llama)."""
+    dim = cfg.rotary_dim
+    inv_freq = 1.0 / (cfg.rotary_base ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim))
+    scaling = cfg.rope_scaling or {}
+    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+    if rope_type == "linear":
+        inv_freq = inv_freq / scaling["factor"]
+    elif rope_type == "llama3":
+        factor, old_len = scaling["factor"], scaling["original_max_position_embeddings"]
+        low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+        inv_freq = torch.where(medium, smoothed, scaled)
+    elif rope_type != "default":
+        raise NotImplementedError(f"rotary scaling {rope_type!r} is not supported")
+    freqs = torch.outer(torch.arange(n_pos, device=device, dtype=torch.float32), inv_freq)
+    angles = torch.cat([freqs, freqs], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first rotary_dim dims of each head. x: [batch, pos, head, d_head]."""
+    dim = cos.shape[-1]
+    rot, keep = x[..., :dim], x[..., dim:]
+    cos, sin = cos[:, None, :].to(x.dtype), sin[:, None, :].to(x.dtype)  # [pos, 1, rotary_dim]
+    half = dim // 2
+    rotated_half = torch.cat([-rot[..., half:], rot[..., :half]], dim=-1)
+    return torch.cat([rot * cos + rotated_half * sin, keep], dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: HookedTransformerConfig, layer: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        h, kv, e, d = cfg.n_heads, cfg.n_key_value_heads, cfg.d_head, cfg.d_model
+        self.split = (h * e, kv * e, kv * e)
+        self.W_QKV = _param(d, sum(self.split))  # columns: q heads, then k heads, then v heads
+        self.b_QKV = _param(sum(self.split))
+        self.W_O = _param(h, e, d)
+        self.b_O = _param(d)
+        name = f"blocks.{layer}.attn"
+        for point in ("q", "k", "v", "rot_q", "rot_k", "attn_scores", "pattern", "z", "result"):
+            setattr(self, f"hook_{point}", HookPoint(f"{name}.hook_{point}"))
+        if cfg.positional_embedding_type != "rotary":
+            del self.hook_rot_q, self.hook_rot_k
+
+    # TransformerLens-shaped views of the fused weights.
+    def _heads(self, index: int, n: int, flat: torch.Tensor) -> torch.Tensor:
+        start = sum(self.split[:index])
+        return flat[..., start : start + self.split[index]].unflatten(-1, (n, self.cfg.d_head))
+
+    @property
+    def W_Q(self) -> torch.Tensor:
+        return self._heads(0, self.cfg.n_heads, self.W_QKV).permute(1, 0, 2)
+
+    @property
+    def W_K(self) -> torch.Tensor:
+        return self._heads(1, self.cfg.n_key_value_heads, self.W_QKV).permute(1, 0, 2)
+
+    @property
+    def W_V(self) -> torch.Tensor:
+        return self._heads(2, self.cfg.n_key_value_heads, self.W_QKV).permute(1, 0, 2)
+
+    @property
+    def b_Q(self) -> torch.Tensor:
+        return self._heads(0, self.cfg.n_heads, self.b_QKV)
+
+    @property
+    def b_K(self) -> torch.Tensor:
+        return self._heads(1, self.cfg.n_key_value_heads, self.b_QKV)
+
+    @property
+    def b_V(self) -> torch.Tensor:
+        return self._heads(2, self.cfg.n_key_value_heads, self.b_QKV)
+
+    def forward(self, x: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        cfg = self.cfg
+        batch, n_pos, _ = x.shape
+        qkv = torch.addmm(self.b_QKV, x.reshape(-1, cfg.d_model), self.W_QKV).view(batch, n_pos, -1)
+        q, k, v = qkv.split(self.split, dim=-1)
+        q = self.hook_q(q.unflatten(-1, (cfg.n_heads, cfg.d_head)))  # [batch, pos, head, d_head]
+        k = self.hook_k(k.unflatten(-1, (cfg.n_key_value_heads, cfg.d_head)))  # [batch, pos, kv_head, d_head]
+        v = self.hook_v(v.unflatten(-1, (cfg.n_key_value_heads, cfg.d_head)))
+        if cfg.positional_embedding_type == "rotary":
+            cos, sin = rotary_cos_sin(cfg, n_pos, x.device)
+            q = self.hook_rot_q(apply_rotary(q, cos, sin))
+            k = self.hook_rot_k(apply_rotary(k, cos, sin))
+        if cfg.n_kv_groups > 1:
+            k = k.repeat_interleave(cfg.n_kv_groups, dim=2)
+            v = v.repeat_interleave(cfg.n_kv_groups, dim=2)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [batch, head, pos, d_head]
+
+        allowed = torch.ones(n_pos, n_pos, dtype=torch.bool, device=x.device).tril_()  # [pos, key_pos]
+        if attention_mask is not None:
+            # Padding keys are hidden; a position always sees itself, so no row is empty.
+            allowed = allowed & (attention_mask[:, None, None, :].bool() | torch.eye(n_pos, dtype=torch.bool, device=x.device))
+        if self.hook_attn_scores.is_active() or self.hook_pattern.is_active():
+            scores = torch.matmul(q, k.transpose(-1, -2)) / cfg.attn_scale  # [batch, head, pos, key_pos]
+            scores = self.hook_attn_scores(scores.masked_fill(~allowed, float("-inf")))
+            pattern = self.hook_pattern(scores.float().softmax(dim=-1).to(x.dtype))
+            z = torch.matmul(pattern, v)
+        else:
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=1.0 / cfg.attn_scale)
+        z = self.hook_z(z.transpose(1, 2))  # [batch, pos, head, d_head]
+        if self.hook_result.is_active():
+            result = self.hook_result(torch.einsum("bphe,hed->bphd", z, self.W_O))  # [batch, pos, head, d_model]
+            return result.sum(dim=2) + self.b_O
+        flat_z = z.reshape(batch * n_pos, cfg.n_heads * cfg.d_head)
+        return torch.addmm(self.b_O, flat_z, self.W_O.view(-1, cfg.d_model)).view(batch, n_pos, cfg.d_model)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: HookedTransformerConfig, layer: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.act = ACTIVATIONS[cfg.act_fn]
+        self.W_in = _param(cfg.d_model, cfg.d_mlp)
+        self.b_in = _param(cfg.d_mlp)
+        if cfg.gated_mlp:
+            self.W_gate = _param(cfg.d_model, cfg.d_mlp)
+            self.hook_pre_linear = HookPoint(f"blocks.{layer}.mlp.hook_pre_linear")
+        self.W_out = _param(cfg.d_mlp, cfg.d_model)
+        self.b_out = _param(cfg.d_model)
+        self.hook_pre = HookPoint(f"blocks.{layer}.mlp.hook_pre")  # [batch, pos, d_mlp]
+        self.hook_post = HookPoint(f"blocks.{layer}.mlp.hook_post")  # [batch, pos, d_mlp]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.cfg.d_model)
+        shape = (*x.shape[:-1], self.cfg.d_mlp)
+        if self.cfg.gated_mlp:
+            # TransformerLens's convention: hook_pre is the gate, hook_pre_linear the linear branch.
+            pre = self.hook_pre(torch.matmul(flat, self.W_gate).view(shape))
+            linear = self.hook_pre_linear(torch.addmm(self.b_in, flat, self.W_in).view(shape))
+            post = self.hook_post(self.act(pre) * linear)
+        else:
+            pre = self.hook_pre(torch.addmm(self.b_in, flat, self.W_in).view(shape))
+            post = self.hook_post(self.act(pre))
+        out = torch.addmm(self.b_out, post.reshape(-1, self.cfg.d_mlp), self.W_out)
+        return out.view(*x.shape[:-1], self.cfg.d_model)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg: HookedTransformerConfig, layer: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.layer = layer
+        self.ln1 = Norm(cfg, f"blocks.{layer}.ln1")
+        self.attn = Attention(cfg, layer)
+        self.ln2 = Norm(cfg, f"blocks.{layer}.ln2")
+        self.mlp = MLP(cfg, layer)
+        for point in ("resid_pre", "attn_out", "mlp_out", "resid_post"):
+            setattr(self, f"hook_{point}", HookPoint(f"blocks.{layer}.hook_{point}"))
+        if not cfg.parallel_attn_mlp:
+            self.hook_resid_mid = HookPoint(f"blocks.{layer}.hook_resid_mid")
+
+    def forward(self, resid: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        resid = self.hook_resid_pre(resid)  # [batch, pos, d_model]
+        attn_out = self.hook_attn_out(self.attn(self.ln1(resid), attention_mask))
+        if self.cfg.parallel_attn_mlp:
+            mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid)))
+            return self.hook_resid_post(resid + attn_out + mlp_out)
+        resid_mid = self.hook_resid_mid(resid + attn_out)
+        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_mid)))
+        return self.hook_resid_post(resid_mid + mlp_out)

@@ -1,0 +1,197 @@
+"""Loading Hugging Face checkpoints into a HookedTransformer.
+
+Sources: the bundled default model ("default"), a local directory written by
+``save_pretrained``, a Hugging Face Hub name (downloaded with huggingface_hub,
+weights and tokenizer files only), or an in-memory ``transformers`` model.
+Weights are read straight from safetensors (no ``transformers`` model is built),
+converted by the architecture's family module, checked tensor by tensor,
+processed in float32, then cast to the requested dtype and device.
+``trust_remote_code`` is off unless the caller turns it on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+import torch
+
+from .config import HookedTransformerConfig
+from .families import family_for
+from .families.reader import WeightReader
+from .model import HookedTransformer
+from .processing import process_weights
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+
+# Names users know from TransformerLens, mapped to Hub repositories.
+ALIASES = {
+    "gpt2-small": "gpt2", "gpt2-medium": "gpt2-medium", "gpt2-large": "gpt2-large", "gpt2-xl": "gpt2-xl",
+    **{f"pythia-{size}": f"EleutherAI/pythia-{size}" for size in ("14m", "31m", "70m", "160m", "410m", "1b", "1.4b")},
+    "qwen2-0.5b": "Qwen/Qwen2-0.5B", "qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B",
+}
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_IGNORED = re.compile(r"(\.attn\.(masked_)?bias|\.attention\.(masked_)?bias|rotary_emb\.inv_freq)$")
+_HUB_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.tiktoken"]
+
+
+class ModelLoadError(ValueError):
+    """A model could not be loaded; the message says why, in words a user can act on."""
+
+
+def as_dtype(dtype: Union[str, torch.dtype, None]) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPES[str(dtype).removeprefix("torch.")]
+    except KeyError:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; choose float32, float16 or bfloat16") from None
+
+
+def resolve_source(name_or_path: str, revision: Optional[str] = None) -> Path:
+    """A local directory holding the checkpoint: the bundled model, a path, or a Hub download."""
+    if name_or_path == "default":
+        if not (DEFAULT_MODEL_DIR / "config.json").exists():
+            raise ModelLoadError(f"the bundled default model is missing from {DEFAULT_MODEL_DIR}")
+        return DEFAULT_MODEL_DIR
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.is_absolute() or name_or_path.startswith((".", "~")) or not _HUB_NAME.match(name_or_path):
+        raise ModelLoadError(f"no model directory at {name_or_path!r}")
+    repo = ALIASES.get(name_or_path.lower(), name_or_path)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo, revision=revision, allow_patterns=_HUB_FILES))
+    except Exception as exc:  # network errors, unknown repositories, gated models: all end here
+        raise ModelLoadError(
+            f"could not fetch {repo!r} from the Hugging Face Hub ({type(exc).__name__}: {exc}). "
+            "Check the name, the network, or pass a local directory."
+        ) from exc
+
+
+def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
+    """Weights from safetensors (single file or sharded); pickled .bin only with weights_only loading."""
+    from safetensors.torch import load_file
+
+    single = directory / "model.safetensors"
+    index = directory / "model.safetensors.index.json"
+    if single.exists():
+        return load_file(single)
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        tensors: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            tensors.update(load_file(directory / shard))
+        return tensors
+    legacy = directory / "pytorch_model.bin"
+    if legacy.exists():
+        return torch.load(legacy, map_location="cpu", weights_only=True)
+    raise ModelLoadError(f"no weights (model.safetensors) in {directory}")
+
+
+def build_model(
+    hf_config: Any,
+    tensors: Mapping[str, torch.Tensor],
+    tokenizer: Any = None,
+    model_name: str = "custom",
+    dtype: Union[str, torch.dtype, None] = None,
+    device: Optional[Union[str, torch.device]] = None,
+    fold_ln: bool = True,
+    center_writing_weights: bool = True,
+    center_unembed: bool = True,
+    fold_value_biases: bool = True,
+) -> HookedTransformer:
+    family = family_for(hf_config.model_type)
+    cfg: HookedTransformerConfig = family.config_from_hf(hf_config)
+    cfg.model_name = model_name
+    reader = WeightReader(tensors, family.PREFIXES)
+    canonical = family.convert(reader, cfg)
+    unused = [name for name in tensors if name not in reader.used and not _IGNORED.search(name)
+              and not (name.endswith("lm_head.weight") or name.endswith("embed_out.weight"))]
+    if unused:
+        raise ModelLoadError(f"checkpoint has tensors this {hf_config.model_type} config does not use, e.g. {unused[0]!r}")
+    applied = process_weights(canonical, cfg, fold_ln, center_writing_weights, center_unembed, fold_value_biases)
+    target = as_dtype(dtype)
+    cfg.dtype = target
+    cfg.device = str(torch.device(device)) if device is not None else "cpu"
+    cfg.tokenizer_name = model_name
+    model = HookedTransformer(cfg, tokenizer=tokenizer)
+    load_canonical(model, canonical)
+    model.processing = applied
+    return model.to(device=cfg.device, dtype=target)
+
+
+def load_canonical(model: HookedTransformer, sd: dict[str, torch.Tensor]) -> None:
+    """Copy a canonical state dict into the model's (fused) parameters, checking every shape."""
+    own = {}
+    cfg = model.cfg
+    for l, block in enumerate(model.blocks):
+        a = f"blocks.{l}.attn."
+        qkv = [sd.pop(a + f"W_{x}").permute(1, 0, 2).reshape(cfg.d_model, -1) for x in "QKV"]  # [d_model, heads*d_head]
+        own[a + "W_QKV"] = torch.cat(qkv, dim=1)
+        own[a + "b_QKV"] = torch.cat([sd.pop(a + f"b_{x}").reshape(-1) for x in "QKV"])
+    own.update(sd)
+    own = {name: tensor.contiguous() for name, tensor in own.items()}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(own))
+    extra = sorted(set(own) - set(expected))
+    if missing or extra:
+        raise ModelLoadError(f"weights do not match the model: missing {missing[:3]}, unexpected {extra[:3]}")
+    for name, tensor in own.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise ModelLoadError(f"tensor {name!r} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}")
+    model.load_state_dict(own, strict=True, assign=True)
+    for param in model.parameters():
+        param.requires_grad_(False)
+
+
+def load_pretrained(
+    name_or_path: str,
+    dtype: Union[str, torch.dtype, None] = None,
+    device: Optional[Union[str, torch.device]] = None,
+    fold_ln: bool = True,
+    center_writing_weights: bool = True,
+    center_unembed: bool = True,
+    fold_value_biases: bool = True,
+    revision: Optional[str] = None,
+    trust_remote_code: bool = False,
+) -> HookedTransformer:
+    """``HookedTransformer.from_pretrained``: see the module docstring for sources."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    directory = resolve_source(name_or_path, revision)
+    try:
+        hf_config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise ModelLoadError(f"could not read the config in {directory}: {exc}") from exc
+    tensors = read_state_dict(directory)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
+    except Exception:
+        tokenizer = None  # weights without a tokenizer still work with token ids
+    try:
+        return build_model(hf_config, tensors, tokenizer, name_or_path, dtype, device,
+                           fold_ln, center_writing_weights, center_unembed, fold_value_biases)
+    except ModelLoadError:
+        raise
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from exc
+
+
+def load_from_hf_model(hf_model: Any, tokenizer: Any = None, model_name: Optional[str] = None, **kwargs: Any) -> HookedTransformer:
+    """``HookedTransformer.from_hf_model``: convert an in-memory ``transformers`` causal LM."""
+    name = model_name or getattr(hf_model.config, "_name_or_path", "") or type(hf_model).__name__
+    # Cloned so that our weights never alias the caller's model.
+    state = {name_: tensor.detach().clone() for name_, tensor in hf_model.state_dict().items()}
+    return build_model(hf_model.config, state, tokenizer, name, **kwargs)

@@ -1,0 +1,284 @@
+"""HookedTransformer: one transformer implementation with a named hook on every activation."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .components import Embed, Norm, PosEmbed, TransformerBlock, Unembed
+from .config import HookedTransformerConfig
+from .hooks import HookFn, HookPoint, NameFilter, active_hooks, resolve_names
+from .tokens import TokenizerMixin
+
+FwdHooks = list[tuple[Union[str, Callable[[str], bool]], HookFn]]
+
+
+class HookedTransformer(TokenizerMixin, nn.Module):
+    """A GPT-2, GPT-NeoX or Llama-family model with TransformerLens's hook names and weight names.
+
+    Build one with :meth:`from_pretrained` or :meth:`from_hf_model` (see ``lens_core.loading``).
+    """
+
+    def __init__(self, cfg: HookedTransformerConfig, tokenizer: Any = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.processing: dict[str, bool] = {}
+        self.embed = Embed(cfg)
+        self.hook_embed = HookPoint("hook_embed")  # [batch, pos, d_model]
+        if cfg.positional_embedding_type == "standard":
+            self.pos_embed = PosEmbed(cfg)
+            self.hook_pos_embed = HookPoint("hook_pos_embed")  # [batch, pos, d_model]
+        self.blocks = nn.ModuleList(TransformerBlock(cfg, layer) for layer in range(cfg.n_layers))
+        self.ln_final = Norm(cfg, "ln_final")
+        self.unembed = Unembed(cfg)
+        self.hook_dict: dict[str, HookPoint] = self._collect_hook_points()
+        self._weights_hash: Optional[str] = None
+        self.eval()
+
+    def _collect_hook_points(self) -> dict[str, HookPoint]:
+        points: dict[str, HookPoint] = {}
+        for module in self.modules():
+            for value in vars(module).values():
+                if isinstance(value, HookPoint):
+                    points[value.name] = value
+        return dict(sorted(points.items(), key=lambda item: _hook_order(item[0])))
+
+    # ----------------------------------------------------------------- running
+    def forward(
+        self,
+        input: Union[str, list[str], torch.Tensor],
+        return_type: Optional[str] = "logits",
+        loss_per_token: bool = False,
+        prepend_bos: Optional[bool] = None,
+        start_at_layer: Optional[int] = None,
+        stop_at_layer: Optional[int] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        tokens: Optional[torch.Tensor] = None,
+    ) -> Any:
+        """Run the model.
+
+        ``input`` is text or token ids [batch, pos], or with ``start_at_layer=l`` the residual
+        stream [batch, pos, d_model] entering block l (pass ``tokens=`` too if you want a loss).
+        With ``stop_at_layer=l`` the residual stream entering block l is returned.
+        ``return_type``: "logits", "loss", "both" (logits, loss) or None.
+        """
+        n_layers = self.cfg.n_layers
+        if start_at_layer is None:
+            tokens = self._as_tokens(input, prepend_bos)
+            resid = self._embed(tokens)
+            start = 0
+        else:
+            resid = input
+            start = start_at_layer % n_layers if start_at_layer < 0 else start_at_layer
+        stop = n_layers if stop_at_layer is None else (stop_at_layer % n_layers if stop_at_layer < 0 else stop_at_layer)
+        if attention_mask is not None:
+            attention_mask = attention_mask.to(resid.device)
+        for block in self.blocks[start:stop]:
+            resid = block(resid, attention_mask)
+        if stop_at_layer is not None:
+            return resid
+        if return_type is None:
+            # Still run the final norm so its hooks fire; skip only the unembedding.
+            self.ln_final(resid)
+            return None
+        logits = self.unembed(self.ln_final(resid))  # [batch, pos, d_vocab]
+        if return_type == "logits":
+            return logits
+        if tokens is None:
+            raise ValueError("a loss needs the token ids: pass tokens= when starting from a residual")
+        loss = lm_cross_entropy(logits, tokens, attention_mask, per_token=loss_per_token)
+        if return_type == "loss":
+            return loss
+        if return_type == "both":
+            return logits, loss
+        raise ValueError(f"unknown return_type {return_type!r}")
+
+    def _as_tokens(self, input: Union[str, list[str], torch.Tensor], prepend_bos: Optional[bool]) -> torch.Tensor:
+        if isinstance(input, (str, list)):
+            tokens = self.to_tokens(input, prepend_bos=prepend_bos)
+        else:
+            tokens = input
+        if tokens.dim() == 1:
+            tokens = tokens[None]
+        if tokens.shape[1] == 0:
+            raise ValueError("the prompt has no tokens")
+        if tokens.shape[1] > self.cfg.n_ctx:
+            raise ValueError(f"the prompt has {tokens.shape[1]} tokens; this model reads at most {self.cfg.n_ctx}")
+        return tokens.to(self.W_E.device)
+
+    def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        resid = self.hook_embed(self.embed(tokens))
+        if self.cfg.positional_embedding_type == "standard":
+            resid = resid + self.hook_pos_embed(self.pos_embed(*tokens.shape))
+        return resid
+
+    def hook_points(self) -> list[str]:
+        return list(self.hook_dict)
+
+    def _pairs(self, fwd_hooks: FwdHooks) -> list[tuple[HookPoint, HookFn]]:
+        pairs = []
+        for name_or_filter, fn in fwd_hooks:
+            for name in resolve_names(name_or_filter, self.hook_dict):
+                pairs.append((self.hook_dict[name], fn))
+        return pairs
+
+    def hooks(self, fwd_hooks: FwdHooks = (), bwd_hooks: FwdHooks = (), reset_hooks_end: bool = True) -> active_hooks:
+        """``with model.hooks(fwd_hooks=[(name, fn)]): ...``: the hooks apply in this thread, inside the block.
+
+        A backward hook ``fn(grad, hook)`` is attached to the activation's gradient during the forward pass.
+        """
+        if not reset_hooks_end:
+            raise ValueError("hooks always end with their call here: permanent hooks would leak between sessions")
+        pairs = self._pairs(list(fwd_hooks))
+        for point, fn in self._pairs(list(bwd_hooks)):
+            pairs.append((point, _grad_hook(fn)))
+        return active_hooks(pairs)
+
+    def run_with_hooks(self, *args: Any, fwd_hooks: FwdHooks = (), bwd_hooks: FwdHooks = (), **kwargs: Any) -> Any:
+        with self.hooks(fwd_hooks=fwd_hooks, bwd_hooks=bwd_hooks):
+            return self(*args, **kwargs)
+
+    def run_with_cache(
+        self,
+        *args: Any,
+        names_filter: NameFilter = None,
+        device: Optional[Union[str, torch.device]] = None,
+        remove_batch_dim: bool = False,
+        **kwargs: Any,
+    ):
+        """Run and keep activations. ``names_filter=None`` keeps every hook point except
+        ``hook_result`` (per-head outputs, costly: name it to get it, or use
+        ``cache.stack_head_results``, which derives it from ``hook_z``)."""
+        from .cache import ActivationCache
+
+        if names_filter is None:
+            names = [name for name in self.hook_dict if not name.endswith("hook_result")]
+        else:
+            names = resolve_names(names_filter, self.hook_dict)
+        store: dict[str, torch.Tensor] = {}
+
+        def save(tensor: torch.Tensor, hook: HookPoint) -> None:
+            kept = tensor.detach()
+            if remove_batch_dim:
+                kept = kept[0]
+            store[hook.name] = kept.to(device) if device is not None else kept
+
+        with active_hooks([(self.hook_dict[name], save) for name in names]):
+            out = self(*args, **kwargs)
+        return out, ActivationCache(store, self, has_batch_dim=not remove_batch_dim)
+
+    # ----------------------------------------------------------------- weights
+    @property
+    def W_E(self) -> torch.Tensor:
+        return self.embed.W_E
+
+    @property
+    def W_pos(self) -> torch.Tensor:
+        return self.pos_embed.W_pos
+
+    @property
+    def W_U(self) -> torch.Tensor:
+        return self.unembed.W_U
+
+    @property
+    def b_U(self) -> torch.Tensor:
+        return self.unembed.b_U
+
+    def _stack(self, part: str, name: str, expand_kv: bool = False) -> torch.Tensor:
+        tensors = [getattr(getattr(block, part), name) for block in self.blocks]
+        stacked = torch.stack(tensors)
+        if expand_kv and self.cfg.n_kv_groups > 1:
+            stacked = stacked.repeat_interleave(self.cfg.n_kv_groups, dim=1)
+        return stacked
+
+    W_Q = property(lambda self: self._stack("attn", "W_Q"))  # [layer, head, d_model, d_head]
+    W_K = property(lambda self: self._stack("attn", "W_K", expand_kv=True))
+    W_V = property(lambda self: self._stack("attn", "W_V", expand_kv=True))
+    W_O = property(lambda self: self._stack("attn", "W_O"))  # [layer, head, d_head, d_model]
+    b_Q = property(lambda self: self._stack("attn", "b_Q"))
+    b_K = property(lambda self: self._stack("attn", "b_K", expand_kv=True))
+    b_V = property(lambda self: self._stack("attn", "b_V", expand_kv=True))
+    b_O = property(lambda self: self._stack("attn", "b_O"))
+    W_in = property(lambda self: self._stack("mlp", "W_in"))  # [layer, d_model, d_mlp]
+    b_in = property(lambda self: self._stack("mlp", "b_in"))
+    W_gate = property(lambda self: self._stack("mlp", "W_gate"))
+    W_out = property(lambda self: self._stack("mlp", "W_out"))  # [layer, d_mlp, d_model]
+    b_out = property(lambda self: self._stack("mlp", "b_out"))
+
+    def tokens_to_residual_directions(self, tokens: Union[int, torch.Tensor]) -> torch.Tensor:
+        """Unembedding columns of the given tokens: [..., d_model]."""
+        return self.W_U[:, torch.as_tensor(tokens, device=self.W_U.device)].movedim(0, -1)
+
+    def weights_hash(self) -> str:
+        """sha256 over every weight, in name order (memoised; weights are treated as read-only)."""
+        if self._weights_hash is None:
+            digest = hashlib.sha256()
+            for name, tensor in sorted(self.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(str(tensor.dtype).encode())
+                digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            self._weights_hash = digest.hexdigest()
+        return self._weights_hash
+
+    def to(self, *args: Any, **kwargs: Any) -> "HookedTransformer":
+        super().to(*args, **kwargs)
+        self.cfg.device = str(self.W_E.device)
+        self.cfg.dtype = self.W_E.dtype
+        self._weights_hash = None
+        return self
+
+    # ----------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, **kwargs: Any) -> "HookedTransformer":
+        from .loading import load_pretrained
+
+        return load_pretrained(name_or_path, **kwargs)
+
+    @classmethod
+    def from_hf_model(cls, hf_model: Any, tokenizer: Any = None, **kwargs: Any) -> "HookedTransformer":
+        from .loading import load_from_hf_model
+
+        return load_from_hf_model(hf_model, tokenizer=tokenizer, **kwargs)
+
+
+def lm_cross_entropy(
+    logits: torch.Tensor, tokens: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, per_token: bool = False
+) -> torch.Tensor:
+    """Next-token loss: [batch, pos-1] per token, or its mean (over unpadded tokens)."""
+    log_probs = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    loss = -log_probs.gather(-1, tokens[:, 1:, None].to(logits.device))[..., 0]
+    if per_token:
+        return loss
+    if attention_mask is not None:
+        keep = attention_mask[:, 1:].to(loss.device).float()
+        return (loss * keep).sum() / keep.sum()
+    return loss.mean()
+
+
+def _grad_hook(fn: HookFn) -> HookFn:
+    def attach(tensor: torch.Tensor, hook: HookPoint) -> None:
+        if tensor.requires_grad:
+            tensor.register_hook(lambda grad: fn(grad, hook))
+
+    return attach
+
+
+_SUB_ORDER = ["hook_resid_pre", "ln1.hook_scale", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_rot_q", "attn.hook_rot_k",
+              "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z", "attn.hook_result", "hook_attn_out",
+              "hook_resid_mid", "ln2.hook_scale", "ln2.hook_normalized", "mlp.hook_pre", "mlp.hook_pre_linear", "mlp.hook_post", "hook_mlp_out", "hook_resid_post"]
+
+
+def _hook_order(name: str) -> tuple:
+    """Forward order, so ``model.hook_dict`` and caches list activations as they happen."""
+    if name.startswith("hook_"):
+        return (0, 0, name)
+    if name.startswith("ln_final"):
+        return (2, 0, name)
+    _, layer, rest = name.split(".", 2)
+    rank = next((i for i, prefix in enumerate(_SUB_ORDER) if rest.startswith(prefix)), len(_SUB_ORDER))
+    return (1, int(layer), rank, rest)
