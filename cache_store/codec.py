@@ -58,7 +58,7 @@ def _storable(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def encode_parts(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> bytes:
-    meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    meta_bytes = json.dumps(meta, separators=(",", ":")).encode("utf-8")
     tensor_bytes = safetensors.torch.save(_storable(tensors))
     payload = meta_bytes + tensor_bytes
     header = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(meta_bytes), len(tensor_bytes), hashlib.sha256(payload).digest())
@@ -69,11 +69,13 @@ def decode_parts(blob: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if not isinstance(blob, (bytes, bytearray, memoryview)) or len(blob) < HEADER_SIZE:
         raise CorruptEntry("blob missing or shorter than its header")
     view = memoryview(blob)
-    magic, version, _flags, meta_len, tensor_len, checksum = _HEADER.unpack(view[:HEADER_SIZE])
+    magic, version, flags, meta_len, tensor_len, checksum = _HEADER.unpack(view[:HEADER_SIZE])
     if magic != MAGIC:
         raise CorruptEntry("bad magic")
     if version != FORMAT_VERSION:
         raise CorruptEntry(f"format {version}, expected {FORMAT_VERSION}")
+    if flags != 0:
+        raise CorruptEntry(f"unknown flags {flags:#x}")
     if HEADER_SIZE + meta_len + tensor_len != len(view):
         raise CorruptEntry("length mismatch (truncated or padded)")
     payload = view[HEADER_SIZE:]
