@@ -117,8 +117,7 @@ def build_model(
     cfg.model_name = model_name
     reader = WeightReader(tensors, family.PREFIXES)
     canonical = family.convert(reader, cfg)
-    unused = [name for name in tensors if name not in reader.used and not _IGNORED.search(name)
-              and not (name.endswith("lm_head.weight") or name.endswith("embed_out.weight"))]
+    unused = [name for name in tensors if name not in reader.used and not _IGNORED.search(name)]
     if unused:
         raise ModelLoadError(f"checkpoint has tensors this {hf_config.model_type} config does not use, e.g. {unused[0]!r}")
     applied = process_weights(canonical, cfg, fold_ln, center_writing_weights, center_unembed, fold_value_biases)

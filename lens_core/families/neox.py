@@ -49,7 +49,9 @@ def convert(r: WeightReader, cfg: HookedTransformerConfig) -> dict:
         sd[out + "mlp.W_out"] = r.get(p + "mlp.dense_4h_to_h.weight", (d, m)).T
         sd[out + "mlp.b_out"] = r.get(p + "mlp.dense_4h_to_h.bias", (d,))
     sd["ln_final.w"], sd["ln_final.b"] = r.get("final_layer_norm.weight", (d,)), r.get("final_layer_norm.bias", (d,))
+    # Pythia checkpoints call the unembedding embed_out; transformers 5 saves it as lm_head.
     head = r.optional("embed_out.weight", (V, d))
+    head = r.optional("lm_head.weight", (V, d)) if head is None else head
     sd["unembed.W_U"] = (head if head is not None else sd["embed.W_E"]).T
     sd["unembed.b_U"] = zeros(V)
     return sd
