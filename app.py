@@ -1,0 +1,37 @@
+"""Circuit Explorer: the Streamlit entry point (``streamlit run app.py``).
+
+Draws the shared sidebar (model, dtype, device, prompt) and hands over to the page
+picked in the navigation. Pages are discovered from ``pages/N_Title_words.py``:
+the number orders them, the rest is the title, the lower-cased words the URL path.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import streamlit as st
+
+from ui.errors import guard
+from ui.widgets import sidebar
+
+PAGES_DIR = Path(__file__).resolve().parent / "pages"
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def discover_pages() -> list[st.Page]:
+    pages = []
+    files = sorted(PAGES_DIR.glob("[0-9]*_*.py"), key=lambda p: (int(p.name.split("_", 1)[0]), p.name))
+    for i, path in enumerate(files):
+        words = path.stem.split("_", 1)[1]
+        title = words.replace("_", " ").replace(" and ", " & ")
+        pages.append(st.Page(str(path), title=title, url_path=words.lower(), default=(i == 0)))
+    return pages
+
+
+st.set_page_config(page_title="Circuit Explorer", page_icon=":material/hub:", layout="wide")
+navigation = st.navigation(discover_pages())
+with guard("setting up the sidebar"):
+    sidebar()
+navigation.run()

@@ -1,0 +1,61 @@
+"""Attention: one head's pattern with token labels on both axes, and an overview grid of all heads."""
+
+import pandas as pd
+import streamlit as st
+
+from ui import charts, state
+from ui.errors import guard
+from ui.export import export_bar, python_literal
+from ui.model import run_experiment
+from ui.views import attention_patterns
+from ui.widgets import app_context, preset_picker
+
+GRID_MAX_HEADS = 48  # above this many heads the overview shows the selected layer only
+
+st.title("Attention patterns")
+ctx = app_context()
+preset_picker("attention", {"prompt": "prompt"}, ctx)
+model, tokens = ctx.require_prompt()
+cfg = model.cfg
+
+with guard("computing the attention patterns"):
+    result = run_experiment(model, "app_attention_patterns", tokens, {},
+                            lambda: attention_patterns(model, tokens), device=ctx.device)
+
+cols = st.columns(2)
+layer = state.int_slider("Layer", 0, cfg.n_layers - 1, key="layer", default=0, where=cols[0])
+head = state.int_slider("Head", 0, cfg.n_heads - 1, key="head", default=0, where=cols[1])
+
+pattern = result.patterns[layer, head]
+str_toks = result.str_tokens
+fig = charts.attention_pattern(pattern, str_toks, title=f"L{layer}H{head}: where each destination token attends")
+st.plotly_chart(fig, key="pattern_chart")
+st.caption("Rows are destination (query) positions, columns source (key) positions; each row sums to 1.")
+
+n = len(str_toks)
+long = pd.DataFrame(
+    [
+        {"layer": layer, "head": head, "destination position": q, "destination token": charts.visible(str_toks[q]),
+         "source position": k, "source token": charts.visible(str_toks[k]), "weight": float(pattern[q, k])}
+        for q in range(n) for k in range(q + 1)
+    ]
+)
+snippet = f"""from lens_core import HookedTransformer
+
+model = HookedTransformer.from_pretrained({python_literal(ctx.model_name)}, dtype={python_literal(ctx.dtype)})
+tokens = model.to_tokens({python_literal(ctx.prompt)})
+logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith("hook_pattern"))
+pattern = cache["pattern", {layer}][0, {head}]  # [query_pos, key_pos]
+print(model.to_str_tokens(tokens[0]))
+print(pattern)
+"""
+export_bar(f"attention_L{layer}H{head}", df=long, fig=fig, snippet=snippet)
+
+st.subheader("All heads")
+if cfg.n_layers * cfg.n_heads <= GRID_MAX_HEADS:
+    grid = charts.heads_grid(result.patterns, str_toks)
+    st.caption("Rows are layers, columns heads; hover for destination, source and weight.")
+else:
+    grid = charts.heads_grid(result.patterns, str_toks, layers=[layer])
+    st.caption(f"This model has {cfg.n_layers * cfg.n_heads} heads: showing layer {layer}'s; move the layer slider for others.")
+st.plotly_chart(grid, key="heads_grid")

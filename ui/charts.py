@@ -1,0 +1,135 @@
+"""Plotly figures with token labels. No math here beyond arranging arrays.
+
+Token strings are user-controlled (they come from the prompt), and plotly renders
+tick labels and hover text as a small subset of HTML, so every token string is
+passed through :func:`token_label` (visible whitespace, then ``html.escape``)
+before it reaches a figure. Axes are numeric with ``ticktext`` so that repeated
+tokens keep separate rows/columns (categorical axes would merge them).
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+_VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
+
+
+def visible(token: str) -> str:
+    """Make whitespace visible so token boundaries are obvious (' the' -> '␣the')."""
+    return "".join(_VISIBLE.get(ch, ch) for ch in token)
+
+
+def token_label(token: str) -> str:
+    """A token as safe plotly text: whitespace made visible, then HTML-escaped."""
+    return html.escape(visible(token), quote=True)
+
+
+def position_labels(str_tokens: Sequence[str]) -> list[str]:
+    return [f"{i}: {token_label(t)}" for i, t in enumerate(str_tokens)]
+
+
+def _as_array(values) -> np.ndarray:
+    if hasattr(values, "detach"):
+        values = values.detach().float().cpu().numpy()
+    return np.asarray(values, dtype=float)
+
+
+def heatmap(
+    z,
+    x_labels: Sequence[str],
+    y_labels: Sequence[str],
+    *,
+    title: str = "",
+    x_title: str = "",
+    y_title: str = "",
+    value_name: str = "value",
+    hover: Sequence[Sequence[str]] | None = None,
+    zmid: float | None = None,
+    colorscale: str | None = None,
+    labels_are_tokens: bool = True,
+    height: int | None = None,
+) -> go.Figure:
+    """Heatmap ``z[y, x]``. Labels are escaped here when ``labels_are_tokens``; ``hover`` must already be safe."""
+    z = _as_array(z)
+    esc = token_label if labels_are_tokens else (lambda s: html.escape(str(s)))
+    xs, ys = [esc(s) for s in x_labels], [esc(s) for s in y_labels]
+    custom = np.empty(z.shape + (3,), dtype=object)
+    for i in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            custom[i, j] = (ys[i], xs[j], hover[i][j] if hover is not None else "")
+    diverging = zmid is not None
+    fig = go.Figure(go.Heatmap(
+        z=z, x=list(range(z.shape[1])), y=list(range(z.shape[0])), customdata=custom,
+        colorscale=colorscale or ("RdBu" if diverging else "Viridis"), zmid=zmid,
+        reversescale=diverging, colorbar={"title": {"text": html.escape(value_name)}},
+        hovertemplate=(f"{html.escape(y_title) or 'row'}: %{{customdata[0]}}<br>{html.escape(x_title) or 'column'}: %{{customdata[1]}}"
+                       f"<br>{html.escape(value_name)}: %{{z:.4g}}%{{customdata[2]}}<extra></extra>"),
+    ))
+    fig.update_layout(
+        title=html.escape(title), height=height or max(320, min(900, 60 + 22 * z.shape[0])),
+        xaxis={"title": html.escape(x_title), "tickmode": "array", "tickvals": list(range(len(xs))), "ticktext": xs},
+        yaxis={"title": html.escape(y_title), "tickmode": "array", "tickvals": list(range(len(ys))), "ticktext": ys,
+               "autorange": "reversed"},
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+    )
+    return fig
+
+
+def bar(values, labels: Sequence[str], *, title: str = "", x_title: str = "", y_title: str = "",
+        labels_are_tokens: bool = False, hover: Sequence[str] | None = None) -> go.Figure:
+    values = _as_array(values)
+    esc = token_label if labels_are_tokens else (lambda s: html.escape(str(s)))
+    names = [esc(s) for s in labels]
+    fig = go.Figure(go.Bar(
+        x=list(range(len(values))), y=values, customdata=[[n, hover[i] if hover else ""] for i, n in enumerate(names)],
+        hovertemplate="%{customdata[0]}: %{y:.4g}%{customdata[1]}<extra></extra>",
+    ))
+    fig.update_layout(
+        title=html.escape(title),
+        xaxis={"title": html.escape(x_title), "tickmode": "array", "tickvals": list(range(len(names))), "ticktext": names},
+        yaxis={"title": html.escape(y_title)}, margin={"l": 10, "r": 10, "t": 50, "b": 10},
+    )
+    return fig
+
+
+def attention_pattern(pattern, str_tokens: Sequence[str], *, title: str = "") -> go.Figure:
+    """One head's pattern ``[query_pos, key_pos]``; hover names destination, source and weight."""
+    pattern = _as_array(pattern).copy()
+    n = pattern.shape[0]
+    pattern[np.triu(np.ones((n, n), dtype=bool), k=1)] = np.nan  # causal: keys after the query are not attended
+    fig = heatmap(pattern, str_tokens, str_tokens, title=title, x_title="source (key)", y_title="destination (query)",
+                  value_name="weight", colorscale="Blues")
+    fig.data[0].update(zmin=0.0, zmax=1.0)
+    return fig
+
+
+def heads_grid(patterns, str_tokens: Sequence[str], *, layers: Sequence[int] | None = None) -> go.Figure:
+    """Small multiples of every head's pattern: rows are layers, columns heads. ``patterns[L, H, q, k]``."""
+    patterns = _as_array(patterns)
+    n_layers, n_heads, n, _ = patterns.shape
+    layers = list(range(n_layers)) if layers is None else list(layers)
+    labels = position_labels(str_tokens)
+    fig = make_subplots(rows=len(layers), cols=n_heads, horizontal_spacing=0.01, vertical_spacing=0.02,
+                        row_titles=[f"L{l}" for l in layers], column_titles=[f"H{h}" for h in range(n_heads)])
+    mask = np.triu(np.ones((n, n), dtype=bool), k=1)
+    custom = np.empty((n, n, 2), dtype=object)
+    for i in range(n):
+        for j in range(n):
+            custom[i, j] = (labels[i], labels[j])
+    for r, layer in enumerate(layers):
+        for h in range(n_heads):
+            z = patterns[layer, h].copy()
+            z[mask] = np.nan
+            fig.add_trace(go.Heatmap(
+                z=z, customdata=custom, zmin=0.0, zmax=1.0, colorscale="Blues", showscale=False,
+                hovertemplate=f"L{layer}H{h}<br>destination %{{customdata[0]}}<br>source %{{customdata[1]}}<br>weight %{{z:.3f}}<extra></extra>",
+            ), row=r + 1, col=h + 1)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False, autorange="reversed")
+    fig.update_layout(height=max(300, 90 * len(layers) + 60), margin={"l": 10, "r": 30, "t": 40, "b": 10})
+    return fig

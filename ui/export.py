@@ -1,0 +1,43 @@
+"""Export a view: its data as CSV, its figure as a self-contained HTML file, and a Python snippet.
+
+PNG comes from the camera button in plotly's own chart toolbar (client-side, offline).
+The HTML embeds plotly.js (``include_plotlyjs=True``) so the file opens without a
+network; it is built only when the button is clicked (a callable ``data``).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "export"
+
+
+def figure_html(fig: go.Figure) -> str:
+    return fig.to_html(include_plotlyjs=True, full_html=True)
+
+
+def export_bar(name: str, df: pd.DataFrame | None = None, fig: go.Figure | None = None, snippet: str | None = None,
+               where=st) -> None:
+    """One row of export controls under a chart. ``name`` must be unique on the page."""
+    slug = _slug(name)
+    cols = where.columns(3)
+    if df is not None:
+        cols[0].download_button("Data (CSV)", data=df.to_csv(index=False).encode("utf-8"), file_name=f"{slug}.csv",
+                                mime="text/csv", key=f"csv_{slug}", on_click="ignore", icon=":material/download:")
+    if fig is not None:
+        cols[1].download_button("Figure (HTML)", data=lambda: figure_html(fig), file_name=f"{slug}.html",
+                                mime="text/html", key=f"html_{slug}", on_click="ignore", icon=":material/download:")
+    if snippet is not None:
+        with where.expander("Copy as Python"):
+            st.code(snippet, language="python")
+
+
+def python_literal(value) -> str:
+    """A safe Python literal for user text in a snippet (repr never breaks out of the string)."""
+    return repr(value)

@@ -1,0 +1,74 @@
+"""The process-wide model pool and result store, and running an experiment through them.
+
+``st.cache_resource`` holds one :class:`lens_core.pool.ModelPool` and one
+``cache_store.ResultStore`` per server process, shared by every session. The pool
+holds the loaded models keyed by ``(name, dtype, device)`` (LRU-bounded by the
+settings), so a model is loaded once however many sessions ask for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import streamlit as st
+
+from lens_core.pool import ModelPool, resolve_device
+from lens_core.results import ExperimentResult
+from ui.settings import Settings, get_settings
+
+
+@st.cache_resource(show_spinner=False)
+def _pool(max_models: int, max_runs_per_device: int) -> ModelPool:
+    return ModelPool(max_models=max_models, max_runs_per_device=max_runs_per_device)
+
+
+def get_pool(settings: Settings | None = None) -> ModelPool:
+    settings = settings or get_settings()
+    return _pool(settings.max_loaded_models, settings.max_concurrent_runs_per_device)
+
+
+@st.cache_resource(show_spinner=False)
+def _store(directory: str, size_limit_mb: int):
+    from cache_store import ResultStore
+
+    return ResultStore(directory, size_limit_bytes=size_limit_mb * 2**20)
+
+
+def get_store(settings: Settings | None = None):
+    settings = settings or get_settings()
+    return _store(str(settings.cache_directory), settings.cache_size_limit_mb)
+
+
+def load_model(name: str, dtype: str, device: str, settings: Settings | None = None) -> Any:
+    """The shared model for (name, dtype, device), with a spinner the first time it loads."""
+    pool = get_pool(settings)
+    if pool.is_loaded(name, dtype, device):
+        return pool.get(name, dtype, device)
+    with st.spinner(f"Loading {name} ({dtype}, {resolve_device(device)}): first use on this server…"):
+        return pool.get(name, dtype, device)
+
+
+def run_experiment(
+    model: Any,
+    experiment: str,
+    tokens: Any,
+    params: dict,
+    compute: Callable[[], ExperimentResult],
+    device: str = "auto",
+) -> ExperimentResult:
+    """Cached result, or ``compute()`` inside one of the device's run slots.
+
+    While every slot on the device is busy the page shows a "queued" notice.
+    Out-of-memory errors come out as ``DeviceOutOfMemoryError`` (shown by ``ui.errors.guard``).
+    """
+    device = resolve_device(str(getattr(getattr(model, "cfg", None), "device", None) or device))
+    notice = st.empty()
+
+    def queued() -> None:
+        notice.info(f"Queued: every run slot on {device} is busy; this run starts when one frees up.", icon=":material/hourglass_top:")
+
+    try:
+        with get_pool().run_slot(device, on_wait=queued, what=f"the {experiment} run"):
+            return get_store().get_or_compute(model, experiment, tokens, params, compute)
+    finally:
+        notice.empty()

@@ -1,0 +1,217 @@
+"""Shared widgets: the sidebar (model, dtype, device, prompt), prompt and answer-token inputs, presets.
+
+Every input is URL-backed (``ui.state``) and validated where it is drawn: a bad
+value shows its message right under the input, and the page gets ``None``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+import torch
+
+from ui import state
+from ui.errors import md_escape, message_for
+from ui.model import load_model
+from ui.settings import Settings, get_settings
+
+CONTEXT_KEY = "_circuit_explorer_context"
+DEFAULT_PROMPT = "When Mary and John went to the store, John gave a drink to"
+PRESETS_FILE = Path(__file__).resolve().parent.parent / "lens_core" / "default_model" / "presets.json"
+
+# The classic workflows, offered when a GPT-2 model is loaded.
+GPT2_PRESETS = [
+    {"name": "IOI", "prompt": "When John and Mary went to the store, Mary gave a bottle to",
+     "answer": " John", "wrong_answer": " Mary", "page": "all"},
+    {"name": "Eiffel Tower", "prompt": "The Eiffel Tower is in the city of",
+     "answer": " Paris", "wrong_answer": " Rome", "page": "all"},
+]
+
+
+@dataclasses.dataclass
+class AppContext:
+    """What the sidebar decided this run; pages read it with :func:`app_context`."""
+
+    settings: Settings
+    model_name: str
+    dtype: str
+    device: str
+    model: Any = None
+    model_error: str | None = None
+    prompt: str = ""
+    tokens: torch.Tensor | None = None  # [1, pos]
+    prompt_error: str | None = None
+
+    def require_model(self) -> Any:
+        if self.model is None:
+            st.info("Pick a model that loads (see the message in the sidebar).", icon=":material/info:")
+            st.stop()
+        return self.model
+
+    def require_prompt(self) -> tuple[Any, torch.Tensor]:
+        model = self.require_model()
+        if self.tokens is None:
+            st.info("Fix the prompt in the sidebar to see this page.", icon=":material/info:")
+            st.stop()
+        return model, self.tokens
+
+
+def app_context() -> AppContext:
+    ctx = st.session_state.get(CONTEXT_KEY)
+    if ctx is None:  # a page run on its own (not through app.py): draw the sidebar here
+        ctx = sidebar()
+    return ctx
+
+
+# -- validation ----------------------------------------------------------------------
+def count_tokens(model: Any, text: str) -> int:
+    try:
+        return int(model.to_tokens(text, truncate=False).shape[-1])
+    except TypeError:  # a to_tokens without the truncate option
+        return int(model.to_tokens(text).shape[-1])
+
+
+def validate_prompt(model: Any, text: str, settings: Settings) -> tuple[torch.Tensor | None, str | None]:
+    """(tokens [1, pos], None) or (None, message for the user)."""
+    if not text.strip():
+        return None, "Enter a prompt: it is empty."
+    n_tokens = count_tokens(model, text)
+    cap = min(settings.max_prompt_tokens, int(model.cfg.n_ctx))
+    if n_tokens > cap:
+        why = "this server's cap" if settings.max_prompt_tokens <= model.cfg.n_ctx else "the model's context length"
+        return None, f"The prompt is {n_tokens} tokens long; the limit is {cap} ({why}). Shorten it."
+    return model.to_tokens(text), None
+
+
+def prompt_input(label: str, key: str, model: Any, default: str = DEFAULT_PROMPT, where=st, area: bool = True,
+                 settings: Settings | None = None) -> tuple[str, torch.Tensor | None]:
+    """A URL-backed prompt box; returns (text, tokens or None). The error shows under the box."""
+    settings = settings or get_settings()
+    widget = state.text_area if area else state.text_input
+    text = widget(label, key=key, default=default, where=where)
+    if model is None:
+        return text, None
+    tokens, error = validate_prompt(model, text, settings)
+    if error:
+        where.error(md_escape(error), icon=":material/error:")
+    return text, tokens
+
+
+def answer_token_input(label: str, key: str, model: Any, default: str = "", where=st) -> tuple[str, int | None]:
+    """A URL-backed single-token answer box; returns (text, token id or None), message under the box."""
+    text = state.text_input(label, key=key, default=default, where=where,
+                            help="Must be exactly one token; mind the leading space (' Paris', not 'Paris').")
+    if not text:
+        where.error("Enter an answer token: it is empty.", icon=":material/error:")
+        return text, None
+    try:
+        return text, int(model.to_single_token(text))
+    except (ValueError, KeyError, AssertionError) as exc:
+        where.error(md_escape(f"{text!r} is not a single token for this model: {exc}"), icon=":material/error:")
+        return text, None
+
+
+# -- presets -------------------------------------------------------------------------
+def load_presets(model_name: str) -> list[dict]:
+    presets: list[dict] = []
+    if model_name == "default" and PRESETS_FILE.exists():
+        try:
+            presets = [p for p in json.loads(PRESETS_FILE.read_text(encoding="utf-8")) if isinstance(p, dict) and "name" in p]
+        except (OSError, ValueError):
+            presets = []
+    if "gpt2" in model_name.lower():
+        presets += GPT2_PRESETS
+    return presets
+
+
+def preset_picker(page: str, fields: dict[str, str], ctx: AppContext, where=st) -> None:
+    """Buttons that fill this page's inputs from a preset.
+
+    ``fields`` maps a preset field (``prompt``, ``answer``, ``wrong_answer``, ...) to the
+    URL/widget key it sets. Presets whose ``page`` is this page or ``"all"`` are offered.
+    """
+    presets = [p for p in load_presets(ctx.model_name) if p.get("page", "all") in (page, "all")]
+    if not presets:
+        return
+
+    def apply(preset: dict) -> None:
+        for field, key in fields.items():
+            if field in preset and preset[field] is not None:
+                state.set_value(key, preset[field])
+
+    cols = where.columns(min(len(presets), 4) + 1)
+    cols[0].markdown("**Presets**")
+    for i, preset in enumerate(presets):
+        cols[1 + i % 4].button(str(preset["name"]), key=f"preset_{page}_{i}", on_click=apply, args=(preset,),
+                               help=str(preset.get("prompt", "")))
+
+
+# -- the sidebar ---------------------------------------------------------------------
+def _device_options(settings: Settings) -> list[str]:
+    options = [d for d in settings.devices if d != "cuda" or torch.cuda.is_available()]
+    options = [d for d in options if d != "mps" or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())]
+    return options or ["cpu"]
+
+
+def sidebar(settings: Settings | None = None) -> AppContext:
+    """Draw the sidebar, load the model, validate the prompt; remember the result for the pages."""
+    settings = settings or get_settings()
+    side = st.sidebar
+    side.header("Model")
+
+    requested = st.query_params.get("model")
+    first_run = "model" not in st.session_state
+    custom_default = ""
+    if first_run and requested and requested not in settings.model_allowlist:
+        if settings.arbitrary_models_allowed:
+            custom_default = requested
+        else:
+            side.error(md_escape(f"Model {requested!r} is not allowed on this server; showing {settings.default_model!r}."),
+                       icon=":material/error:")
+    name = state.selectbox("Model", settings.model_allowlist, key="model", default=settings.default_model, where=side)
+    if settings.arbitrary_models_allowed:
+        if "custom_model" not in st.session_state and custom_default:
+            st.session_state["custom_model"] = custom_default
+        custom = state.text_input("Or any model (hub name or local path)", key="custom_model", default="", where=side,
+                                  help="Leave empty to use the model picked above.").strip()
+        if custom:
+            name = custom
+            _write_model_param(name)
+    dtype = state.selectbox("dtype", settings.dtypes, key="dtype", default=settings.dtypes[0], where=side)
+    device = state.selectbox("Device", _device_options(settings), key="device", where=side)
+
+    ctx = AppContext(settings=settings, model_name=name, dtype=dtype, device=device)
+    if not settings.model_allowed(name):
+        ctx.model_error = f"Model {name!r} is not allowed on this server."
+    else:
+        try:
+            ctx.model = load_model(name, dtype, device, settings)
+        except Exception as exc:  # noqa: BLE001 - any load failure is a message, not a crash
+            import logging
+
+            logging.getLogger("circuit_explorer").exception("loading %s failed", name)
+            ctx.model_error = f"Could not load {name!r}: " + message_for(exc, "loading the model")
+    if ctx.model_error:
+        side.error(md_escape(ctx.model_error), icon=":material/error:")
+    else:
+        cfg = ctx.model.cfg
+        side.caption(f"{cfg.n_layers} layers · {cfg.n_heads} heads · d_model {cfg.d_model} · vocab {cfg.d_vocab} · context {cfg.n_ctx}")
+
+    side.header("Prompt")
+    ctx.prompt, ctx.tokens = prompt_input("Prompt", key="prompt", model=ctx.model, where=side, settings=settings)
+    if ctx.model is None:
+        ctx.prompt_error = ctx.model_error
+    elif ctx.tokens is None:
+        ctx.prompt_error = "invalid prompt"
+    st.session_state[CONTEXT_KEY] = ctx
+    return ctx
+
+
+def _write_model_param(name: str) -> None:
+    # The URL's "model" names the model in use, including a free-text one.
+    if st.query_params.get("model") != name:
+        st.query_params["model"] = name
