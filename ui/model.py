@@ -67,8 +67,13 @@ def run_experiment(
     def queued() -> None:
         notice.info(f"Queued: every run slot on {device} is busy; this run starts when one frees up.", icon=":material/hourglass_top:")
 
+    waited = None
     try:
-        with get_pool().run_slot(device, on_wait=queued, what=f"the {experiment} run"):
+        with get_pool().run_slot(device, on_wait=queued, what=f"the {experiment} run") as slot:
+            waited = slot.wait_seconds if slot.waited else None
             return get_store().get_or_compute(model, experiment, tokens, params, compute)
     finally:
-        notice.empty()
+        if waited is None:
+            notice.empty()
+        else:
+            notice.caption(f"This run was queued for {waited:.1f} s behind other runs on {device}.")

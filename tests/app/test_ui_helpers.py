@@ -1,0 +1,150 @@
+"""ui helpers: settings, escaping in charts, error display, answer-token validation, the queued notice."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import APP, plotly_figure
+from tiny_model import write_settings
+from ui import charts
+from ui.settings import SettingsError, load_settings
+
+XSS = "<img src=x onerror=alert(1)>"
+
+
+# -- settings ------------------------------------------------------------------------
+def test_repository_settings_file_is_valid_and_offers_the_bundled_model_first():
+    settings = load_settings()
+    assert settings.default_model == "default"
+    assert settings.demo_mode and not settings.arbitrary_models_allowed
+
+
+def test_demo_mode_overrides_allow_arbitrary_models(tmp_path):
+    demo = load_settings(write_settings(tmp_path / "a.toml", tmp_path, tmp_path, allow_arbitrary=True, demo_mode=True))
+    assert not demo.arbitrary_models_allowed
+    assert demo.model_allowed(str(tmp_path)) and not demo.model_allowed("gpt2")
+    open_ = load_settings(write_settings(tmp_path / "b.toml", tmp_path, tmp_path, allow_arbitrary=True, demo_mode=False))
+    assert open_.model_allowed("gpt2") and not open_.model_allowed("  ")
+
+
+def test_settings_env_var_selects_the_file(tmp_path, monkeypatch):
+    path = write_settings(tmp_path / "s.toml", tmp_path / "m", tmp_path / "c", max_prompt_tokens=17)
+    monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(path))
+    from ui.settings import get_settings
+
+    assert get_settings().max_prompt_tokens == 17
+    assert get_settings().model_allowlist == (str(tmp_path / "m"),)
+
+
+@pytest.mark.parametrize("bad", ["max_prompt_tokens = 0", "max_prompt_tokens = \"many\""])
+def test_bad_settings_values_are_refused(tmp_path, bad):
+    path = write_settings(tmp_path / "s.toml", tmp_path, tmp_path)
+    path.write_text(path.read_text().replace("max_prompt_tokens = 40", bad))
+    with pytest.raises(SettingsError, match="max_prompt_tokens"):
+        load_settings(path)
+
+
+# -- charts --------------------------------------------------------------------------
+def test_token_labels_are_escaped_and_repeated_tokens_keep_their_own_rows():
+    tokens = [XSS, " the", " the"]
+    fig = charts.heatmap([[0.1, 0.2, 0.3]] * 3, tokens, tokens, value_name="w")
+    ticks = list(fig.layout.xaxis.ticktext)
+    assert len(ticks) == 3 and ticks[1] == ticks[2] == "␣the"
+    assert "<img" not in ticks[0] and "&lt;img" in ticks[0]
+    hover_labels = {cell[0] for row in fig.data[0].customdata for cell in row}
+    assert all("<" not in label for label in hover_labels)
+    bar = charts.bar([1.0], [XSS], labels_are_tokens=True)
+    assert "&lt;img" in bar.layout.xaxis.ticktext[0]
+
+
+def test_attention_pattern_masks_future_positions():
+    fig = charts.attention_pattern([[1.0, 0.0], [0.4, 0.6]], ["a", "b"])
+    z = fig.data[0].z
+    assert z[0][1] != z[0][1]  # NaN above the diagonal
+    assert z[1][0] == pytest.approx(0.4)
+
+
+# -- errors and inputs, through small scripts ----------------------------------------
+def _guard_script():
+    import streamlit as st
+
+    from ui.errors import guard
+
+    with guard("testing the guard"):
+        raise RuntimeError("boom <b>bold</b>\nsecond line")
+    st.write("after the guard")
+
+
+def test_guard_shows_a_one_line_error_and_stops_the_page():
+    at = AppTest.from_function(_guard_script).run()
+    assert not at.exception
+    assert len(at.error) == 1
+    message = at.error[0].value
+    assert "testing the guard" in message and "RuntimeError" in message and "second line" not in message
+    assert "Traceback" not in message
+    assert all("after the guard" not in m.value for m in at.markdown)
+
+
+def _answer_script(model_dir):
+    import streamlit as st
+
+    from lens_core import HookedTransformer
+    from ui.widgets import answer_token_input
+
+    model = HookedTransformer.from_pretrained(model_dir)
+    text, token = answer_token_input("Answer", key="answer", model=model)
+    st.write(f"token={token}")
+
+
+def test_answer_must_be_a_single_token(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    single = " Mary"
+    assert len(tok.encode(single, add_special_tokens=False)) == 1
+    at = AppTest.from_function(_answer_script, args=(str(tiny_model_dir),), default_timeout=60)
+    at.query_params["answer"] = single
+    at.run()
+    assert not at.exception and len(at.error) == 0
+    assert f"token={tok.encode(single, add_special_tokens=False)[0]}" in at.markdown[0].value
+
+    at.text_input(key="answer").input(" Marylandia").run()
+    assert len(at.error) == 1 and "not a single token" in at.error[0].value
+    assert "token=None" in at.markdown[0].value
+
+    at.text_input(key="answer").input("").run()
+    assert "empty" in at.error[0].value
+
+
+def test_a_run_waiting_for_a_busy_device_is_reported_as_queued(app_settings):
+    import ui.model
+
+    app_settings()  # max_concurrent_runs_per_device = 2 in the test settings
+    pool = ui.model.get_pool()
+    release = threading.Event()
+    holding = threading.Barrier(3)
+
+    def hold_slot():
+        with pool.run_slot("cpu"):
+            holding.wait()
+            release.wait(10)
+
+    holders = [threading.Thread(target=hold_slot) for _ in range(2)]
+    for t in holders:
+        t.start()
+    holding.wait()
+    threading.Timer(1.0, release.set).start()
+    start = time.monotonic()
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["prompt"] = "The cat sat"
+    at.run()
+    for t in holders:
+        t.join()
+    assert time.monotonic() - start >= 0.9
+    assert not at.exception
+    assert any("queued" in c.value for c in at.caption), [c.value for c in at.caption]
+    assert plotly_figure(at, "loss_chart")["data"]
