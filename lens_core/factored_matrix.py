@@ -79,12 +79,12 @@ class FactoredMatrix:
                 return FactoredMatrix(self.A, (self.B @ other.A) @ other.B)
             return FactoredMatrix(self.A @ (self.B @ other.A), other.B)
         if other.dim() == 1:
-            return self.A @ (self.B @ other)  # a vector: the result is dense
+            return (self.A @ (self.B @ other).unsqueeze(-1)).squeeze(-1)  # a vector: the result is dense
         return FactoredMatrix(self.A, self.B @ other)
 
     def __rmatmul__(self, other: torch.Tensor) -> Union[torch.Tensor, "FactoredMatrix"]:
         if other.dim() == 1:
-            return (other @ self.A) @ self.B
+            return ((other @ self.A).unsqueeze(-2) @ self.B).squeeze(-2)
         return FactoredMatrix(other @ self.A, self.B)
 
     def __mul__(self, scalar: float) -> "FactoredMatrix":

@@ -1,0 +1,27 @@
+"""Experiments: each is ``experiment(model, request) -> Result``.
+
+A request is a small frozen dataclass (prompt or token ids, targets, options);
+a result subclasses :class:`lens_core.results.ExperimentResult`: tensors plus
+JSON-able axis labels, ready for a page to draw. Long sweeps also take a
+``progress(done, total)`` keyword. ``REGISTRY`` maps a stable name to the
+function (for the cache CLI and the app), ``REQUEST_TYPES`` the same name to its
+request class.
+"""
+
+from __future__ import annotations
+
+from .dla import DLARequest, DLAResult, direct_logit_attribution
+from .logit_lens import LogitLensRequest, LogitLensResult, logit_lens
+from .predictions import PredictionsRequest, PredictionsResult, predictions
+
+REGISTRY = {
+    "predictions": predictions,
+    "logit_lens": logit_lens,
+    "dla": direct_logit_attribution,
+}
+
+REQUEST_TYPES = {
+    "predictions": PredictionsRequest,
+    "logit_lens": LogitLensRequest,
+    "dla": DLARequest,
+}
