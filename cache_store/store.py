@@ -51,8 +51,11 @@ CACHE_FAULTS = (OSError, sqlite3.Error, diskcache.Timeout)
 
 
 def default_cache_dir() -> Path:
-    """``$CIRCUIT_EXPLORER_CACHE_DIR``, else ``~/.cache/circuit-explorer``."""
-    return Path(os.environ.get(ENV_DIR) or "~/.cache/circuit-explorer").expanduser()
+    """``$CIRCUIT_EXPLORER_CACHE_DIR``, else ``~/.cache/circuit-explorer/results``.
+
+    A subdirectory, because CI keeps virtual environments in ``~/.cache/circuit-explorer``.
+    """
+    return Path(os.environ.get(ENV_DIR) or "~/.cache/circuit-explorer/results").expanduser()
 
 
 class UnsafeEntry(CorruptEntry):
@@ -120,12 +123,14 @@ class ResultStore:
     def __init__(
         self,
         directory: str | os.PathLike | None = None,
-        size_limit_bytes: int = DEFAULT_SIZE_LIMIT,
+        size_limit_bytes: int | None = DEFAULT_SIZE_LIMIT,
         activations_fp16: bool = False,
         timeout_s: float = 10.0,
     ) -> None:
         self.directory = Path(directory).expanduser() if directory is not None else default_cache_dir()
-        self.size_limit_bytes = int(size_limit_bytes)
+        # None keeps the limit already recorded in the directory (diskcache's 1 GiB if new).
+        settings: dict[str, Any] = {} if size_limit_bytes is None else {"size_limit": int(size_limit_bytes)}
+        self.size_limit_bytes = int(size_limit_bytes or 0)
         self.activations_fp16 = activations_fp16
         self._corrupt = 0
         self._faults = 0
@@ -136,10 +141,11 @@ class ResultStore:
                 str(self.directory),
                 timeout=timeout_s,
                 disk=SafeDisk,
-                size_limit=self.size_limit_bytes,
                 eviction_policy="least-recently-used",
                 statistics=1,
+                **settings,
             )
+            self.size_limit_bytes = int(self._cache.size_limit)
         except CACHE_FAULTS as error:
             self._fault("open", error)
 
@@ -155,6 +161,22 @@ class ResultStore:
     ) -> ExperimentResult:
         key = make_key("result", model_fingerprint(model), tokens, experiment, params)
         return self._get_or_compute(key, compute, encode_result, decode_result)
+
+    def run_experiment(self, model: Any, experiment: str, fn: Callable[..., ExperimentResult], request: Any, **fn_kwargs: Any) -> ExperimentResult:
+        """``fn(model, request)`` through the cache, for lens_core's request dataclasses.
+
+        The request's ``prompt``/``tokens`` fields become token ids (``model.to_tokens``
+        for text), so a prompt and its token ids share an entry; every other request
+        field is a key parameter. ``fn`` runs on a copy of the request that carries
+        the token ids. ``fn_kwargs`` (e.g. a progress callback) must not change the result.
+        """
+        tokens = getattr(request, "tokens", None)
+        if tokens is None:
+            tokens = model.to_tokens(request.prompt)[0].tolist()
+        tokens = tuple(int(t) for t in torch.as_tensor(tokens).reshape(-1).tolist())
+        params = {"request": dataclasses.replace(request, prompt=None, tokens=None)}
+        run_request = dataclasses.replace(request, prompt=None, tokens=tokens)
+        return self.get_or_compute(model, experiment, tokens, params, lambda: fn(model, run_request, **fn_kwargs))
 
     def get_or_compute_activations(
         self, model: Any, tokens: Any, names_filter_key: Any, compute: Callable[[], dict[str, torch.Tensor]]
@@ -275,8 +297,27 @@ class NullStore:
     def get_or_compute(self, model, experiment, tokens, params, compute):
         return compute()
 
+    def run_experiment(self, model: Any, experiment: str, fn: Callable[..., ExperimentResult], request: Any, **fn_kwargs: Any) -> ExperimentResult:
+        """``fn(model, request)`` through the cache, for lens_core's request dataclasses.
+
+        The request's ``prompt``/``tokens`` fields become token ids (``model.to_tokens``
+        for text), so a prompt and its token ids share an entry; every other request
+        field is a key parameter. ``fn`` runs on a copy of the request that carries
+        the token ids. ``fn_kwargs`` (e.g. a progress callback) must not change the result.
+        """
+        tokens = getattr(request, "tokens", None)
+        if tokens is None:
+            tokens = model.to_tokens(request.prompt)[0].tolist()
+        tokens = tuple(int(t) for t in torch.as_tensor(tokens).reshape(-1).tolist())
+        params = {"request": dataclasses.replace(request, prompt=None, tokens=None)}
+        run_request = dataclasses.replace(request, prompt=None, tokens=tokens)
+        return self.get_or_compute(model, experiment, tokens, params, lambda: fn(model, run_request, **fn_kwargs))
+
     def get_or_compute_activations(self, model, tokens, names_filter_key, compute):
         return compute()
+
+    def run_experiment(self, model, experiment, fn, request, **fn_kwargs):
+        return fn(model, request, **fn_kwargs)
 
     def stats(self) -> StoreStats:
         return StoreStats("", True, 0, 0, 0, 0, 0, 0, 0)

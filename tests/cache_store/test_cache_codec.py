@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pickle
+import pkgutil
 import typing
+import warnings
 
 import pytest
 import torch
@@ -72,12 +74,18 @@ def _sample(annotation, depth=0):
 
 
 def _registered_kinds():
-    # Import the experiments if they exist, so their result classes are registered.
+    """Import every experiment module that exists, so its result classes are registered."""
     try:
-        importlib.import_module("lens_core.experiments")
+        package = importlib.import_module("lens_core.experiments")
     except ModuleNotFoundError as missing:
-        if missing.name != "lens_core.experiments":
+        if missing.name not in ("lens_core", "lens_core.experiments"):
             raise
+        package = None
+    for info in pkgutil.iter_modules(getattr(package, "__path__", [])):
+        try:
+            importlib.import_module(f"lens_core.experiments.{info.name}")
+        except Exception as error:  # a broken module is its own tests' failure, not this one's
+            warnings.warn(f"lens_core.experiments.{info.name} did not import: {error!r}")
     return sorted(lens_core.results.RESULT_TYPES)
 
 

@@ -1,0 +1,65 @@
+"""``python -m cache_store {warm,stats,clear}``: fill, inspect or empty the result cache.
+
+The directory is ``--dir``, else ``$CIRCUIT_EXPLORER_CACHE_DIR``, else
+``~/.cache/circuit-explorer/results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from .store import ResultStore, default_cache_dir
+from .warm import WARMABLE, warm
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cache_store", description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, default=None, help=f"cache directory (default: {default_cache_dir()})")
+    parser.add_argument(
+        "--size-limit-mb", type=int, default=None, help="set the size limit (default: keep the directory's own)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    warm_cmd = commands.add_parser("warm", help="compute and store results for a list of prompts")
+    warm_cmd.add_argument("--model", default="default", help="name or local directory for HookedTransformer.from_pretrained")
+    warm_cmd.add_argument("--prompts", type=Path, required=True, help="text file, one prompt per line")
+    warm_cmd.add_argument("--experiments", default=",".join(WARMABLE), help="comma-separated (default: %(default)s)")
+    warm_cmd.add_argument("--dtype", default="float32")
+    warm_cmd.add_argument("--device", default="cpu")
+
+    stats_cmd = commands.add_parser("stats", help="entries, bytes, hits, misses")
+    stats_cmd.add_argument("--json", action="store_true", help="print one JSON object")
+    commands.add_parser("clear", help="remove every entry")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    directory = args.dir if args.dir is not None else default_cache_dir()
+    limit = None if args.size_limit_mb is None else args.size_limit_mb * 2**20
+    store = ResultStore(directory, size_limit_bytes=limit)
+    try:
+        if args.command == "stats":
+            stats = store.stats().as_dict()
+            if args.json:
+                print(json.dumps(stats))
+            else:
+                for name, value in stats.items():
+                    print(f"{name:>16}: {value:.3f}" if isinstance(value, float) else f"{name:>16}: {value}")
+        elif args.command == "clear":
+            print(f"removed {store.clear()} entries from {store.directory}")
+        elif args.command == "warm":
+            from lens_core import HookedTransformer  # heavy: only for warm
+
+            model = HookedTransformer.from_pretrained(args.model, dtype=args.dtype, device=args.device)
+            prompts = args.prompts.read_text(encoding="utf-8").splitlines()
+            names = [n.strip() for n in args.experiments.split(",") if n.strip()]
+            warm(store, model, prompts, names)
+        return 1 if store.degraded else 0
+    finally:
+        store.close()
