@@ -86,3 +86,23 @@ def assert_same(actual: Any, expected: Any, path: str = "value") -> None:
             assert_same(a, e, f"{path}[{i}]")
     else:
         assert actual == expected, f"{path}: {actual!r} != {expected!r}"
+
+
+WORDS = ["<|endoftext|>", "the", "cat", "sat", "on", "mat", "a", "dog", "ran", "to", "Paris", "is", "in", "France", "[UNK]"]
+
+
+def tiny_hf_gpt2(seed: int = 0, n_layer: int = 2):
+    """A random-weight transformers GPT-2 and a word-level tokenizer built in-process (no download)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    word_model = models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]")
+    backend = Tokenizer(word_model)
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="[UNK]"
+    )
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(WORDS), n_positions=16, n_embd=16, n_layer=n_layer, n_head=2,
+                        bos_token_id=0, eos_token_id=0)
+    return GPT2LMHeadModel(config).eval(), tokenizer

@@ -1,0 +1,108 @@
+"""The store with the real HookedTransformer and experiments (tiny random GPT-2, no download)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cache_store import ResultStore, model_fingerprint
+from cache_store.warm import warm
+from cache_store_testkit import assert_same, tiny_hf_gpt2
+
+lens_core = pytest.importorskip("lens_core")
+predictions_module = pytest.importorskip("lens_core.experiments.predictions")
+from lens_core import ActivationCache, HookedTransformer  # noqa: E402
+
+PredictionsRequest = predictions_module.PredictionsRequest
+predictions = predictions_module.predictions
+PROMPT = "the cat sat on the mat"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def hf():
+    return tiny_hf_gpt2(seed=0)
+
+
+@pytest.fixture(scope="module")
+def model(hf):
+    hf_model, tokenizer = hf
+    return HookedTransformer.from_hf_model(hf_model, tokenizer=tokenizer, model_name="tiny-gpt2")
+
+
+def test_fingerprint_tracks_processing_dtype_and_weights(hf, model):
+    hf_model, tokenizer = hf
+    same = HookedTransformer.from_hf_model(hf_model, tokenizer=tokenizer, model_name="tiny-gpt2")
+    assert model_fingerprint(same) == model_fingerprint(model)
+    unfolded = HookedTransformer.from_hf_model(hf_model, tokenizer=tokenizer, model_name="tiny-gpt2", fold_ln=False)
+    assert model_fingerprint(unfolded)["processing"] != model_fingerprint(model)["processing"]
+    half = HookedTransformer.from_hf_model(hf_model, tokenizer=tokenizer, model_name="tiny-gpt2", dtype="bfloat16")
+    assert model_fingerprint(half)["dtype"] != model_fingerprint(model)["dtype"]
+    other_hf, _ = tiny_hf_gpt2(seed=1)
+    other = HookedTransformer.from_hf_model(other_hf, tokenizer=tokenizer, model_name="tiny-gpt2")
+    assert model_fingerprint(other)["weights"] != model_fingerprint(model)["weights"]
+
+
+def test_run_experiment_hit_equals_a_direct_run(tmp_path, model):
+    direct = predictions(model, PredictionsRequest(prompt=PROMPT, top_k=3))
+    calls = []
+
+    def counted(m, request):
+        calls.append(request)
+        return predictions(m, request)
+
+    with ResultStore(tmp_path, 2**24) as store:
+        first = store.run_experiment(model, "predictions", counted, PredictionsRequest(prompt=PROMPT, top_k=3))
+        ids = tuple(model.to_tokens(PROMPT)[0].tolist())
+        # Same token ids given directly: the same entry.
+        second = store.run_experiment(model, "predictions", counted, PredictionsRequest(tokens=ids, top_k=3))
+        assert len(calls) == 1 and calls[0].prompt is None and calls[0].tokens == ids
+        assert_same(first, direct)
+        assert_same(second, direct)
+        store.run_experiment(model, "predictions", counted, PredictionsRequest(tokens=ids, top_k=4))
+        assert len(calls) == 2
+
+
+def test_activation_cache_round_trip(tmp_path, model):
+    tokens = model.to_tokens(PROMPT)
+    _, reference = model.run_with_cache(tokens)
+    with ResultStore(tmp_path, 2**24) as store:
+        store.get_or_compute_activations(model, tokens, None, lambda: dict(reference.cache_dict))
+        stored = store.get_or_compute_activations(model, tokens, None, lambda: pytest.fail("expected a hit"))
+    assert list(stored) == list(reference.cache_dict)
+    rebuilt = ActivationCache(stored, model)
+    for layer in range(model.cfg.n_layers):
+        assert_same(rebuilt["pattern", layer], reference["pattern", layer])
+        assert_same(rebuilt["resid_post", layer], reference["resid_post", layer])
+
+
+def test_warm_fills_what_pages_then_hit(tmp_path, model):
+    messages = []
+    with ResultStore(tmp_path, 2**24) as store:
+        done = warm(store, model, [PROMPT, "a dog ran to Paris", ""], ["predictions", "no_such_thing"], say=messages.append)
+        assert done == {"predictions": 2, "no_such_thing": 0}
+        assert any(m.startswith("skip no_such_thing") for m in messages)
+        hit = store.run_experiment(model, "predictions", lambda *a: pytest.fail("expected a hit"), PredictionsRequest(prompt=PROMPT))
+        assert_same(hit, predictions(model, PredictionsRequest(prompt=PROMPT)))
+    # The command line sees the same directory.
+    run = [sys.executable, "-m", "cache_store", "--dir", str(tmp_path)]
+    out = subprocess.run(run + ["stats", "--json"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    stats = json.loads(out.stdout)
+    assert stats["entries"] == 2 and stats["hits"] == 1 and stats["misses"] == 2
+    out = subprocess.run(run + ["clear"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert "removed 2 entries" in out.stdout
+    out = subprocess.run(run + ["stats", "--json"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout)["entries"] == 0
+
+
+def test_cli_uses_the_environment_variable_directory(tmp_path):
+    env = {**os.environ, "CIRCUIT_EXPLORER_CACHE_DIR": str(tmp_path / "from_env")}
+    out = subprocess.run([sys.executable, "-m", "cache_store", "stats", "--json"], cwd=REPO_ROOT, env=env,
+                         capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout)["directory"] == str(tmp_path / "from_env")
+    assert (tmp_path / "from_env" / "cache.db").exists()
