@@ -12,16 +12,22 @@ from __future__ import annotations
 
 from .dla import DLARequest, DLAResult, direct_logit_attribution
 from .logit_lens import LogitLensRequest, LogitLensResult, logit_lens
+from .patching import SWEEPS, PatchingRequest, PatchingResult, activation_patching
+from .path_patching import PathPatchingRequest, PathPatchingResult, path_patching
 from .predictions import PredictionsRequest, PredictionsResult, predictions
 
 REGISTRY = {
     "predictions": predictions,
     "logit_lens": logit_lens,
     "dla": direct_logit_attribution,
+    "activation_patching": activation_patching,
+    "path_patching": path_patching,
 }
 
 REQUEST_TYPES = {
     "predictions": PredictionsRequest,
     "logit_lens": LogitLensRequest,
     "dla": DLARequest,
+    "activation_patching": PatchingRequest,
+    "path_patching": PathPatchingRequest,
 }
