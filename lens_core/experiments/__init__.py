@@ -10,6 +10,7 @@ request class.
 
 from __future__ import annotations
 
+from .ablation import AblationRequest, AblationResult, AblationSweepRequest, AblationSweepResult, ablation, ablation_sweep
 from .dla import DLARequest, DLAResult, direct_logit_attribution
 from .logit_lens import LogitLensRequest, LogitLensResult, logit_lens
 from .patching import SWEEPS, PatchingRequest, PatchingResult, activation_patching
@@ -22,6 +23,8 @@ REGISTRY = {
     "dla": direct_logit_attribution,
     "activation_patching": activation_patching,
     "path_patching": path_patching,
+    "ablation": ablation,
+    "ablation_sweep": ablation_sweep,
 }
 
 REQUEST_TYPES = {
@@ -30,4 +33,6 @@ REQUEST_TYPES = {
     "dla": DLARequest,
     "activation_patching": PatchingRequest,
     "path_patching": PathPatchingRequest,
+    "ablation": AblationRequest,
+    "ablation_sweep": AblationSweepRequest,
 }

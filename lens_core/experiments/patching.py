@@ -129,14 +129,19 @@ def run_cells(
     readout: Callable[[torch.Tensor], tuple[torch.Tensor, ...]],
     memory_budget_mb: float = 256.0,
     progress: Progress = None,
+    last_position_only: bool = True,
 ) -> list[tuple[torch.Tensor, ...]]:
-    """Run every cell of every group; returns, per group, ``readout(final_resid_last_pos)``
-    concatenated over the group's cells (each a tensor ``[n_cells]``).
+    """Run every cell of every group; returns, per group, ``readout(final_resid)`` concatenated
+    over the group's cells. ``final_resid`` is ``[batch, d_model]`` at the last position, or
+    ``[batch, pos, d_model]`` with ``last_position_only=False``.
 
     ``base_resid_pre[l]`` is the base run's residual entering block ``l`` (``[pos, d_model]``).
     """
     n_pos = base_resid_pre[0].shape[0]
-    chunk = max(1, int(memory_budget_mb * 2**20 // bytes_per_row(model, n_pos)))
+    row_bytes = bytes_per_row(model, n_pos)
+    if not last_position_only:
+        row_bytes += 2 * n_pos * model.cfg.d_vocab_out * torch.finfo(model.cfg.dtype).bits // 8
+    chunk = max(1, int(memory_budget_mb * 2**20 // row_bytes))
     total = sum(len(g.cells) for g in groups)
     done = 0
     out = []
@@ -158,8 +163,8 @@ def run_cells(
                     return torch.where(mask, source.to(act.dtype), act)
 
                 hooks = [(group.name, patch)]
-            last = final_resid(model, resid, group.layer, hooks)[:, -1]  # [batch, d_model]
-            pieces.append(readout(last))
+            out_resid = final_resid(model, resid, group.layer, hooks)  # [batch, pos, d_model]
+            pieces.append(readout(out_resid[:, -1] if last_position_only else out_resid))
             done += len(cells)
             if progress is not None:
                 progress(done, total)
