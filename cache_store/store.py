@@ -230,7 +230,9 @@ class ResultStore:
 
     # -- internals ------------------------------------------------------------------
 
-    def _get_or_compute(self, key: str, compute: Callable[[], T], encode: Callable[[T], bytes], decode: Callable[[bytes], T]) -> T:
+    def _get_or_compute(
+        self, key: str, compute: Callable[[], T], encode: Callable[[T], bytes], decode: Callable[[bytes | bytearray], T]
+    ) -> T:
         blob = self._read(key)
         if blob is not None:
             try:
@@ -242,7 +244,7 @@ class ResultStore:
         self._write(key, blob)
         return value
 
-    def _read(self, key: str) -> bytes | None:
+    def _read(self, key: str) -> bytes | bytearray | None:
         if self._cache is None:
             return None
         try:
@@ -250,8 +252,11 @@ class ResultStore:
             found = self._cache.get(key, default=None, read=True)
             if found is None or isinstance(found, bytes):
                 return found
-            with found:
-                return found.read()
+            with found:  # into a bytearray the decoder then owns: no further copy
+                blob = bytearray(os.fstat(found.fileno()).st_size)
+                if found.readinto(blob) != len(blob):
+                    raise CorruptEntry("value file changed size while being read")
+                return blob
         except CorruptEntry as error:
             self._drop_corrupt(key, error)
         except CACHE_FAULTS as error:

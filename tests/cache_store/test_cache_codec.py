@@ -172,3 +172,34 @@ def test_blob_is_not_a_pickle():
     assert not blob.startswith(b"\x80")  # pickle protocol 2+ opcode
     tensors, meta = decode_parts(blob)
     assert meta["container"] == "result"
+
+
+@pytest.mark.parametrize("shift", [0, 1, 3, 8])
+def test_tensor_reader_agrees_with_safetensors_at_any_alignment(shift):
+    import safetensors.torch
+
+    from cache_store.codec import _read_safetensors
+
+    tensors = {
+        "f32": torch.randn(3, 5),
+        "f64": torch.randn(7, dtype=torch.float64),
+        "bf16": torch.randn(2, 2).to(torch.bfloat16),
+        "i64": torch.arange(-3, 6),
+        "i8": torch.tensor([-128, 0, 127], dtype=torch.int8),
+        "bool": torch.tensor([True, False, True]),
+        "empty": torch.zeros(0, 4),
+        "scalar": torch.tensor(1.5),
+    }
+    data = safetensors.torch.save(tensors)
+    ours = _read_safetensors(bytearray(b"\0" * shift + data), shift)
+    theirs = safetensors.torch.load(data)
+    assert set(ours) == set(theirs) == set(tensors)
+    for name in tensors:
+        assert_same(ours[name], theirs[name], name)
+
+
+def test_decoded_tensors_do_not_alias_the_callers_bytes():
+    blob = encode_activations({"x": torch.zeros(16)})
+    restored = decode_activations(blob)
+    restored["x"] += 1  # writable, and the stored blob is untouched
+    assert torch.equal(decode_activations(blob)["x"], torch.zeros(16))
