@@ -11,6 +11,7 @@ request class.
 from __future__ import annotations
 
 from .ablation import AblationRequest, AblationResult, AblationSweepRequest, AblationSweepResult, ablation, ablation_sweep
+from .detectors import DetectorRequest, DetectorResult, head_detectors
 from .dla import DLARequest, DLAResult, direct_logit_attribution
 from .logit_lens import LogitLensRequest, LogitLensResult, logit_lens
 from .patching import SWEEPS, PatchingRequest, PatchingResult, activation_patching
@@ -25,6 +26,7 @@ REGISTRY = {
     "path_patching": path_patching,
     "ablation": ablation,
     "ablation_sweep": ablation_sweep,
+    "head_detectors": head_detectors,
 }
 
 REQUEST_TYPES = {
@@ -35,4 +37,5 @@ REQUEST_TYPES = {
     "path_patching": PathPatchingRequest,
     "ablation": AblationRequest,
     "ablation_sweep": AblationSweepRequest,
+    "head_detectors": DetectorRequest,
 }
