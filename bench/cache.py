@@ -10,6 +10,7 @@ Goal: a hit on an experiment result in at most 20 ms.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -81,6 +82,8 @@ def main() -> None:
 
     stats = store.stats()
     store.close()
+    if args.dir is None:
+        shutil.rmtree(directory, ignore_errors=True)
     print(f"experiment result (logit_lens, 64 tokens, 12 layers): key {t_key * 1e3:.2f} ms")
     print(f"  compute {t_compute * 1e3:8.1f} ms   hit {t_hit * 1e3:8.1f} ms   compute/hit {t_compute / t_hit:6.1f}x"
           f"   goal hit <= 20 ms: {'met' if t_hit <= 0.020 else 'NOT met'}")

@@ -59,11 +59,15 @@ class PosEmbed(nn.Module):
 class Unembed(nn.Module):
     def __init__(self, cfg: HookedTransformerConfig) -> None:
         super().__init__()
-        self.W_U = _param(cfg.d_model, cfg.d_vocab_out)
+        self.weight = _param(cfg.d_vocab_out, cfg.d_model)  # stored like the embedding: [d_vocab, d_model]
         self.b_U = _param(cfg.d_vocab_out)
 
+    @property
+    def W_U(self) -> torch.Tensor:
+        return self.weight.T  # [d_model, d_vocab]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.matmul(x, self.W_U) + self.b_U  # [batch, pos, d_vocab]
+        return F.linear(x, self.weight, self.b_U)  # [batch, pos, d_vocab]
 
 
 class Norm(nn.Module):

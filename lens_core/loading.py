@@ -116,41 +116,34 @@ def build_model(
     cfg: HookedTransformerConfig = family.config_from_hf(hf_config)
     cfg.model_name = model_name
     reader = WeightReader(tensors, family.PREFIXES)
-    canonical = family.convert(reader, cfg)
+    weights = family.convert(reader, cfg)
     unused = [name for name in tensors if name not in reader.used and not _IGNORED.search(name)]
     if unused:
         raise ModelLoadError(f"checkpoint has tensors this {hf_config.model_type} config does not use, e.g. {unused[0]!r}")
-    applied = process_weights(canonical, cfg, fold_ln, center_writing_weights, center_unembed, fold_value_biases)
+    applied = process_weights(weights, cfg, fold_ln, center_writing_weights, center_unembed, fold_value_biases)
     target = as_dtype(dtype)
     cfg.dtype = target
     cfg.device = str(torch.device(device)) if device is not None else "cpu"
     cfg.tokenizer_name = model_name
     model = HookedTransformer(cfg, tokenizer=tokenizer)
-    load_canonical(model, canonical)
+    load_weights(model, weights)
     model.processing = applied
     return model.to(device=cfg.device, dtype=target)
 
 
-def load_canonical(model: HookedTransformer, sd: dict[str, torch.Tensor]) -> None:
-    """Copy a canonical state dict into the model's (fused) parameters, checking every shape."""
-    own = {}
-    cfg = model.cfg
-    for l, block in enumerate(model.blocks):
-        a = f"blocks.{l}.attn."
-        qkv = [sd.pop(a + f"W_{x}").permute(1, 0, 2).reshape(cfg.d_model, -1) for x in "QKV"]  # [d_model, heads*d_head]
-        own[a + "W_QKV"] = torch.cat(qkv, dim=1)
-        own[a + "b_QKV"] = torch.cat([sd.pop(a + f"b_{x}").reshape(-1) for x in "QKV"])
-    own.update(sd)
-    own = {name: tensor.contiguous() for name, tensor in own.items()}
+def load_weights(model: HookedTransformer, sd: dict[str, torch.Tensor]) -> None:
+    """Put a converted state dict into the model, checking every name and shape."""
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(own))
-    extra = sorted(set(own) - set(expected))
+    missing = sorted(set(expected) - set(sd))
+    extra = sorted(set(sd) - set(expected))
     if missing or extra:
         raise ModelLoadError(f"weights do not match the model: missing {missing[:3]}, unexpected {extra[:3]}")
-    for name, tensor in own.items():
+    for name, tensor in sd.items():
         if tuple(tensor.shape) != tuple(expected[name].shape):
             raise ModelLoadError(f"tensor {name!r} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}")
-    model.load_state_dict(own, strict=True, assign=True)
+    if sd["unembed.weight"].data_ptr() == sd["embed.W_E"].data_ptr():
+        sd["unembed.weight"] = sd["unembed.weight"].clone()  # tied in the checkpoint, separate here
+    model.load_state_dict({name: tensor.contiguous() for name, tensor in sd.items()}, strict=True, assign=True)
     for param in model.parameters():
         param.requires_grad_(False)
 

@@ -1,7 +1,7 @@
-"""Weight processing on a canonical (TransformerLens-named and shaped) state dict.
+"""Weight processing on our model's state dict (the layout of ``lens_core.components``).
 
-Each step leaves the model's output distribution unchanged (log-softmax of the
-logits) while making the weights easier to read:
+Each step leaves the model's output distribution (log-softmax of the logits)
+unchanged while making the weights easier to read, as in TransformerLens:
 
 - ``fold_ln``: fold each norm's weight (and bias) into the layer that reads it;
   the norm becomes ``LNPre``/``RMSPre`` (no parameters). For LayerNorm the
@@ -10,8 +10,13 @@ logits) while making the weights easier to read:
   writes to the residual stream (every reader is a LayerNorm, which removes it
   anyway). LayerNorm models only.
 - ``center_unembed``: remove the mean logit direction (softmax ignores it).
-- ``fold_value_biases``: a value bias contributes a constant to the attention
-  output (each pattern row sums to 1), so it moves into ``b_O``.
+- ``fold_value_biases``: a value bias adds a constant to the attention output
+  (each pattern row sums to 1), so it moves into ``b_O``.
+
+Readers are stored [d_model, out] (``W_QKV``, ``W_in``, ``W_gate``) except the
+unembedding, stored [d_vocab, d_model]. The first operation on a tensor is
+out of place (loaded tensors may be shared, e.g. tied embeddings); later ones
+work in place, because this runs over every weight at load time.
 """
 
 from __future__ import annotations
@@ -23,57 +28,74 @@ from .config import HookedTransformerConfig
 Weights = dict[str, torch.Tensor]
 
 
-def _fold_norm_into(sd: Weights, norm: str, readers: list[tuple[str, str | None]], center: bool) -> None:
-    """Fold ``{norm}.w``/``.b`` into each reader (weight name, bias name); weights read d_model on axis -2."""
-    w = sd.pop(f"{norm}.w")
-    b = sd.pop(f"{norm}.b", None)
-    for weight_name, bias_name in readers:
-        weight = sd[weight_name]  # [..., d_model, out]
-        if b is not None and bias_name is not None:
-            sd[bias_name] = sd[bias_name] + torch.einsum("d,...do->...o", b, weight)
-        weight = weight * w[:, None]
-        if center:
-            weight = weight - weight.mean(dim=-2, keepdim=True)
-        sd[weight_name] = weight
+def _fold_into_columns(sd: Weights, weight_name: str, bias_name: str | None, w: torch.Tensor,
+                       b: torch.Tensor | None, center: bool) -> None:
+    """Reader stored [d_model, out]."""
+    weight = sd[weight_name]
+    if b is not None and bias_name is not None:
+        sd[bias_name] = sd[bias_name] + b @ weight
+    weight = weight * w[:, None]
+    if center:
+        weight -= weight.mean(dim=0, keepdim=True)
+    sd[weight_name] = weight
 
 
 def fold_layer_norm(sd: Weights, cfg: HookedTransformerConfig) -> None:
     center = cfg.normalization_type == "LN"
     for layer in range(cfg.n_layers):
         attn, mlp = f"blocks.{layer}.attn", f"blocks.{layer}.mlp"
-        _fold_norm_into(sd, f"blocks.{layer}.ln1", [(f"{attn}.W_{x}", f"{attn}.b_{x}") for x in "QKV"], center)
-        mlp_readers = [(f"{mlp}.W_in", f"{mlp}.b_in")]
+        w, b = sd.pop(f"blocks.{layer}.ln1.w"), sd.pop(f"blocks.{layer}.ln1.b", None)
+        _fold_into_columns(sd, f"{attn}.W_QKV", f"{attn}.b_QKV", w, b, center)
+        w, b = sd.pop(f"blocks.{layer}.ln2.w"), sd.pop(f"blocks.{layer}.ln2.b", None)
+        _fold_into_columns(sd, f"{mlp}.W_in", f"{mlp}.b_in", w, b, center)
         if cfg.gated_mlp:
-            mlp_readers.append((f"{mlp}.W_gate", None))
-            if f"blocks.{layer}.ln2.b" in sd:
-                raise ValueError("cannot fold a LayerNorm bias into a gate without a bias")
-        _fold_norm_into(sd, f"blocks.{layer}.ln2", mlp_readers, center)
-    _fold_norm_into(sd, "ln_final", [("unembed.W_U", "unembed.b_U")], center)
+            if b is not None:
+                raise ValueError("cannot fold a LayerNorm bias into a gate that has no bias")
+            _fold_into_columns(sd, f"{mlp}.W_gate", None, w, None, center)
+    w, b = sd.pop("ln_final.w"), sd.pop("ln_final.b", None)
+    unembed = sd["unembed.weight"]  # [d_vocab, d_model]
+    if b is not None:
+        sd["unembed.b_U"] = sd["unembed.b_U"] + unembed @ b
+    unembed = unembed * w
+    if center:
+        unembed -= unembed.mean(dim=1, keepdim=True)
+    sd["unembed.weight"] = unembed
     cfg.normalization_type = "LNPre" if center else "RMSPre"
+
+
+def _center_last(sd: Weights, name: str) -> None:
+    sd[name] = sd[name] - sd[name].mean(-1, keepdim=True)
 
 
 def center_writing_weights(sd: Weights, cfg: HookedTransformerConfig) -> None:
     if cfg.normalization_type not in ("LN", "LNPre"):
         raise ValueError("center_writing_weights needs LayerNorm: RMSNorm does not remove the mean")
-    sd["embed.W_E"] = sd["embed.W_E"] - sd["embed.W_E"].mean(-1, keepdim=True)
-    if "pos_embed.W_pos" in sd:
-        sd["pos_embed.W_pos"] = sd["pos_embed.W_pos"] - sd["pos_embed.W_pos"].mean(-1, keepdim=True)
+    for name in ("embed.W_E", "pos_embed.W_pos"):
+        if name in sd:
+            _center_last(sd, name)
     for layer in range(cfg.n_layers):
-        for name in (f"blocks.{layer}.attn.W_O", f"blocks.{layer}.attn.b_O", f"blocks.{layer}.mlp.W_out", f"blocks.{layer}.mlp.b_out"):
-            sd[name] = sd[name] - sd[name].mean(-1, keepdim=True)
+        for name in ("attn.W_O", "attn.b_O", "mlp.W_out", "mlp.b_out"):
+            _center_last(sd, f"blocks.{layer}.{name}")
 
 
 def center_unembed(sd: Weights, cfg: HookedTransformerConfig) -> None:
-    sd["unembed.W_U"] = sd["unembed.W_U"] - sd["unembed.W_U"].mean(-1, keepdim=True)
+    unembed = sd["unembed.weight"]
+    if not unembed.is_contiguous() or unembed.data_ptr() == sd["embed.W_E"].data_ptr():
+        unembed = unembed.clone()
+    unembed -= unembed.mean(dim=0, keepdim=True)
+    sd["unembed.weight"] = unembed
     sd["unembed.b_U"] = sd["unembed.b_U"] - sd["unembed.b_U"].mean()
 
 
 def fold_value_biases(sd: Weights, cfg: HookedTransformerConfig) -> None:
+    h, kv, e = cfg.n_heads, cfg.n_key_value_heads, cfg.d_head
     for layer in range(cfg.n_layers):
         attn = f"blocks.{layer}.attn"
-        b_V = sd[f"{attn}.b_V"].repeat_interleave(cfg.n_kv_groups, dim=0)  # [head, d_head]
-        sd[f"{attn}.b_O"] = sd[f"{attn}.b_O"] + torch.einsum("he,hed->d", b_V, sd[f"{attn}.W_O"])
-        sd[f"{attn}.b_V"] = torch.zeros_like(sd[f"{attn}.b_V"])
+        b_qkv = sd[f"{attn}.b_QKV"].clone()
+        b_v = b_qkv[(h + kv) * e :].view(kv, e).repeat_interleave(cfg.n_kv_groups, dim=0)  # [head, d_head]
+        sd[f"{attn}.b_O"] = sd[f"{attn}.b_O"] + b_v.reshape(-1) @ sd[f"{attn}.W_O"].reshape(h * e, -1)
+        b_qkv[(h + kv) * e :] = 0
+        sd[f"{attn}.b_QKV"] = b_qkv
 
 
 def process_weights(
@@ -84,7 +106,7 @@ def process_weights(
     center_unembed_: bool = True,
     fold_value_biases_: bool = True,
 ) -> dict[str, bool]:
-    """Apply the chosen steps in place (float32); returns what was applied, for fingerprints and display."""
+    """Apply the chosen steps (float32); returns what was applied, for fingerprints and display."""
     is_layernorm = cfg.normalization_type in ("LN", "LNPre")
     applied = {"fold_ln": False, "center_writing_weights": False, "center_unembed": False, "fold_value_biases": False}
     if fold_ln and cfg.normalization_type in ("LN", "RMS"):

@@ -1,8 +1,9 @@
 """One small converter per architecture family: Hugging Face config and weights -> ours.
 
 Each family module provides ``config_from_hf(hf_config) -> HookedTransformerConfig`` and
-``convert(weights: Reader, cfg) -> dict`` giving a canonical state dict with
-TransformerLens names and shapes (``blocks.0.attn.W_Q``: [head, d_model, d_head]).
+``convert(weights: WeightReader, cfg) -> dict`` giving our model's state dict: the layout
+the forward pass multiplies with (``blocks.0.attn.W_QKV``: [d_model, (q|k|v heads) * d_head],
+``unembed.weight``: [d_vocab, d_model]). TransformerLens-shaped views are properties of the model.
 """
 
 from __future__ import annotations

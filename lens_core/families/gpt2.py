@@ -30,11 +30,9 @@ def convert(r: WeightReader, cfg: HookedTransformerConfig) -> dict:
     for l in range(cfg.n_layers):
         p, out = f"h.{l}.", f"blocks.{l}."
         sd[out + "ln1.w"], sd[out + "ln1.b"] = r.get(p + "ln_1.weight", (d,)), r.get(p + "ln_1.bias", (d,))
-        w_qkv = r.get(p + "attn.c_attn.weight", (d, 3 * d))  # [d_model, 3 * head * d_head]
-        b_qkv = r.get(p + "attn.c_attn.bias", (3 * d,))
-        for name, w, b in zip("QKV", w_qkv.split(d, dim=1), b_qkv.split(d)):
-            sd[out + f"attn.W_{name}"] = w.reshape(d, h, e).permute(1, 0, 2)  # [head, d_model, d_head]
-            sd[out + f"attn.b_{name}"] = b.reshape(h, e)
+        # Conv1D keeps [in, out] with q, k, v column blocks, heads in order: already our fused layout.
+        sd[out + "attn.W_QKV"] = r.get(p + "attn.c_attn.weight", (d, 3 * d))
+        sd[out + "attn.b_QKV"] = r.get(p + "attn.c_attn.bias", (3 * d,))
         sd[out + "attn.W_O"] = r.get(p + "attn.c_proj.weight", (d, d)).reshape(h, e, d)
         sd[out + "attn.b_O"] = r.get(p + "attn.c_proj.bias", (d,))
         sd[out + "ln2.w"], sd[out + "ln2.b"] = r.get(p + "ln_2.weight", (d,)), r.get(p + "ln_2.bias", (d,))
@@ -42,6 +40,6 @@ def convert(r: WeightReader, cfg: HookedTransformerConfig) -> dict:
         sd[out + "mlp.W_out"], sd[out + "mlp.b_out"] = r.get(p + "mlp.c_proj.weight", (m, d)), r.get(p + "mlp.c_proj.bias", (d,))
     sd["ln_final.w"], sd["ln_final.b"] = r.get("ln_f.weight", (d,)), r.get("ln_f.bias", (d,))
     head = r.optional("lm_head.weight", (V, d))
-    sd["unembed.W_U"] = (head if head is not None else sd["embed.W_E"]).T
+    sd["unembed.weight"] = head if head is not None else sd["embed.W_E"]
     sd["unembed.b_U"] = zeros(V)
     return sd

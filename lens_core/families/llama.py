@@ -5,6 +5,8 @@ Qwen2 differs only in data: biases on q/k/v (read when present).
 
 from __future__ import annotations
 
+import torch
+
 from ..config import HookedTransformerConfig
 from .reader import WeightReader, rope_settings, zeros
 
@@ -34,25 +36,25 @@ def convert(r: WeightReader, cfg: HookedTransformerConfig) -> dict:
         p, out = f"layers.{l}.", f"blocks.{l}."
         sd[out + "ln1.w"] = r.get(p + "input_layernorm.weight", (d,))
         sd[out + "ln2.w"] = r.get(p + "post_attention_layernorm.weight", (d,))
-        for name, proj, heads in (("Q", "q_proj", h), ("K", "k_proj", kv), ("V", "v_proj", kv)):
-            w = r.get(p + f"self_attn.{proj}.weight", (heads * e, d))
-            sd[out + f"attn.W_{name}"] = w.reshape(heads, e, d).permute(0, 2, 1)  # [head, d_model, d_head]
-            b = r.optional(p + f"self_attn.{proj}.bias", (heads * e,))
-            sd[out + f"attn.b_{name}"] = zeros(heads, e) if b is None else b.reshape(heads, e)
-        sd[out + "attn.W_O"] = r.get(p + "self_attn.o_proj.weight", (d, h * e)).T.reshape(h, e, d)
+        projections = (("q_proj", h), ("k_proj", kv), ("v_proj", kv))
+        weights = [r.get(p + f"self_attn.{proj}.weight", (heads * e, d)) for proj, heads in projections]
+        sd[out + "attn.W_QKV"] = torch.cat(weights).T.contiguous()  # [d_model, (q | k | v heads) * d_head]
+        biases = [r.optional(p + f"self_attn.{proj}.bias", (heads * e,)) for proj, heads in projections]
+        sd[out + "attn.b_QKV"] = torch.cat([zeros(heads * e) if b is None else b for b, (_, heads) in zip(biases, projections)])
+        sd[out + "attn.W_O"] = r.get(p + "self_attn.o_proj.weight", (d, h * e)).T.contiguous().reshape(h, e, d)
         b_o = r.optional(p + "self_attn.o_proj.bias", (d,))
         sd[out + "attn.b_O"] = zeros(d) if b_o is None else b_o
-        sd[out + "mlp.W_gate"] = r.get(p + "mlp.gate_proj.weight", (m, d)).T
-        sd[out + "mlp.W_in"] = r.get(p + "mlp.up_proj.weight", (m, d)).T
-        b_in = r.optional(p + "mlp.up_proj.bias", (m,))
-        sd[out + "mlp.b_in"] = zeros(m) if b_in is None else b_in
         if r.has(p + "mlp.gate_proj.bias"):
             raise ValueError("MLP gate biases are not supported")
-        sd[out + "mlp.W_out"] = r.get(p + "mlp.down_proj.weight", (d, m)).T
+        sd[out + "mlp.W_gate"] = r.get(p + "mlp.gate_proj.weight", (m, d)).T.contiguous()
+        sd[out + "mlp.W_in"] = r.get(p + "mlp.up_proj.weight", (m, d)).T.contiguous()
+        b_in = r.optional(p + "mlp.up_proj.bias", (m,))
+        sd[out + "mlp.b_in"] = zeros(m) if b_in is None else b_in
+        sd[out + "mlp.W_out"] = r.get(p + "mlp.down_proj.weight", (d, m)).T.contiguous()
         b_out = r.optional(p + "mlp.down_proj.bias", (d,))
         sd[out + "mlp.b_out"] = zeros(d) if b_out is None else b_out
     sd["ln_final.w"] = r.get("norm.weight", (d,))
     head = r.optional("lm_head.weight", (V, d))
-    sd["unembed.W_U"] = (head if head is not None else sd["embed.W_E"]).T
+    sd["unembed.weight"] = head if head is not None else sd["embed.W_E"]
     sd["unembed.b_U"] = zeros(V)
     return sd

@@ -35,23 +35,22 @@ def convert(r: WeightReader, cfg: HookedTransformerConfig) -> dict:
         sd[out + "ln1.w"], sd[out + "ln1.b"] = r.get(p + "input_layernorm.weight", (d,)), r.get(p + "input_layernorm.bias", (d,))
         sd[out + "ln2.w"] = r.get(p + "post_attention_layernorm.weight", (d,))
         sd[out + "ln2.b"] = r.get(p + "post_attention_layernorm.bias", (d,))
+        # [head, (q|k|v), d_head, d_model] -> [d_model, (q heads | k heads | v heads) * d_head]
         w_qkv = r.get(p + "attention.query_key_value.weight", (3 * h * e, d)).reshape(h, 3, e, d)
+        sd[out + "attn.W_QKV"] = w_qkv.permute(3, 1, 0, 2).reshape(d, 3 * h * e).contiguous()
         b_qkv = r.optional(p + "attention.query_key_value.bias", (3 * h * e,))
-        b_qkv = zeros(h, 3, e) if b_qkv is None else b_qkv.reshape(h, 3, e)
-        for i, name in enumerate("QKV"):
-            sd[out + f"attn.W_{name}"] = w_qkv[:, i].permute(0, 2, 1)  # [head, d_model, d_head]
-            sd[out + f"attn.b_{name}"] = b_qkv[:, i]
-        sd[out + "attn.W_O"] = r.get(p + "attention.dense.weight", (d, h * e)).T.reshape(h, e, d)
+        sd[out + "attn.b_QKV"] = zeros(3 * h * e) if b_qkv is None else b_qkv.reshape(h, 3, e).permute(1, 0, 2).reshape(-1)
+        sd[out + "attn.W_O"] = r.get(p + "attention.dense.weight", (d, h * e)).T.contiguous().reshape(h, e, d)
         b_o = r.optional(p + "attention.dense.bias", (d,))
         sd[out + "attn.b_O"] = zeros(d) if b_o is None else b_o
-        sd[out + "mlp.W_in"] = r.get(p + "mlp.dense_h_to_4h.weight", (m, d)).T
+        sd[out + "mlp.W_in"] = r.get(p + "mlp.dense_h_to_4h.weight", (m, d)).T.contiguous()
         sd[out + "mlp.b_in"] = r.get(p + "mlp.dense_h_to_4h.bias", (m,))
-        sd[out + "mlp.W_out"] = r.get(p + "mlp.dense_4h_to_h.weight", (d, m)).T
+        sd[out + "mlp.W_out"] = r.get(p + "mlp.dense_4h_to_h.weight", (d, m)).T.contiguous()
         sd[out + "mlp.b_out"] = r.get(p + "mlp.dense_4h_to_h.bias", (d,))
     sd["ln_final.w"], sd["ln_final.b"] = r.get("final_layer_norm.weight", (d,)), r.get("final_layer_norm.bias", (d,))
     # Pythia checkpoints call the unembedding embed_out; transformers 5 saves it as lm_head.
     head = r.optional("embed_out.weight", (V, d))
     head = r.optional("lm_head.weight", (V, d)) if head is None else head
-    sd["unembed.W_U"] = (head if head is not None else sd["embed.W_E"]).T
+    sd["unembed.weight"] = head if head is not None else sd["embed.W_E"]
     sd["unembed.b_U"] = zeros(V)
     return sd

@@ -1,0 +1,78 @@
+"""Forward-pass, caching and load-time benchmark against Hugging Face transformers, in one run.
+
+    .venv/bin/python -m bench.forward [--repeats 30]   (from the repository root)
+
+GPT-2-small shape (12 layers, d_model 768, 12 heads, vocab 50257), random weights, batch 1.
+Goals (issue 2): forward <= 1.05x HF at 16 and 64 tokens; run_with_cache (all hooks)
+<= 1.10x our forward; load with processing <= 4x HF from_pretrained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from lens_core import HookedTransformer
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def interleaved(fns: dict, repeats: int) -> dict:
+    """Alternate the contenders so drifting machine load hits them alike."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config()).eval()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; GPT-2-small shape, random weights")
+
+    with tempfile.TemporaryDirectory() as directory:
+        hf.save_pretrained(directory)
+        loads = interleaved({
+            "hf_load": lambda: GPT2LMHeadModel.from_pretrained(directory),
+            "our_load": lambda: HookedTransformer.from_pretrained(directory),
+        }, repeats=5)
+    print(f"load from save_pretrained dir: ours (with processing) {loads['our_load'] * 1e3:.0f} ms, "
+          f"HF {loads['hf_load'] * 1e3:.0f} ms, ratio {loads['our_load'] / loads['hf_load']:.2f}x (goal <= 4x)")
+
+    model = HookedTransformer.from_hf_model(hf)
+    for n_tokens in (16, 64):
+        tokens = torch.randint(0, 50257, (1, n_tokens))
+        with torch.inference_mode():
+            t = interleaved({
+                "hf": lambda: hf(tokens),
+                "ours": lambda: model(tokens),
+                "cache": lambda: model.run_with_cache(tokens),
+            }, args.repeats)
+        print(f"{n_tokens:>3} tokens: HF {t['hf'] * 1e3:.2f} ms, ours {t['ours'] * 1e3:.2f} ms "
+              f"-> {t['ours'] / t['hf']:.3f}x HF (goal <= 1.05); run_with_cache (all hooks) {t['cache'] * 1e3:.2f} ms "
+              f"-> {t['cache'] / t['ours']:.3f}x our forward (goal <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()
