@@ -58,6 +58,28 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(ENV_DIR) or "~/.cache/circuit-explorer/results").expanduser()
 
 
+def tokenize_request(model: Any, request: Any) -> tuple[Any, tuple[int, ...]] | tuple[None, None]:
+    """(the request with each ``*prompt`` text replaced by ``*tokens`` ids, the first ids),
+    or (None, None) when it has no such pair or a pair is not exactly one of text or ids."""
+    changes: dict[str, Any] = {}
+    first: tuple[int, ...] | None = None
+    for field in dataclasses.fields(request):
+        ids_field = field.name[: -len("prompt")] + "tokens"
+        if not field.name.endswith("prompt") or not hasattr(request, ids_field):
+            continue
+        text, ids = getattr(request, field.name), getattr(request, ids_field)
+        if (text is None) == (ids is None):
+            return None, None
+        if ids is None:
+            ids = model.to_tokens(text)[0]
+        ids = tuple(int(t) for t in torch.as_tensor(ids).reshape(-1).tolist())
+        changes[field.name], changes[ids_field] = None, ids
+        first = ids if first is None else first
+    if first is None:
+        return None, None
+    return dataclasses.replace(request, **changes), first
+
+
 class UnsafeEntry(CorruptEntry):
     """An entry diskcache would have to unpickle: never read, treated as corrupt."""
 
@@ -165,18 +187,18 @@ class ResultStore:
     def run_experiment(self, model: Any, experiment: str, fn: Callable[..., ExperimentResult], request: Any, **fn_kwargs: Any) -> ExperimentResult:
         """``fn(model, request)`` through the cache, for lens_core's request dataclasses.
 
-        The request's ``prompt``/``tokens`` fields become token ids (``model.to_tokens``
-        for text), so a prompt and its token ids share an entry; every other request
-        field is a key parameter. ``fn`` runs on a copy of the request that carries
-        the token ids. ``fn_kwargs`` (e.g. a progress callback) must not change the result.
+        Every text/ids field pair of the request (``prompt``/``tokens``,
+        ``clean_prompt``/``clean_tokens``, ``corrupted_prompt``/``corrupted_tokens``...)
+        is turned into token ids with ``model.to_tokens``, so a prompt and its ids
+        share an entry. The key parameters are that tokenized request (all its
+        fields), and ``fn`` runs on it. ``fn_kwargs`` (e.g. a progress callback)
+        must not change the result. A request whose pairs are not exactly one of
+        text or ids is passed to ``fn`` uncached, for ``fn`` to report.
         """
-        tokens = getattr(request, "tokens", None)
-        if tokens is None:
-            tokens = model.to_tokens(request.prompt)[0].tolist()
-        tokens = tuple(int(t) for t in torch.as_tensor(tokens).reshape(-1).tolist())
-        params = {"request": dataclasses.replace(request, prompt=None, tokens=None)}
-        run_request = dataclasses.replace(request, prompt=None, tokens=tokens)
-        return self.get_or_compute(model, experiment, tokens, params, lambda: fn(model, run_request, **fn_kwargs))
+        tokenized, tokens = tokenize_request(model, request)
+        if tokenized is None:
+            return fn(model, request, **fn_kwargs)
+        return self.get_or_compute(model, experiment, tokens, {"request": tokenized}, lambda: fn(model, tokenized, **fn_kwargs))
 
     def get_or_compute_activations(
         self, model: Any, tokens: Any, names_filter_key: Any, compute: Callable[[], dict[str, torch.Tensor]]

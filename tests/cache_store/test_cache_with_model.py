@@ -106,3 +106,37 @@ def test_cli_uses_the_environment_variable_directory(tmp_path):
                          capture_output=True, text=True, check=True)
     assert json.loads(out.stdout)["directory"] == str(tmp_path / "from_env")
     assert (tmp_path / "from_env" / "cache.db").exists()
+
+
+def test_run_experiment_tokenizes_every_prompt_pair(tmp_path, model):
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class PairRequest:
+        clean_prompt: str | None = None
+        corrupted_prompt: str | None = None
+        clean_tokens: tuple | None = None
+        corrupted_tokens: tuple | None = None
+        answer: str = " Paris"
+
+    seen = []
+
+    def fn(m, request):
+        seen.append(request)
+        return predictions(m, PredictionsRequest(tokens=request.clean_tokens + request.corrupted_tokens))
+
+    clean, corrupted = "the cat sat", "the dog ran"
+    clean_ids = tuple(model.to_tokens(clean)[0].tolist())
+    corrupted_ids = tuple(model.to_tokens(corrupted)[0].tolist())
+    with ResultStore(tmp_path, 2**24) as store:
+        a = store.run_experiment(model, "pair", fn, PairRequest(clean_prompt=clean, corrupted_prompt=corrupted))
+        b = store.run_experiment(model, "pair", fn, PairRequest(clean_tokens=clean_ids, corrupted_prompt=corrupted))
+        assert len(seen) == 1
+        assert (seen[0].clean_prompt, seen[0].clean_tokens, seen[0].corrupted_tokens) == (None, clean_ids, corrupted_ids)
+        assert_same(a, b)
+        store.run_experiment(model, "pair", fn, PairRequest(clean_prompt=clean, corrupted_prompt="the cat ran"))
+        assert len(seen) == 2
+        # Neither text nor ids for a pair: passed through uncached, for the experiment to reject.
+        with pytest.raises(TypeError):
+            store.run_experiment(model, "pair", fn, PairRequest(clean_prompt=clean))
+        assert store.stats().entries == 2
