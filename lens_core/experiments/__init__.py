@@ -11,6 +11,19 @@ request class.
 from __future__ import annotations
 
 from .ablation import AblationRequest, AblationResult, AblationSweepRequest, AblationSweepResult, ablation, ablation_sweep
+from .circuits import (
+    CompositionRequest,
+    CompositionResult,
+    HeadCircuitsRequest,
+    HeadCircuitsResult,
+    composition,
+    composition_scores,
+    full_ov_circuit,
+    head_circuits,
+    ov_circuit,
+    ov_copying_scores,
+    qk_circuit,
+)
 from .detectors import DetectorRequest, DetectorResult, head_detectors
 from .dla import DLARequest, DLAResult, direct_logit_attribution
 from .logit_lens import LogitLensRequest, LogitLensResult, logit_lens
@@ -27,6 +40,8 @@ REGISTRY = {
     "ablation": ablation,
     "ablation_sweep": ablation_sweep,
     "head_detectors": head_detectors,
+    "head_circuits": head_circuits,
+    "composition": composition,
 }
 
 REQUEST_TYPES = {
@@ -38,4 +53,6 @@ REQUEST_TYPES = {
     "ablation": AblationRequest,
     "ablation_sweep": AblationSweepRequest,
     "head_detectors": DetectorRequest,
+    "head_circuits": HeadCircuitsRequest,
+    "composition": CompositionRequest,
 }
