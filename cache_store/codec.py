@@ -157,8 +157,8 @@ def decode_result(blob: bytes) -> ExperimentResult:
         raise CorruptEntry("not an experiment result")
     try:
         return ExperimentResult.from_parts(tensors, meta["result"])
-    except (KeyError, TypeError, ValueError) as error:
-        # e.g. the result class gained a field since this entry was written
+    except Exception as error:
+        # e.g. the result class gained a field, or its validation changed, since this was written
         raise CorruptEntry(f"stored result does not fit its class: {error}") from error
 
 

@@ -303,3 +303,25 @@ def test_null_store_always_computes():
     for _ in range(2):
         assert_same(store.get_or_compute(TinyModel(), "x", TOKENS, {}, compute), mixed_result())
     assert compute.calls == 2 and store.stats().entries == 0
+
+
+def test_threads_sharing_one_store_get_correct_values(store):
+    # Streamlit serves sessions from threads of one process, all using one store.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def session(seed: int) -> int:
+        wrong = 0
+        for round_ in range(12):
+            i = (seed + round_) % 3
+            got = store.get_or_compute(TinyModel(), "threads", TOKENS, {"i": i}, lambda i=i: big_result(i, numel=9_000))
+            try:
+                assert_same(got, big_result(i, numel=9_000))
+            except AssertionError:
+                wrong += 1
+        return wrong
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(session, range(4))) == [0, 0, 0, 0]
+    stats = store.stats()
+    assert stats.entries == 3 and stats.faults == 0 and stats.corrupt == 0
+    assert stats.hits + stats.misses == 48 and stats.hits >= 48 - 12
