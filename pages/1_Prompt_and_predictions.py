@@ -22,7 +22,7 @@ ids = [int(t) for t in tokens[0].tolist()]
 st.subheader(f"Tokens ({len(ids)})")
 str_toks = list(model.to_str_tokens(tokens[0]))
 chips = "".join(
-    f'<span class="tok" title="id {i}">{html.escape(charts.visible(t))}<sub>{i}</sub></span>'
+    f'<span class="tok" title="id {i}"><span class="piece">{html.escape(charts.visible(t))}</span><sub>{i}</sub></span>'
     for t, i in zip(str_toks, ids)
 )
 st.html(
@@ -62,7 +62,7 @@ st.subheader("Loss per token")
 if n > 1:
     labels = [f"{p}: {charts.visible(result.str_tokens[p])} → {charts.visible(result.str_tokens[p + 1])}" for p in range(n - 1)]
     fig = charts.bar(loss, labels, title="Loss predicting each next token", x_title="position: token → next token",
-                     y_title="loss (nats)", labels_are_tokens=True)
+                     y_title="loss (nats)")
     st.plotly_chart(fig, key="loss_chart")
     st.caption(f"Mean loss {sum(loss) / len(loss):.3f} nats over {n - 1} predictions.")
 else:

@@ -16,7 +16,7 @@ APP = str(REPO_ROOT / "app.py")
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    return build_tiny_gpt2(tmp_path_factory.mktemp("tiny_gpt2"))
+    return build_tiny_gpt2(tmp_path_factory.mktemp("tiny_random_model"))
 
 
 @pytest.fixture

@@ -1,0 +1,60 @@
+"""The app in a real headless Chromium: pages draw their charts, and a hostile prompt stays text."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+import pytest
+from playwright.sync_api import expect
+
+from conftest import save_screenshot
+
+pytestmark = pytest.mark.e2e
+
+XSS = "<img src=x onerror=alert(1)>"
+CHART = '[data-testid="stPlotlyChart"] .main-svg'
+
+
+def wait_for_app(page):
+    page.wait_for_selector('[data-testid="stSidebar"]')
+    page.wait_for_selector(CHART)
+    # Streamlit shows a running indicator while the script runs; wait until it settles.
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=90_000)
+
+
+@pytest.mark.parametrize(("path", "name"), [("", "predictions"), ("attention", "attention")])
+def test_page_draws_its_chart_and_is_screenshotted(app_url, page, path, name):
+    query = urllib.parse.urlencode({"prompt": "The cat sat on the mat. The cat sat on the"})
+    page.goto(f"{app_url}/{path}?{query}")
+    wait_for_app(page)
+    assert page.locator(CHART).count() >= 1
+    assert page.locator('[data-testid="stException"]').count() == 0
+    shot = save_screenshot(page, name, readme=True)
+    assert shot.stat().st_size > 10_000
+
+
+def test_hostile_prompt_is_shown_literally_and_runs_no_script(app_url, page):
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(f"{app_url}/")  # the first page is the default, at the root
+    wait_for_app(page)
+
+    box = page.get_by_label("Prompt", exact=True)
+    box.fill(f"Hello {XSS} world")
+    box.press("Control+Enter")
+    page.wait_for_function(
+        "(needle) => new URL(window.location.href).searchParams.get('prompt') === needle", arg=f"Hello {XSS} world"
+    )
+    wait_for_app(page)
+
+    page.get_by_text("Copy as Python").click()
+    # The snippet shows the prompt as literal text (retrying while the rerun finishes).
+    expect(page.locator('[data-testid="stCode"]').first).to_contain_text(XSS, timeout=60_000)
+
+    # No element was created from the prompt, no script ran, and token chips show the pieces as text.
+    assert page.locator('img[src="x"]').count() == 0
+    pieces = page.locator(".token-chips .piece").all_inner_texts()
+    assert "".join(pieces[1:]).replace("␣", " ") == f"Hello {XSS} world"  # after the BOS token
+    page.wait_for_timeout(1000)
+    assert dialogs == []
+    save_screenshot(page, "hostile_prompt")
