@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -56,7 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "warm":
             from lens_core import HookedTransformer  # heavy: only for warm
 
-            model = HookedTransformer.from_pretrained(args.model, dtype=args.dtype, device=args.device)
+            try:
+                model = HookedTransformer.from_pretrained(args.model, dtype=args.dtype, device=args.device)
+            except Exception as error:  # a bad name or directory: say so, no traceback
+                print(f"cannot load model {args.model!r}: {error}", file=sys.stderr)
+                return 2
             prompts = args.prompts.read_text(encoding="utf-8").splitlines()
             names = [n.strip() for n in args.experiments.split(",") if n.strip()]
             warm(store, model, prompts, names)

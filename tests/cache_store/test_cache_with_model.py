@@ -140,3 +140,30 @@ def test_run_experiment_tokenizes_every_prompt_pair(tmp_path, model):
         with pytest.raises(TypeError):
             store.run_experiment(model, "pair", fn, PairRequest(clean_prompt=clean))
         assert store.stats().entries == 2
+
+
+def test_cli_warm_with_a_saved_model_directory(tmp_path, hf):
+    hf_model, tokenizer = hf
+    model_dir = tmp_path / "model"
+    hf_model.save_pretrained(model_dir, safe_serialization=True)
+    tokenizer.save_pretrained(model_dir)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the cat sat on the mat\na dog ran to Paris\n", encoding="utf-8")
+    cache_dir = tmp_path / "cache"
+    run = [sys.executable, "-m", "cache_store", "--dir", str(cache_dir)]
+    out = subprocess.run(run + ["warm", "--model", str(model_dir), "--prompts", str(prompts),
+                                "--experiments", "predictions,logit_lens,nope"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "predictions: 2 prompt(s) cached" in out.stdout and "logit_lens: 2 prompt(s) cached" in out.stdout
+    assert "skip nope" in out.stdout
+    # A page asking for the default view of one of those prompts gets a hit.
+    model = HookedTransformer.from_pretrained(str(model_dir))
+    with ResultStore(cache_dir, None) as store:
+        assert store.stats().entries == 4
+        hit = store.run_experiment(model, "predictions", lambda *a: pytest.fail("expected a hit"),
+                                   PredictionsRequest(prompt="a dog ran to Paris"))
+        assert_same(hit, predictions(model, PredictionsRequest(prompt="a dog ran to Paris")))
+    bad = subprocess.run(run + ["warm", "--model", str(tmp_path / "missing"), "--prompts", str(prompts)],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "cannot load model" in bad.stderr and "Traceback" not in bad.stderr
