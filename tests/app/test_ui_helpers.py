@@ -148,3 +148,37 @@ def test_a_run_waiting_for_a_busy_device_is_reported_as_queued(app_settings):
     assert not at.exception
     assert any("queued" in c.value for c in at.caption), [c.value for c in at.caption]
     assert plotly_figure(at, "loss_chart")["data"]
+
+
+def _oom_script(model_dir):
+    import streamlit as st
+
+    from lens_core import HookedTransformer
+    from lens_core.experiments.predictions import PredictionsRequest, predictions
+    from ui.errors import guard
+    from ui.model import run_experiment
+
+    model = HookedTransformer.from_pretrained(model_dir)
+    tokens = model.to_tokens("The cat sat")
+
+    def out_of_memory():
+        raise RuntimeError("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+    with guard("the first run", stop=False):
+        run_experiment(model, "predictions", tokens, {"top_k": 1, "oom": True}, out_of_memory)
+    with guard("the second run"):
+        result = run_experiment(model, "predictions", tokens, {"top_k": 1},
+                                lambda: predictions(model, PredictionsRequest(tokens=tuple(tokens[0].tolist()), top_k=1)))
+    st.write(f"second run ok: {len(result.str_tokens)} tokens")
+
+
+def test_out_of_memory_is_reported_to_the_user_and_the_next_run_works(app_settings, tiny_model_dir):
+    app_settings()
+    at = AppTest.from_function(_oom_script, args=(str(tiny_model_dir),), default_timeout=60).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "ran out of memory" in at.error[0].value
+    assert "Traceback" not in at.error[0].value and "80.00 GiB" not in at.error[0].value
+    from transformers import AutoTokenizer
+
+    n_tokens = 1 + len(AutoTokenizer.from_pretrained(tiny_model_dir).encode("The cat sat", add_special_tokens=False))
+    assert any(f"second run ok: {n_tokens} tokens" in m.value for m in at.markdown), [m.value for m in at.markdown]
