@@ -29,6 +29,7 @@ import torch
 
 from lens_core.results import ExperimentResult
 
+from . import _suffix
 from ._common import (
     TokenLike,
     answer_metrics,
@@ -220,16 +221,6 @@ def activation_patching(model, request: PatchingRequest, progress: Progress = No
     n, n_pos = cfg.n_layers, clean.shape[1]
 
     sweep_names = [hook_name(activation, l) for l in range(n)]
-    resid_names = [f"blocks.{l}.hook_resid_pre" for l in range(n)]
-    base_logits, base_cache = model.run_with_cache(base_tokens, names_filter=resid_names)
-    source_logits, source_cache = model.run_with_cache(source_tokens, names_filter=sweep_names)
-    base_diff, base_prob = answer_metrics(base_logits[0, -1], answer, wrong)
-    source_diff, source_prob = answer_metrics(source_logits[0, -1], answer, wrong)
-    if request.direction == "denoise":
-        (clean_diff, clean_prob), (corr_diff, corr_prob) = (source_diff, source_prob), (base_diff, base_prob)
-    else:
-        (clean_diff, clean_prob), (corr_diff, corr_prob) = (base_diff, base_prob), (source_diff, source_prob)
-
     n_heads = cfg.n_key_value_heads if activation in ("k", "v") else cfg.n_heads
     if cell_kind == "pos":
         cells, shape = [(p,) for p in range(n_pos)], (n, n_pos)
@@ -242,11 +233,35 @@ def activation_patching(model, request: PatchingRequest, progress: Progress = No
     else:
         cells, shape = [(p, h) for h in range(n_heads) for p in range(n_pos)], (n, n_heads, n_pos)
 
-    groups = [LayerCells(l, sweep_names[l], source_cache[sweep_names[l]][0], cells) for l in range(n)]
-    base_resid = [base_cache[name][0] for name in resid_names]
-    results = run_cells(model, base_resid, groups, metric_readout(model, answer, wrong), request.memory_budget_mb, progress)
-    diff = torch.stack([r[0] for r in results]).reshape(shape).float().cpu()
-    prob = torch.stack([r[1] for r in results]).reshape(shape).float().cpu()
+    source_logits, source_cache = model.run_with_cache(source_tokens, names_filter=sweep_names)
+    readout = metric_readout(model, answer, wrong)
+    if _suffix.supported(model):
+        runner = _suffix.SuffixRunner(model, base_tokens, extra_names=sweep_names)
+        base_logits = runner.base_logits
+        suffix_cells = []
+        for l, name in enumerate(sweep_names):
+            source, base = source_cache[name][0], runner.cache[name][0]
+            for index in cells:
+                mask = torch.zeros(source.shape, dtype=torch.bool, device=source.device)
+                mask[index] = True
+                start = _suffix.first_change(mask, source, base, _suffix.POSITION_AXIS[activation])
+                suffix_cells.append(_suffix.SuffixCell(l, activation, mask, source, start))
+        max_rows = max(1, int(request.memory_budget_mb * 2**20 // bytes_per_row(model, n_pos)))
+        diff, prob = runner.run(suffix_cells, readout, max_rows, progress)
+    else:
+        resid_names = [f"blocks.{l}.hook_resid_pre" for l in range(n)]
+        base_logits, base_cache = model.run_with_cache(base_tokens, names_filter=resid_names)
+        groups = [LayerCells(l, sweep_names[l], source_cache[sweep_names[l]][0], cells) for l in range(n)]
+        base_resid = [base_cache[name][0] for name in resid_names]
+        results = run_cells(model, base_resid, groups, readout, request.memory_budget_mb, progress)
+        diff, prob = torch.cat([r[0] for r in results]), torch.cat([r[1] for r in results])
+    diff, prob = diff.reshape(shape).float().cpu(), prob.reshape(shape).float().cpu()
+    base_diff, base_prob = answer_metrics(base_logits[0, -1], answer, wrong)
+    source_diff, source_prob = answer_metrics(source_logits[0, -1], answer, wrong)
+    if request.direction == "denoise":
+        (clean_diff, clean_prob), (corr_diff, corr_prob) = (source_diff, source_prob), (base_diff, base_prob)
+    else:
+        (clean_diff, clean_prob), (corr_diff, corr_prob) = (base_diff, base_prob), (source_diff, source_prob)
 
     head_prefix = "KV" if activation in ("k", "v") and cfg.n_key_value_heads != cfg.n_heads else "H"
     clean_strs = str_tokens(model, clean[0].tolist())

@@ -44,15 +44,31 @@ FAMILY_SWEEPS = [("gpt2", s) for s in SWEEPS] + [("llama", s) for s in ("resid_m
     ("neox", s) for s in ("resid_pre", "mlp_out", "q_all_pos", "pattern_all_pos")]
 
 
-@pytest.mark.parametrize("family,sweep", FAMILY_SWEEPS)
-def test_every_sweep_matches_a_plain_loop(family, sweep):
+def _pair(shared_prefix: bool):
+    clean = random_tokens(6, seed=10)
+    if shared_prefix:  # an IOI-like pair: one token differs, so early positions are identical in both runs
+        corrupted = clean.clone()
+        corrupted[0, 3] = (clean[0, 3] + 5) % 50
+    else:
+        corrupted = random_tokens(6, seed=11)
+    return clean, corrupted
+
+
+# (family, sweep, memory budget in MB, shared prefix): a tiny budget gives one row per chunk; the default
+# budget batches whole sweeps (rows of later layers join the batch as it passes their layer).
+CASES = [(f, s, 256.0, True) for f, s in FAMILY_SWEEPS] + [(f, s, 0.01, False) for f, s in FAMILY_SWEEPS if s in (
+    "resid_pre", "attn_out", "head_out_all_pos", "pattern_all_pos", "k_all_pos")]
+
+
+@pytest.mark.parametrize("family,sweep,budget,shared_prefix", CASES)
+def test_every_sweep_matches_a_plain_loop(family, sweep, budget, shared_prefix):
     model = tiny(family)
-    clean, corrupted = random_tokens(5, seed=10), random_tokens(5, seed=11)
+    clean, corrupted = _pair(shared_prefix)
     calls = []
     result = activation_patching(
         model,
         PatchingRequest(clean_tokens=tuple(clean[0].tolist()), corrupted_tokens=tuple(corrupted[0].tolist()),
-                        answer=ANSWER, wrong_answer=WRONG, sweep=sweep, memory_budget_mb=0.01),
+                        answer=ANSWER, wrong_answer=WRONG, sweep=sweep, memory_budget_mb=budget),
         progress=lambda done, total: calls.append((done, total)),
     )
     ref = _loop_reference(model, corrupted, clean, sweep)
@@ -65,8 +81,9 @@ def test_every_sweep_matches_a_plain_loop(family, sweep):
         diff, prob = ref[key]
         assert float(result.logit_diff[cell]) == pytest.approx(diff, abs=1e-5), cell
         assert float(result.answer_prob[cell]) == pytest.approx(prob, abs=1e-5), cell
-    # A tiny budget forces several chunks per layer; progress ends at the total.
-    assert calls[-1][0] == calls[-1][1] == result.logit_diff.numel() and len(calls) > model.cfg.n_layers
+    assert calls[-1][0] == calls[-1][1] == result.logit_diff.numel()
+    if budget < 1:  # one row per chunk: a progress call per changed cell
+        assert len(calls) > model.cfg.n_layers
 
 
 def test_baselines_and_normalization():
@@ -103,3 +120,20 @@ def test_patching_validation():
         activation_patching(tiny("neox"), PatchingRequest(clean_tokens=(1, 2), corrupted_tokens=(2, 1), sweep="resid_mid"))
     result = activation_patching(model, PatchingRequest(clean_prompt="the cat", corrupted_prompt="the dog", answer="sat"))
     assert result.axis_labels[1] == ["0: <|endoftext|>", "1: the", "2: cat"]
+
+
+@pytest.mark.parametrize("sweep", ["resid_mid", "head_out_by_pos"])
+def test_generic_engine_matches_the_loop_too(sweep, monkeypatch):
+    """The start_at_layer engine (used when the suffix engine cannot read a model's weights)."""
+    from lens_core.experiments import _suffix
+
+    monkeypatch.setattr(_suffix, "supported", lambda model: False)
+    model = tiny("gpt2")
+    clean, corrupted = _pair(shared_prefix=True)
+    result = activation_patching(model, PatchingRequest(clean_tokens=tuple(clean[0].tolist()),
+                                                        corrupted_tokens=tuple(corrupted[0].tolist()),
+                                                        answer=ANSWER, wrong_answer=WRONG, sweep=sweep))
+    ref = _loop_reference(model, corrupted, clean, sweep)
+    for cell in itertools.product(*map(range, result.logit_diff.shape)):
+        key = (cell[0], cell[2], cell[1]) if len(cell) == 3 else cell
+        assert float(result.logit_diff[cell]) == pytest.approx(ref[key][0], abs=1e-5), cell

@@ -1,0 +1,203 @@
+"""The fast engine behind activation patching: recompute only what a patch can change.
+
+A patch at layer ``l`` whose first changed position is ``s`` leaves every layer
+before ``l`` and every position before ``s`` exactly as in the base run (causal
+attention). So a patched run starts at block ``l`` with the base residual of
+positions ``s..`` only, and each block's attention reads the base run's cached
+keys and values for positions ``< s``. In the last block only the last
+position's query, MLP and residual are computed (the metric reads nothing else).
+
+Rows (one per cell) are batched two ways:
+- by suffix start: cells with close ``s`` share a chunk computing positions
+  ``s_min..`` (a row whose own ``s`` is later recomputes a few unchanged positions);
+- staggered by layer: a chunk walks the blocks once, and the rows of cells at
+  layer ``j`` join the batch when block ``j`` is reached (they enter with the base
+  residual), so late-layer cells ride along in the same matrix products.
+A cell whose patch changes nothing (source equals base) is not run: its value is
+the base run's.
+
+The block here is the same computation as ``lens_core.components``'s (fused QKV
+projection, rotary, grouped-query attention, parallel or sequential MLP) written
+for a position suffix; the tests compare every sweep with plain hooked runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from lens_core.components import apply_rotary, rotary_cos_sin
+
+# activation -> axis of the query/sequence position in the activation (no batch dim)
+POSITION_AXIS = {"resid_pre": 0, "resid_mid": 0, "resid_post": 0, "attn_out": 0, "mlp_out": 0,
+                 "q": 0, "k": 0, "v": 0, "z": 0, "pattern": 1}
+
+
+@dataclasses.dataclass
+class SuffixCell:
+    layer: int
+    activation: str  # a POSITION_AXIS key
+    mask: torch.Tensor  # bool, the activation's shape (no batch): where the source is copied in
+    source: torch.Tensor  # the activation to copy in
+    start: Optional[int] = None  # first position the patch changes (None: it changes nothing)
+
+
+def supported(model) -> bool:
+    return all(hasattr(model.blocks[0].attn, name) for name in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"))
+
+
+class SuffixRunner:
+    """Caches what the base run provides (residuals, keys, values) and runs patched suffixes."""
+
+    def __init__(self, model, base_tokens: torch.Tensor, extra_names: Sequence[str] = ()) -> None:
+        self.model = model
+        cfg = self.cfg = model.cfg
+        n = cfg.n_layers
+        self.rotary = cfg.positional_embedding_type == "rotary"
+        k_name = "rot_k" if self.rotary else "k"
+        names = [f"blocks.{l}.hook_resid_pre" for l in range(n)] + [f"blocks.{n - 1}.hook_resid_post"]
+        names += [f"blocks.{l}.attn.hook_{k_name}" for l in range(n)] + [f"blocks.{l}.attn.hook_v" for l in range(n)]
+        self.base_logits, cache = model.run_with_cache(base_tokens, names_filter=sorted(set(names) | set(extra_names)))
+        self.cache = cache
+        self.resid_pre = [cache[f"blocks.{l}.hook_resid_pre"][0] for l in range(n)]  # [pos, d_model]
+        self.final_last = cache[f"blocks.{n - 1}.hook_resid_post"][0, -1]  # [d_model]
+        self.keys = [cache[f"blocks.{l}.attn.hook_{k_name}"][0] for l in range(n)]  # [pos, kv_head, d_head]
+        self.values = [cache[f"blocks.{l}.attn.hook_v"][0] for l in range(n)]
+        self.n_pos = base_tokens.shape[1]
+        if self.rotary:
+            self.cos, self.sin = rotary_cos_sin(cfg, self.n_pos, base_tokens.device)
+        self.qkv = []
+        for block in model.blocks:  # fused [d_model, (h + 2 kv) * d_head] projections from the TL-shaped weights
+            a = block.attn
+            W = torch.cat([w.permute(1, 0, 2).flatten(1) for w in (a.W_Q, a.W_K, a.W_V)], dim=1)
+            b = torch.cat([a.b_Q.flatten(), a.b_K.flatten(), a.b_V.flatten()])
+            self.qkv.append((W, b, a.W_O.flatten(0, 1), a.b_O))
+
+    # ---- one block on a position suffix ------------------------------------------------
+    def _block(self, layer: int, x: torch.Tensor, start: int, patch: Callable) -> torch.Tensor:
+        """``x [rows, pos - start, d_model]`` -> the block's output for the same positions
+        (only the last position in the last block)."""
+        cfg, block = self.cfg, self.model.blocks[layer]
+        rows, n_new, _ = x.shape
+        h, kv, e = cfg.n_heads, cfg.n_key_value_heads, cfg.d_head
+        last_block = layer == cfg.n_layers - 1
+        q_start = self.n_pos - 1 if last_block else start
+
+        x = patch("resid_pre", x, start)
+        W, b, W_O, b_O = self.qkv[layer]
+        qkv = torch.addmm(b, block.ln1(x).reshape(-1, cfg.d_model), W).view(rows, n_new, -1)
+        q, k, v = qkv.split((h * e, kv * e, kv * e), dim=-1)
+        q = patch("q", q.unflatten(-1, (h, e)), start)  # [rows, new, head, d_head]
+        k = patch("k", k.unflatten(-1, (kv, e)), start)
+        v = patch("v", v.unflatten(-1, (kv, e)), start)
+        if last_block:
+            q = q[:, -1:]
+        if self.rotary:
+            q = apply_rotary(q, self.cos[q_start:], self.sin[q_start:])
+            k = apply_rotary(k, self.cos[start:], self.sin[start:])
+        keys = torch.cat([self.keys[layer][:start].expand(rows, -1, -1, -1), k], dim=1)  # [rows, pos, kv, d_head]
+        values = torch.cat([self.values[layer][:start].expand(rows, -1, -1, -1), v], dim=1)
+        if cfg.n_kv_groups > 1:
+            keys = keys.repeat_interleave(cfg.n_kv_groups, dim=2)
+            values = values.repeat_interleave(cfg.n_kv_groups, dim=2)
+        q, keys, values = q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2)  # [rows, head, pos, d_head]
+        query_pos = torch.arange(q_start, self.n_pos, device=x.device)[:, None]
+        allowed = torch.arange(self.n_pos, device=x.device)[None, :] <= query_pos  # [query, key]
+        scores = torch.matmul(q, keys.transpose(-1, -2)) / cfg.attn_scale
+        pattern = scores.masked_fill(~allowed, float("-inf")).float().softmax(dim=-1).to(x.dtype)
+        pattern = patch("pattern", pattern, q_start)  # [rows, head, query, key]
+        z = patch("z", torch.matmul(pattern, values).transpose(1, 2), q_start)  # [rows, query, head, d_head]
+        attn_out = torch.addmm(b_O, z.reshape(-1, h * e), W_O).view(rows, -1, cfg.d_model)
+        attn_out = patch("attn_out", attn_out, q_start)
+        if last_block:
+            x = x[:, -1:]
+        if cfg.parallel_attn_mlp:
+            mlp_out = patch("mlp_out", block.mlp(block.ln2(x)), q_start)
+            return patch("resid_post", x + attn_out + mlp_out, q_start)
+        resid_mid = patch("resid_mid", x + attn_out, q_start)
+        mlp_out = patch("mlp_out", block.mlp(block.ln2(resid_mid)), q_start)
+        return patch("resid_post", resid_mid + mlp_out, q_start)
+
+    # ---- many cells ----------------------------------------------------------------------
+    def run(
+        self,
+        cells: Sequence[SuffixCell],
+        readout: Callable[[torch.Tensor], tuple[torch.Tensor, ...]],
+        max_rows: int,
+        progress: Optional[Callable[[int, int], None]] = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """``readout(final residual at the last position [rows, d_model])`` for every cell, in order."""
+        total = len(cells)
+        baseline = readout(self.final_last[None])
+        out = [b.repeat(total) for b in baseline]
+        todo = sorted((i for i, c in enumerate(cells) if c.start is not None), key=lambda i: (cells[i].start, cells[i].layer))
+        done = total - len(todo)
+        for chunk in _chunks(todo, cells, self.n_pos, max_rows):
+            chunk.sort(key=lambda i: cells[i].layer)
+            start = min(cells[i].start for i in chunk)
+            layers = [cells[i].layer for i in chunk]
+            x = None
+            for layer in range(layers[0], self.cfg.n_layers):
+                joining = [i for i in chunk if cells[i].layer == layer]
+                if joining:
+                    fresh = self.resid_pre[layer][start:].expand(len(joining), -1, -1)
+                    x = fresh.clone() if x is None else torch.cat([x, fresh])
+                rows = slice(x.shape[0] - len(joining), x.shape[0])
+                x = self._block(layer, x, start, _patcher([cells[i] for i in joining], rows))
+            values = readout(x[:, -1])
+            index = torch.tensor(chunk)
+            for target, value in zip(out, values):
+                target[index] = value.to(target.dtype)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+        if progress is not None and not todo:
+            progress(total, total)
+        return tuple(out)
+
+
+def _chunks(todo: list[int], cells: Sequence[SuffixCell], n_pos: int, max_rows: int) -> list[list[int]]:
+    """Consecutive (by suffix start) cells grouped while the extra positions stay small."""
+    chunks: list[list[int]] = []
+    for i in todo:
+        s = cells[i].start
+        if chunks:
+            current = chunks[-1]
+            s_min = cells[current[0]].start
+            if len(current) < max_rows and (s - s_min) * 4 <= n_pos - s_min:
+                current.append(i)
+                continue
+        chunks.append([i])
+    return chunks
+
+
+def _patcher(cells: list[SuffixCell], rows: slice) -> Callable:
+    """A ``patch(activation, tensor, start)`` writing each joining cell's source into its row."""
+    if not cells:
+        return lambda activation, tensor, start: tensor
+    activation = cells[0].activation
+    axis = POSITION_AXIS[activation]
+    mask = torch.stack([c.mask for c in cells])  # [joining, *shape]
+    source = cells[0].source
+
+    def patch(name: str, tensor: torch.Tensor, start: int) -> torch.Tensor:
+        if name != activation:
+            return tensor
+        index = (slice(None),) * (axis + 1) + (slice(start, start + tensor.shape[axis + 1]),)
+        src = source[index[1:]]
+        tensor[rows] = torch.where(mask[index], src.to(tensor.dtype), tensor[rows])
+        return tensor
+
+    return patch
+
+
+def first_change(mask: torch.Tensor, source: torch.Tensor, base: torch.Tensor, axis: int) -> Optional[int]:
+    """The first position (along ``axis``) where copying ``source`` under ``mask`` changes ``base``."""
+    changed = mask & (source != base)
+    if not bool(changed.any()):
+        return None
+    dims = [d for d in range(changed.dim()) if d != axis]
+    per_pos = changed.any(dim=dims) if dims else changed
+    return int(per_pos.nonzero()[0, 0])
