@@ -15,7 +15,7 @@ import streamlit as st
 import torch
 
 from ui import state
-from ui.errors import md_escape, message_for
+from ui.errors import USER_FACING, log, md_escape, message_for
 from ui.model import load_model
 from ui.settings import Settings, get_settings
 
@@ -191,9 +191,10 @@ def sidebar(settings: Settings | None = None) -> AppContext:
         try:
             ctx.model = load_model(name, dtype, device, settings)
         except Exception as exc:  # noqa: BLE001 - any load failure is a message, not a crash
-            import logging
-
-            logging.getLogger("circuit_explorer").exception("loading %s failed", name)
+            if isinstance(exc, USER_FACING):
+                log.warning("loading %s failed: %s", name, exc)
+            else:
+                log.exception("loading %s failed", name)
             ctx.model_error = f"Could not load {name!r}: " + message_for(exc, "loading the model")
     if ctx.model_error:
         side.error(md_escape(ctx.model_error), icon=":material/error:")
