@@ -51,7 +51,8 @@ def test_two_processes_share_a_directory_safely(tmp_path):
     workers = [ctx.Process(target=hammer, args=(str(tmp_path), barrier, queue)) for _ in range(2)]
     for w in workers:
         w.start()
-    reports = [queue.get(timeout=120) for _ in workers]
+    # Generous: spawned children import torch, slow on a loaded 2-core machine.
+    reports = [queue.get(timeout=300) for _ in workers]
     for w in workers:
         w.join(timeout=30)
         assert w.exitcode == 0
