@@ -27,6 +27,7 @@ import dataclasses
 from typing import Callable, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from lens_core.components import apply_rotary, rotary_cos_sin
 
@@ -105,10 +106,14 @@ class SuffixRunner:
         q, keys, values = q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2)  # [rows, head, pos, d_head]
         query_pos = torch.arange(q_start, self.n_pos, device=x.device)[:, None]
         allowed = torch.arange(self.n_pos, device=x.device)[None, :] <= query_pos  # [query, key]
-        scores = torch.matmul(q, keys.transpose(-1, -2)) / cfg.attn_scale
-        pattern = scores.masked_fill(~allowed, float("-inf")).float().softmax(dim=-1).to(x.dtype)
-        pattern = patch("pattern", pattern, q_start)  # [rows, head, query, key]
-        z = patch("z", torch.matmul(pattern, values).transpose(1, 2), q_start)  # [rows, query, head, d_head]
+        if getattr(patch, "activation", None) == "pattern":
+            scores = torch.matmul(q, keys.transpose(-1, -2)) / cfg.attn_scale
+            pattern = scores.masked_fill(~allowed, float("-inf")).float().softmax(dim=-1).to(x.dtype)
+            pattern = patch("pattern", pattern, q_start)  # [rows, head, query, key]
+            z = torch.matmul(pattern, values)
+        else:
+            z = F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed, scale=1.0 / cfg.attn_scale)
+        z = patch("z", z.transpose(1, 2), q_start)  # [rows, query, head, d_head]
         attn_out = torch.addmm(b_O, z.reshape(-1, h * e), W_O).view(rows, -1, cfg.d_model)
         attn_out = patch("attn_out", attn_out, q_start)
         if last_block:
@@ -190,6 +195,7 @@ def _patcher(cells: list[SuffixCell], rows: slice) -> Callable:
         tensor[rows] = torch.where(mask[index], src.to(tensor.dtype), tensor[rows])
         return tensor
 
+    patch.activation = activation
     return patch
 
 

@@ -8,15 +8,17 @@ and the answer's probability. ``direction="denoise"`` (default, as
 TransformerLens's ``get_act_patch_*``): base = corrupted, source = clean.
 ``"noise"``: base = clean, source = corrupted.
 
-How a sweep runs (instead of one full forward pass per cell):
-- Cells are grouped by layer. A group runs as one batch: each batch row is the
-  base run's residual entering that layer (cached once), so layers before the
-  patched one are never recomputed; ``model(resid, start_at_layer=l)``.
-- A hook writes the source activation into row ``i`` only where cell ``i``
-  patches (a boolean mask ``[batch, *activation]``), so one pass holds many cells.
-- The run stops at the final residual; the final norm and unembedding are
-  applied to the last position only (``[batch, d_model] @ W_U``).
-- Batches are cut to fit ``memory_budget_mb``.
+How a sweep runs (instead of one full forward pass per cell), see ``_suffix``:
+- a cell patching layer ``l`` whose first changed position is ``s`` recomputes only
+  blocks ``l..`` and positions ``s..``, reading the base run's cached residual and
+  keys/values for everything before (so earlier layers are never recomputed); a cell
+  whose source equals the base activation is not run at all;
+- many cells share one batch (rows of later layers join as the batch passes their
+  layer), cut to fit ``memory_budget_mb``;
+- the last block computes only the last position, and only that position is
+  unembedded (only the answer columns of ``W_U`` with ``with_answer_prob=False``).
+Models whose attention weights the suffix engine cannot read fall back to
+``run_cells``: per layer, ``model(resid, start_at_layer=l)`` with a masking hook.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ class PatchingRequest:
     sweep: str = "resid_pre"
     direction: str = "denoise"
     memory_budget_mb: float = 256.0
+    # The answer's probability needs the whole vocabulary's logits at the last position of every
+    # patched run; without it only the two answer columns of W_U are used. Off: answer_prob is NaN.
+    with_answer_prob: bool = True
 
 
 @dataclasses.dataclass
@@ -173,9 +178,19 @@ def run_cells(
     return out
 
 
-def metric_readout(model, answer: int, wrong: Optional[int]) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+def metric_readout(
+    model, answer: int, wrong: Optional[int], with_prob: bool = True
+) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Final residual at the last position ``[rows, d_model]`` -> (logit difference, answer probability)."""
+    columns = [answer] if wrong is None else [answer, wrong]
+
     def readout(last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return answer_metrics(unembed(model, final_norm(model, last)), answer, wrong)
+        normed = final_norm(model, last)
+        if with_prob:
+            return answer_metrics(unembed(model, normed), answer, wrong)
+        logits = (normed @ model.W_U[:, columns] + model.b_U[columns]).float()  # [rows, 1 or 2]
+        diff = logits[:, 0] - (logits[:, 1] if wrong is not None else 0.0)
+        return diff, torch.full_like(diff, float("nan"))
 
     return readout
 
@@ -234,7 +249,7 @@ def activation_patching(model, request: PatchingRequest, progress: Progress = No
         cells, shape = [(p, h) for h in range(n_heads) for p in range(n_pos)], (n, n_heads, n_pos)
 
     source_logits, source_cache = model.run_with_cache(source_tokens, names_filter=sweep_names)
-    readout = metric_readout(model, answer, wrong)
+    readout = metric_readout(model, answer, wrong, request.with_answer_prob)
     if _suffix.supported(model):
         runner = _suffix.SuffixRunner(model, base_tokens, extra_names=sweep_names)
         base_logits = runner.base_logits

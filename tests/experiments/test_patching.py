@@ -103,6 +103,9 @@ def test_baselines_and_normalization():
     # exactly, patching any other position changes nothing.
     assert float(result.normalized[n - 1, -1]) == pytest.approx(1.0, abs=1e-4)
     assert float(result.normalized[n - 1, 0]) == pytest.approx(0.0, abs=1e-4)
+    cheap = activation_patching(model, PatchingRequest(**{**req.__dict__, "with_answer_prob": False}))
+    torch.testing.assert_close(cheap.logit_diff, result.logit_diff, atol=1e-5, rtol=0)
+    assert cheap.answer_prob.isnan().all() and not result.answer_prob.isnan().any()
     noised = activation_patching(model, PatchingRequest(**{**req.__dict__, "direction": "noise"}))
     assert float(noised.normalized[n - 1, -1]) == pytest.approx(0.0, abs=1e-4)
     assert noised.clean_logit_diff == pytest.approx(result.clean_logit_diff)
