@@ -40,7 +40,7 @@ POSITION_AXIS = {"resid_pre": 0, "resid_mid": 0, "resid_post": 0, "attn_out": 0,
 class SuffixCell:
     layer: int
     activation: str  # a POSITION_AXIS key
-    mask: torch.Tensor  # bool, the activation's shape (no batch): where the source is copied in
+    index: tuple  # where the source is copied in: an index into the activation (no batch dim)
     source: torch.Tensor  # the activation to copy in
     start: Optional[int] = None  # first position the patch changes (None: it changes nothing)
 
@@ -184,8 +184,10 @@ def _patcher(cells: list[SuffixCell], rows: slice) -> Callable:
         return lambda activation, tensor, start: tensor
     activation = cells[0].activation
     axis = POSITION_AXIS[activation]
-    mask = torch.stack([c.mask for c in cells])  # [joining, *shape]
     source = cells[0].source
+    mask = torch.zeros((len(cells), *source.shape), dtype=torch.bool, device=source.device)  # [joining, *shape]
+    for row, cell in enumerate(cells):
+        mask[(row, *cell.index)] = True
 
     def patch(name: str, tensor: torch.Tensor, start: int) -> torch.Tensor:
         if name != activation:
@@ -199,11 +201,18 @@ def _patcher(cells: list[SuffixCell], rows: slice) -> Callable:
     return patch
 
 
-def first_change(mask: torch.Tensor, source: torch.Tensor, base: torch.Tensor, axis: int) -> Optional[int]:
-    """The first position (along ``axis``) where copying ``source`` under ``mask`` changes ``base``."""
-    changed = mask & (source != base)
-    if not bool(changed.any()):
+def first_change(index: tuple, changed: torch.Tensor, axis: int) -> Optional[int]:
+    """The first position at which copying the source in at ``index`` changes the base activation.
+
+    ``changed``: ``source != base`` over the whole activation; ``axis``: its position axis.
+    """
+    sub = changed[index]
+    if not bool(sub.any()):
         return None
-    dims = [d for d in range(changed.dim()) if d != axis]
-    per_pos = changed.any(dim=dims) if dims else changed
-    return int(per_pos.nonzero()[0, 0])
+    position = index[axis] if axis < len(index) else slice(None)
+    if isinstance(position, int):
+        return position
+    sub_axis = axis - sum(isinstance(i, int) for i in index[:axis])  # integer indices drop their dims
+    dims = [d for d in range(sub.dim()) if d != sub_axis]
+    per_pos = sub.any(dim=dims) if dims else sub
+    return int(per_pos.nonzero()[0, 0]) + (position.start or 0)

@@ -255,12 +255,11 @@ def activation_patching(model, request: PatchingRequest, progress: Progress = No
         base_logits = runner.base_logits
         suffix_cells = []
         for l, name in enumerate(sweep_names):
-            source, base = source_cache[name][0], runner.cache[name][0]
+            source = source_cache[name][0]
+            changed = source != runner.cache[name][0]
             for index in cells:
-                mask = torch.zeros(source.shape, dtype=torch.bool, device=source.device)
-                mask[index] = True
-                start = _suffix.first_change(mask, source, base, _suffix.POSITION_AXIS[activation])
-                suffix_cells.append(_suffix.SuffixCell(l, activation, mask, source, start))
+                start = _suffix.first_change(index, changed, _suffix.POSITION_AXIS[activation])
+                suffix_cells.append(_suffix.SuffixCell(l, activation, index, source, start))
         max_rows = max(1, int(request.memory_budget_mb * 2**20 // bytes_per_row(model, n_pos)))
         diff, prob = runner.run(suffix_cells, readout, max_rows, progress)
     else:
