@@ -133,3 +133,22 @@ def heads_grid(patterns, str_tokens: Sequence[str], *, layers: Sequence[int] | N
     fig.update_yaxes(showticklabels=False, autorange="reversed")
     fig.update_layout(height=max(300, 90 * len(layers) + 60), margin={"l": 10, "r": 30, "t": 40, "b": 10})
     return fig
+
+
+def lines(series: dict, labels: Sequence[str], *, title: str = "", x_title: str = "", y_title: str = "",
+          labels_are_tokens: bool = False) -> go.Figure:
+    """One line per entry of ``series`` (name -> values) over the same x labels (e.g. before vs after)."""
+    esc = token_label if labels_are_tokens else (lambda s: html.escape(str(s)))
+    names = [esc(s) for s in labels]
+    fig = go.Figure()
+    for name, values in series.items():
+        fig.add_trace(go.Scatter(
+            x=list(range(len(names))), y=_as_array(values), mode="lines+markers", name=html.escape(str(name)),
+            customdata=names, hovertemplate=f"{html.escape(str(name))}<br>%{{customdata}}: %{{y:.4g}}<extra></extra>",
+        ))
+    fig.update_layout(
+        title=html.escape(title),
+        xaxis={"title": html.escape(x_title), "tickmode": "array", "tickvals": list(range(len(names))), "ticktext": names},
+        yaxis={"title": html.escape(y_title)}, margin={"l": 10, "r": 10, "t": 50, "b": 10},
+    )
+    return fig

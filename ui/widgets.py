@@ -26,9 +26,10 @@ PRESETS_FILE = Path(__file__).resolve().parent.parent / "lens_core" / "default_m
 # The classic workflows, offered when a GPT-2 model is loaded.
 GPT2_PRESETS = [
     {"name": "IOI", "prompt": "When John and Mary went to the store, Mary gave a bottle to",
-     "answer": " John", "wrong_answer": " Mary", "page": "all"},
+     "answer": " John", "wrong_answer": " Mary", "page": "all",
+     "corrupted_prompt": "When John and Mary went to the store, John gave a bottle to"},
     {"name": "Eiffel Tower", "prompt": "The Eiffel Tower is in the city of",
-     "answer": " Paris", "wrong_answer": " Rome", "page": "all"},
+     "answer": " Paris", "wrong_answer": " London", "page": "all"},
 ]
 
 
@@ -128,13 +129,18 @@ def load_presets(model_name: str) -> list[dict]:
     return presets
 
 
-def preset_picker(page: str, fields: dict[str, str], ctx: AppContext, where=st) -> None:
+def preset_picker(page: str, fields: dict[str, str], ctx: AppContext, where=st, *, extra_pages: tuple = (),
+                  derive=None) -> None:
     """Buttons that fill this page's inputs from a preset.
 
     ``fields`` maps a preset field (``prompt``, ``answer``, ``wrong_answer``, ...) to the
-    URL/widget key it sets. Presets whose ``page`` is this page or ``"all"`` are offered.
+    URL/widget key it sets. Presets whose ``page`` is this page, one of ``extra_pages``
+    or ``"all"`` are offered. ``derive(preset) -> preset or None`` may fill in fields a
+    preset lacks (e.g. a corrupted prompt); a preset it returns ``None`` for is not offered.
     """
-    presets = [p for p in load_presets(ctx.model_name) if p.get("page", "all") in (page, "all")]
+    presets = [p for p in load_presets(ctx.model_name) if p.get("page", "all") in (page, "all", *extra_pages)]
+    if derive is not None:
+        presets = [d for d in (derive(dict(p)) for p in presets) if d is not None]
     if not presets:
         return
 
@@ -216,3 +222,100 @@ def _write_model_param(name: str) -> None:
     # The URL's "model" names the model in use, including a free-text one.
     if st.query_params.get("model") != name:
         st.query_params["model"] = name
+
+
+def value_presets(page: str, presets: list[dict], where=st) -> None:
+    """Page-specific preset buttons that set URL-backed inputs directly.
+
+    Each preset is ``{"name": ..., "values": {key: value, ...}, "help": ...}``; the button
+    keys start with ``preset_`` (as :func:`preset_picker`'s) so preset tests find them.
+    """
+    if not presets:
+        return
+
+    def apply(values: dict) -> None:
+        for key, value in values.items():
+            state.set_value(key, value)
+
+    cols = where.columns(min(len(presets), 4) + 1)
+    cols[0].markdown("**Page presets**")
+    for i, preset in enumerate(presets):
+        cols[1 + i % 4].button(str(preset["name"]), key=f"preset_{page}_page_{i}", on_click=apply,
+                               args=(dict(preset["values"]),), help=preset.get("help"))
+
+
+# -- inputs for answer-token experiments (logit lens, DLA, patching) -----------------------
+def optional_token_input(label: str, key: str, model: Any, default: str = "", where=st) -> tuple[str, int | None]:
+    """Like :func:`answer_token_input`, but empty is allowed (returns ``None`` with no message)."""
+    text = state.text_input(label, key=key, default=default, where=where,
+                            help="Optional. Must be exactly one token; mind the leading space.")
+    if not text:
+        return text, None
+    try:
+        return text, int(model.to_single_token(text))
+    except (ValueError, KeyError, AssertionError) as exc:
+        where.error(md_escape(f"{text!r} is not a single token for this model: {exc}"), icon=":material/error:")
+        return text, None
+
+
+@torch.inference_mode()
+def next_token_guesses(model: Any, tokens: torch.Tensor, k: int = 2) -> list[str]:
+    """The model's ``k`` most likely next tokens after the prompt, as strings (defaults for answer inputs).
+
+    A string that does not encode back to its own single token (a partial UTF-8 byte) is skipped.
+    """
+    logits = model(tokens)[0, -1].float()
+    guesses = []
+    for token_id in logits.topk(min(int(logits.numel()), 8 * k)).indices.tolist():
+        text = model.to_string([token_id])
+        try:
+            if int(model.to_single_token(text)) == token_id:
+                guesses.append(text)
+        except (ValueError, KeyError, AssertionError):
+            continue
+        if len(guesses) == k:
+            break
+    return guesses
+
+
+def derive_corrupted_prompt(model: Any, prompt: str, answer: str | None = None, wrong_answer: str | None = None) -> str | None:
+    """A corrupted prompt with the same number of tokens as ``prompt``, or ``None`` when none is found.
+
+    If the answer token appears in the prompt, its first occurrence becomes the wrong answer (the
+    information the model could copy is gone). Otherwise the first token that the prompt repeats
+    later has its first occurrence replaced by another token of the prompt (with the same leading
+    space), which breaks the repetition that induction and IOI-style circuits use.
+    """
+    ids = model.to_tokens(prompt)[0].tolist()
+    start = 1 if getattr(model.cfg, "default_prepend_bos", False) else 0
+    body = ids[start:]
+
+    def single(text: str | None) -> int | None:
+        try:
+            return int(model.to_single_token(text)) if text else None
+        except (ValueError, KeyError, AssertionError):
+            return None
+
+    def attempt(index: int, replacement: int) -> str | None:
+        new = body[:index] + [replacement] + body[index + 1:]
+        text = model.to_string(new)
+        if text != prompt and model.to_tokens(text)[0].tolist() == ids[:start] + new:
+            return text
+        return None
+
+    answer_id, wrong_id = single(answer), single(wrong_answer)
+    if answer_id is not None and wrong_id is not None and answer_id != wrong_id and answer_id in body:
+        found = attempt(body.index(answer_id), wrong_id)
+        if found:
+            return found
+    pieces = [model.to_string([t]) for t in body]
+    for i, token in enumerate(body):
+        if token not in body[i + 1:]:
+            continue
+        spaced = pieces[i].startswith(" ")
+        for j, other in enumerate(body):
+            if other != token and pieces[j].startswith(" ") == spaced and pieces[j].strip():
+                found = attempt(i, other)
+                if found:
+                    return found
+    return None
