@@ -15,7 +15,15 @@ from ui import charts, state
 from ui.errors import UserInputError, guard
 from ui.export import export_bar, python_literal
 from ui.model import run_experiment
-from ui.widgets import DEFAULT_PROMPT, answer_token_input, app_context, preset_picker, validate_prompt, value_presets
+from ui.widgets import (
+    answer_token_input,
+    app_context,
+    next_token_guesses,
+    optional_token_input,
+    preset_picker,
+    validate_prompt,
+    value_presets,
+)
 
 METHOD_HELP = {
     "zero": "the activation becomes 0",
@@ -77,11 +85,13 @@ value_presets("ablation", [
 ])
 
 # -- inputs ----------------------------------------------------------------------------
-default_answers = (" Mary", " John") if ctx.prompt == DEFAULT_PROMPT else ("", "")
+# First visit: the model's own two likeliest next tokens, so the page shows something at once.
+guesses = next_token_guesses(model, tokens, 2) if not {"answer", "wrong_answer"} <= set(st.session_state) else []
+guesses += [""] * (2 - len(guesses))
 cols = st.columns(2)
-answer_text, answer = answer_token_input("Answer token", key="answer", model=model, default=default_answers[0], where=cols[0])
-wrong_text, wrong = answer_token_input("Wrong-answer token", key="wrong_answer", model=model, default=default_answers[1],
-                                       where=cols[1])
+answer_text, answer = answer_token_input("Answer token", key="answer", model=model, default=guesses[0], where=cols[0])
+wrong_text, wrong = optional_token_input("Wrong-answer token (empty: the answer's logit alone)", key="wrong_answer",
+                                         model=model, default=guesses[1], where=cols[1])
 chosen = state.multiselect("Components to ablate", component_options(cfg.n_layers, cfg.n_heads), key="ablate",
                            default=[f"L{cfg.n_layers - 1}H0"],
                            help="Heads (L1H3), attention layers (L0 attn), MLPs (L0 mlp) or whole blocks (L0 layer).")
@@ -111,9 +121,11 @@ if sweep:
     sweep_target = state.radio("Sweep over", list(SWEEP_TARGETS), key="sweep_target", default="heads", horizontal=True,
                                format_func=lambda t: SWEEP_TARGETS[t])
 
-if answer is None or wrong is None:
+if answer is None or (wrong_text and wrong is None):
     st.stop()  # the message is under the answer box
 ids = tuple(int(t) for t in tokens[0].tolist())
+metric_label = f"logit({answer_text!r}) − logit({wrong_text!r})" if wrong is not None else f"logit({answer_text!r})"
+metric_name = "Logit difference" if wrong is not None else "Answer logit"
 common = dict(tokens=ids, method=method, reference_tokens=reference_ids, mean_over=mean_over, seed=seed,
               answer=answer, wrong_answer=wrong)
 
@@ -125,11 +137,10 @@ if chosen:
                                 device=ctx.device)
 
     st.subheader(f"Effect of {method}-ablating {', '.join(result.component_labels)}")
-    metric_label = f"logit({answer_text!r}) − logit({wrong_text!r})"
     cols = st.columns(3)
-    cols[0].metric(f"Logit difference, before → after", f"{result.ablated_metric:.3f}",
+    cols[0].metric(f"{metric_name}, before → after", f"{result.ablated_metric:.3f}",
                    delta=f"{result.ablated_metric - result.metric:+.3f} (was {result.metric:.3f})", delta_color="off")
-    cols[1].metric(f"P(answer), before → after", f"{result.ablated_answer_prob:.3f}",
+    cols[1].metric("P(answer), before → after", f"{result.ablated_answer_prob:.3f}",
                    delta=f"{result.ablated_answer_prob - result.answer_prob:+.3f} (was {result.answer_prob:.3f})",
                    delta_color="off")
     base_loss = result.loss_per_token.float()
@@ -170,7 +181,7 @@ request = AblationRequest(
     mean_over={python_literal(mean_over)},
     seed={seed},
     answer={python_literal(answer_text)},
-    wrong_answer={python_literal(wrong_text)},
+    wrong_answer={python_literal(wrong_text or None)},
 )
 result = ablation(model, request)
 print(result.metric, "->", result.ablated_metric)
@@ -193,12 +204,12 @@ if sweep:
             device=ctx.device,
         )
     bar.empty()
-    st.caption(f"Unablated: logit difference {sweep_result.base_metric:.3f}, mean loss {sweep_result.base_loss:.3f}.")
+    st.caption(f"Unablated: {metric_name.lower()} {sweep_result.base_metric:.3f}, mean loss {sweep_result.base_loss:.3f}.")
     layers = sweep_result.axis_labels[0]
     if sweep_target == "heads":
         heads = sweep_result.axis_labels[1]
-        metric_fig = charts.heatmap(sweep_result.metric_change, heads, layers, title="Change in logit difference",
-                                    x_title="head", y_title="layer", value_name="Δ logit diff", zmid=0.0,
+        metric_fig = charts.heatmap(sweep_result.metric_change, heads, layers, title=f"Change in {metric_name.lower()}",
+                                    x_title="head", y_title="layer", value_name=f"Δ {metric_name.lower()}", zmid=0.0,
                                     labels_are_tokens=False)
         loss_fig = charts.heatmap(sweep_result.loss_change, heads, layers, title="Change in mean loss", x_title="head",
                                   y_title="layer", value_name="Δ loss", zmid=0.0, labels_are_tokens=False)
@@ -210,8 +221,8 @@ if sweep:
         ])
     else:
         names = [f"{l} {sweep_target}" for l in layers]
-        metric_fig = charts.bar(sweep_result.metric_change, names, title="Change in logit difference", x_title="component",
-                                y_title="Δ logit diff")
+        metric_fig = charts.bar(sweep_result.metric_change, names, title=f"Change in {metric_name.lower()}", x_title="component",
+                                y_title=f"Δ {metric_name.lower()}")
         loss_fig = charts.bar(sweep_result.loss_change, names, title="Change in mean loss", x_title="component",
                               y_title="Δ loss")
         sweep_table = pd.DataFrame({"component": names, "logit diff": sweep_result.metric.tolist(),
@@ -234,7 +245,7 @@ request = AblationSweepRequest(
     mean_over={python_literal(mean_over)},
     seed={seed},
     answer={python_literal(answer_text)},
-    wrong_answer={python_literal(wrong_text)},
+    wrong_answer={python_literal(wrong_text or None)},
 )
 result = ablation_sweep(model, request)
 print(result.axis_labels)
