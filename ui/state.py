@@ -29,6 +29,10 @@ def _init(key: str, parse: Callable[[str], Any], default: Any, valid: Callable[[
     if key not in st.session_state:
         value = _from_url(key, parse, default)
         st.session_state[key] = value if valid(value) else default
+    else:
+        # Re-assigning makes the value the session's own, not the last widget's: Streamlit then keeps it
+        # when another page draws a widget under the same key (it would reset it to the widget's default).
+        st.session_state[key] = st.session_state[key]
 
 
 def _write(key: str, value: Any) -> None:
