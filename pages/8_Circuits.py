@@ -22,7 +22,25 @@ preset_picker("circuits", {"prompt": "prompt"}, ctx)
 model = ctx.require_model()
 cfg = model.cfg
 
+
+
+def note_out_of_range_link(key: str, top: int, what: str) -> None:
+    """A link's value that the slider cannot show falls back to the default; say so instead of silently."""
+    raw = st.query_params.get(key)
+    if key in st.session_state or raw is None:
+        return
+    try:
+        ok = 0 <= int(raw) <= top
+    except ValueError:
+        ok = False
+    if not ok:
+        st.warning(f"The link's {what} {raw!r} is not in 0–{top} for this model; showing the default instead.",
+                   icon=":material/warning:")
+
+
 # -- inputs ----------------------------------------------------------------------------
+note_out_of_range_link("layer", cfg.n_layers - 1, "layer")
+note_out_of_range_link("head", cfg.n_heads - 1, "head")
 cols = st.columns(2)
 layer = state.int_slider("Layer", 0, cfg.n_layers - 1, key="layer", default=cfg.n_layers - 1, where=cols[0])
 head = state.int_slider("Head", 0, cfg.n_heads - 1, key="head", default=0, where=cols[1])
