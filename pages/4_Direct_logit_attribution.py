@@ -1,0 +1,103 @@
+"""Direct logit attribution: how much each layer, head and neuron writes along the answer's logit direction."""
+
+import pandas as pd
+import streamlit as st
+
+from lens_core.experiments.dla import DLARequest, direct_logit_attribution
+from ui import charts, state
+from ui.errors import guard
+from ui.export import export_bar, python_literal
+from ui.model import run_experiment
+from ui.widgets import answer_token_input, app_context, next_token_guesses, optional_token_input, preset_picker
+
+st.title("Direct logit attribution")
+ctx = app_context()
+preset_picker("logit_attribution", {"prompt": "prompt", "answer": "answer", "wrong_answer": "wrong_answer"}, ctx)
+model, tokens = ctx.require_prompt()
+cfg = model.cfg
+ids = [int(t) for t in tokens[0].tolist()]
+n_pos = len(ids)
+
+# -- inputs ----------------------------------------------------------------------------
+guesses = next_token_guesses(model, tokens, 2) if not {"answer", "wrong_answer"} <= set(st.session_state) else []
+guesses += [""] * (2 - len(guesses))
+cols = st.columns(2)
+answer_text, answer = answer_token_input("Answer token", key="answer", model=model, default=guesses[0], where=cols[0])
+wrong_text, wrong = optional_token_input("Wrong-answer token (empty: the answer's logit alone)", key="wrong_answer",
+                                         model=model, default=guesses[1], where=cols[1])
+cols = st.columns(3)
+position = state.int_slider("Position (where the answer is predicted)", 0, n_pos - 1, key="position", default=n_pos - 1,
+                            where=cols[0])
+neuron_layer = state.int_slider("Layer for the top neurons", 0, cfg.n_layers - 1, key="layer", default=cfg.n_layers - 1,
+                                where=cols[1])
+n_neurons = state.int_slider("Top neurons shown", 1, 50, key="n_neurons", default=10, where=cols[2])
+if answer is None or (wrong_text and wrong is None):
+    st.stop()
+
+request = DLARequest(tokens=tuple(ids), answer=answer, wrong_answer=wrong, position=position, neuron_layer=neuron_layer,
+                     top_k_neurons=n_neurons)
+params = {"answer": answer, "wrong_answer": wrong, "position": position, "neuron_layer": neuron_layer,
+          "top_k_neurons": n_neurons}
+with guard("computing the direct logit attribution"):
+    result = run_experiment(model, "dla", tokens, params, lambda: direct_logit_attribution(model, request),
+                            device=ctx.device)
+
+metric = (f"logit({charts.visible(answer_text)}) − logit({charts.visible(wrong_text)})" if wrong is not None
+          else f"logit({charts.visible(answer_text)})")
+at_token = charts.visible(result.str_tokens[position])
+cols = st.columns(3)
+cols[0].metric(f"Model's {metric}", f"{result.logit_diff:.3f}")
+cols[1].metric("Sum of the components", f"{float(result.decomposed.sum()):.3f}")
+cols[2].metric("Biases (final norm + unembedding)", f"{result.bias_total:.3f}")
+st.caption(f"At position {position} ({at_token}), the final norm's scale is frozen at the value the model used, so "
+           "the metric is the components' sum plus the biases.")
+
+# -- by layer component ------------------------------------------------------------------
+st.subheader("By layer component")
+cols = st.columns(2)
+fig_acc = charts.bar(result.accumulated, result.accumulated_labels, title="Accumulated residual stream",
+                     x_title="residual entering each layer, then final", y_title=metric)
+cols[0].plotly_chart(fig_acc, key="dla_accumulated")
+fig_dec = charts.bar(result.decomposed, result.component_labels, title="Each component's direct contribution",
+                     x_title="component", y_title=metric)
+cols[1].plotly_chart(fig_dec, key="dla_decomposed")
+components = pd.DataFrame(
+    [{"view": "accumulated", "component": label, "attribution": float(v)}
+     for label, v in zip(result.accumulated_labels, result.accumulated)]
+    + [{"view": "decomposed", "component": label, "attribution": float(v)}
+       for label, v in zip(result.component_labels, result.decomposed)]
+)
+base_snippet = f"""from lens_core import HookedTransformer
+from lens_core.experiments.dla import DLARequest, direct_logit_attribution
+
+model = HookedTransformer.from_pretrained({python_literal(ctx.model_name)}, dtype={python_literal(ctx.dtype)})
+result = direct_logit_attribution(model, DLARequest(
+    prompt={python_literal(ctx.prompt)}, answer={python_literal(answer_text)},
+    wrong_answer={python_literal(wrong_text or None)}, position={position}, neuron_layer={neuron_layer},
+    top_k_neurons={n_neurons}))
+"""
+export_bar("dla_components", df=components, fig=fig_dec,
+           snippet=base_snippet + "print(dict(zip(result.component_labels, result.decomposed.tolist())))\n")
+
+# -- by head ----------------------------------------------------------------------------------
+st.subheader("By head")
+head_names = [f"H{h}" for h in range(cfg.n_heads)]
+fig_heads = charts.heatmap(result.heads, head_names, result.layer_labels, title="Each head's direct contribution",
+                           x_title="head", y_title="layer", value_name="attribution", zmid=0.0, labels_are_tokens=False)
+st.plotly_chart(fig_heads, key="dla_heads")
+heads = pd.DataFrame([{"layer": l, "head": h, "attribution": float(result.heads[l, h])}
+                      for l in range(cfg.n_layers) for h in range(cfg.n_heads)])
+export_bar("dla_heads", df=heads, fig=fig_heads, snippet=base_snippet + "print(result.heads)  # [layer, head]\n")
+
+# -- top neurons ------------------------------------------------------------------------------
+st.subheader(f"Top neurons of layer {result.neuron_layer}")
+top = [int(i) for i in result.top_neurons.tolist()]
+neurons = pd.DataFrame([{"layer": result.neuron_layer, "neuron": i, "attribution": float(result.neurons[i])} for i in top])
+fig_neurons = charts.bar([float(result.neurons[i]) for i in top], [f"N{i}" for i in top],
+                         title=f"Largest |attribution| among layer {result.neuron_layer}'s {result.neurons.numel()} neurons",
+                         x_title="neuron", y_title=metric)
+cols = st.columns([3, 2])
+cols[0].plotly_chart(fig_neurons, key="dla_neurons")
+cols[1].dataframe(neurons, hide_index=True, key="dla_neurons_table")
+export_bar("dla_neurons", df=neurons, fig=fig_neurons,
+           snippet=base_snippet + "print(result.top_neurons, result.neurons[result.top_neurons])\n")

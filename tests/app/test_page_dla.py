@@ -1,0 +1,143 @@
+"""Direct logit attribution page: renders, numbers match transformers and the experiment, URL state, bad inputs, presets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from conftest import APP, plotly_array, plotly_figure
+from tiny_model import build_tiny_gpt2, write_settings
+
+PAGE = "pages/4_Direct_logit_attribution.py"
+PROMPT = "When Mary and John went to the store, John gave a drink to"
+CHARTS = ["dla_accumulated", "dla_decomposed", "dla_heads", "dla_neurons"]
+
+
+def run_page(**query) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    at.switch_page(PAGE)
+    at.run()
+    return at
+
+
+def errors(at) -> list[str]:
+    return [e.value for e in at.error] + [e.value for e in at.sidebar.error]
+
+
+def hf_logits(model_dir, prompt):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    hf = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    ids = [tok.bos_token_id] + tok.encode(prompt, add_special_tokens=False)
+    with torch.no_grad():
+        return tok, hf(torch.tensor([ids])).logits[0].double()
+
+
+def y_of(at, key):
+    return torch.tensor(plotly_array(plotly_figure(at, key)["data"][0]["y"]))
+
+
+def test_page_renders_every_chart_with_the_models_guesses_as_defaults(app_settings, tiny_model_dir):
+    at = run_page(prompt=PROMPT)
+    assert not at.exception, [e.value for e in at.exception]
+    assert errors(at) == []
+    for key in CHARTS:
+        assert plotly_figure(at, key)["data"]
+    tok, logits = hf_logits(tiny_model_dir, PROMPT)
+    top2 = logits[-1].topk(2).indices.tolist()
+    assert tok.encode(at.text_input(key="answer").value, add_special_tokens=False) == top2[:1]
+    assert tok.encode(at.text_input(key="wrong_answer").value, add_special_tokens=False) == top2[1:]
+
+
+def test_numbers_match_transformers_and_the_experiment(app_settings, tiny_model_dir):
+    at = run_page(prompt=PROMPT, answer=" Mary", wrong_answer=" John", position="10", layer="0", n_neurons="5")
+    assert not at.exception and errors(at) == []
+    tok, logits = hf_logits(tiny_model_dir, PROMPT)
+    (mary,), (john,) = tok.encode(" Mary", add_special_tokens=False), tok.encode(" John", add_special_tokens=False)
+    actual = float(logits[10, mary] - logits[10, john])
+
+    # The shown metric is the model's logit difference at the chosen position, and the components plus the
+    # biases add up to it (the final norm's scale frozen).
+    metrics = {m.label: float(m.value) for m in at.metric}
+    assert metrics[next(k for k in metrics if k.startswith("Model's"))] == pytest.approx(actual, abs=2e-3)
+    decomposed = y_of(at, "dla_decomposed")
+    bias = metrics["Biases (final norm + unembedding)"]
+    assert float(decomposed.sum()) + bias == pytest.approx(actual, abs=5e-3)
+    assert float(y_of(at, "dla_accumulated")[-1]) + bias == pytest.approx(actual, abs=5e-3)
+
+    from lens_core import HookedTransformer
+    from lens_core.experiments.dla import DLARequest, direct_logit_attribution
+
+    model = HookedTransformer.from_pretrained(str(tiny_model_dir))
+    ref = direct_logit_attribution(model, DLARequest(prompt=PROMPT, answer=" Mary", wrong_answer=" John", position=10,
+                                                     neuron_layer=0, top_k_neurons=5))
+    torch.testing.assert_close(decomposed, ref.decomposed.double(), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(y_of(at, "dla_accumulated"), ref.accumulated.double(), atol=1e-6, rtol=1e-5)
+    heads = torch.tensor(plotly_array(plotly_figure(at, "dla_heads")["data"][0]["z"]))
+    torch.testing.assert_close(heads, ref.heads.double(), atol=1e-6, rtol=1e-5)
+    # Top neurons: the five largest |attribution| of layer 0, in the table and the bar chart.
+    table = at.dataframe[0].value
+    assert list(table["neuron"]) == ref.top_neurons.tolist()
+    assert (table["layer"] == 0).all()
+    torch.testing.assert_close(y_of(at, "dla_neurons"), ref.neurons[ref.top_neurons].double(), atol=1e-6, rtol=1e-5)
+    assert heads.shape == (model.cfg.n_layers, model.cfg.n_heads)
+
+
+def test_empty_wrong_answer_attributes_the_answers_logit(app_settings, tiny_model_dir):
+    at = run_page(prompt=PROMPT, answer=" Mary", wrong_answer="")
+    assert not at.exception and errors(at) == []
+    tok, logits = hf_logits(tiny_model_dir, PROMPT)
+    (mary,) = tok.encode(" Mary", add_special_tokens=False)
+    metrics = {m.label: float(m.value) for m in at.metric}
+    shown = metrics[next(k for k in metrics if k.startswith("Model's"))]
+    # lens_core centres the unembedding by default (softmax ignores the mean logit), so the answer's logit
+    # is transformers' logit minus the mean logit at that position.
+    assert shown == pytest.approx(float(logits[-1, mary] - logits[-1].mean()), abs=2e-3)
+
+
+def test_url_restores_every_input(app_settings):
+    at = run_page(prompt=PROMPT, answer=" Mary", wrong_answer=" John", position="4", layer="0", n_neurons="3")
+    assert not at.exception
+    assert at.text_input(key="answer").value == " Mary"
+    assert at.text_input(key="wrong_answer").value == " John"
+    assert at.slider(key="position").value == 4
+    assert at.slider(key="layer").value == 0
+    assert at.slider(key="n_neurons").value == 3
+    assert len(at.dataframe[0].value) == 3
+    at.slider(key="position").set_value(6).run()
+    assert at.query_params["position"] in ("6", ["6"])
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ({"answer": "", "wrong_answer": " John"}, "empty"),
+    ({"answer": " Mary John", "wrong_answer": " John"}, "not a single token"),
+    ({"answer": " Mary", "wrong_answer": " store"}, "not a single token"),
+])
+def test_bad_answers_show_their_message_and_no_chart(app_settings, query, message):
+    at = run_page(prompt=PROMPT, **query)
+    assert not at.exception
+    assert any(message in m for m in errors(at)), errors(at)
+    assert len(at.get("plotly_chart")) == 0
+
+
+def test_empty_prompt_shows_its_message(app_settings):
+    at = run_page(prompt="", answer=" Mary")
+    assert not at.exception
+    assert any("empty" in e.value for e in at.sidebar.error)
+    assert len(at.get("plotly_chart")) == 0
+
+
+def test_ioi_preset_runs_on_a_gpt2_named_model(tmp_path, monkeypatch):
+    model_dir = build_tiny_gpt2(tmp_path / "gpt2-tiny")
+    monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(write_settings(tmp_path / "s.toml", model_dir, tmp_path / "c")))
+    at = run_page(prompt=PROMPT)
+    next(b for b in at.button if b.label == "IOI").click().run()
+    assert not at.exception and errors(at) == [], errors(at)
+    assert at.text_input(key="answer").value == " John" and at.text_input(key="wrong_answer").value == " Mary"
+    for key in CHARTS:
+        assert plotly_figure(at, key)["data"]
