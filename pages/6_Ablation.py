@@ -12,7 +12,7 @@ from lens_core.experiments.ablation import (
     ablation_sweep,
 )
 from ui import charts, state
-from ui.errors import UserInputError, guard
+from ui.errors import UserInputError, guard, md_escape
 from ui.export import export_bar, python_literal
 from ui.model import run_experiment
 from ui.widgets import (
@@ -97,7 +97,7 @@ chosen = state.multiselect("Components to ablate", component_options(cfg.n_layer
                            help="Heads (L1H3), attention layers (L0 attn), MLPs (L0 mlp) or whole blocks (L0 layer).")
 cols = st.columns(3)
 method = state.radio("Method", METHODS, key="abl_method", default="zero", where=cols[0], horizontal=True,
-                     format_func=lambda m: m, help="; ".join(f"{m}: {h}" for m, h in METHOD_HELP.items()))
+                     help="; ".join(f"{m}: {h}" for m, h in METHOD_HELP.items()))
 mean_over = MEAN_OVER[0]
 if method == "mean":
     mean_over = state.radio("Mean over", MEAN_OVER, key="mean_over", default="positions", where=cols[1], horizontal=True,
@@ -149,7 +149,7 @@ if chosen:
         cols[2].metric("Mean loss, before → after", f"{float(ablated_loss.mean()):.3f}",
                        delta=f"{float(ablated_loss.mean() - base_loss.mean()):+.3f} (was {float(base_loss.mean()):.3f})",
                        delta_color="off")
-    st.caption(f"Metric at the last position: {metric_label}, from the unablated and the ablated run.")
+    st.caption(f"Metric at the last position: {md_escape(metric_label)}, from the unablated and the ablated run.")
 
     str_toks = result.str_tokens
     if len(str_toks) > 1:

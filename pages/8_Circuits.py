@@ -9,7 +9,7 @@ from ui import charts, state
 from ui.errors import guard
 from ui.export import export_bar, python_literal
 from ui.model import run_experiment
-from ui.widgets import app_context, preset_picker
+from ui.widgets import app_context, note_out_of_range_link, preset_picker
 
 MAX_SOURCE_TOKENS = 50
 NO_PROMPT_TOKENS = torch.zeros((1, 0), dtype=torch.long)  # cache key part: these runs read only the weights
@@ -22,25 +22,9 @@ preset_picker("circuits", {"prompt": "prompt"}, ctx)
 model = ctx.require_model()
 cfg = model.cfg
 
-
-
-def note_out_of_range_link(key: str, top: int, what: str) -> None:
-    """A link's value that the slider cannot show falls back to the default; say so instead of silently."""
-    raw = st.query_params.get(key)
-    if key in st.session_state or raw is None:
-        return
-    try:
-        ok = 0 <= int(raw) <= top
-    except ValueError:
-        ok = False
-    if not ok:
-        st.warning(f"The link's {what} {raw!r} is not in 0–{top} for this model; showing the default instead.",
-                   icon=":material/warning:")
-
-
 # -- inputs ----------------------------------------------------------------------------
-note_out_of_range_link("layer", cfg.n_layers - 1, "layer")
-note_out_of_range_link("head", cfg.n_heads - 1, "head")
+note_out_of_range_link("layer", 0, cfg.n_layers - 1, "layer")
+note_out_of_range_link("head", 0, cfg.n_heads - 1, "head")
 cols = st.columns(2)
 layer = state.int_slider("Layer", 0, cfg.n_layers - 1, key="layer", default=cfg.n_layers - 1, where=cols[0])
 head = state.int_slider("Head", 0, cfg.n_heads - 1, key="head", default=0, where=cols[1])
@@ -103,7 +87,7 @@ sv_fig = charts.lines({"QK: W_Q W_Kᵀ": result.qk_singular_values, "OV: W_V W_O
 st.plotly_chart(sv_fig, key="singular_values_chart")
 st.caption("Both circuits are d_model × d_model of rank d_head; a fast drop means the head reads/writes few directions.")
 
-st.markdown(f"**Full OV circuit of {name}** (W_E W_V W_O W_U): when the head attends to a source token, "
+st.markdown(f"**Full OV circuit of {name}** (`W_E W_V W_O W_U`): when the head attends to a source token, "
             f"the {top_k} output tokens whose logits it raises most.")
 source_ids_out = result.source_token_ids.tolist()
 rows = []

@@ -319,3 +319,20 @@ def derive_corrupted_prompt(model: Any, prompt: str, answer: str | None = None, 
                 if found:
                     return found
     return None
+
+
+def note_out_of_range_link(key: str, low: int, high: int, what: str, where=st) -> None:
+    """Say so when a link's integer ``key`` is not in ``[low, high]`` (the widget then falls back to its default).
+
+    Call it before drawing the URL-backed widget; it speaks only on the session's first run.
+    """
+    raw = st.query_params.get(key)
+    if key in st.session_state or raw is None:
+        return
+    try:
+        ok = low <= int(raw) <= high
+    except ValueError:
+        ok = False
+    if not ok:
+        where.warning(md_escape(f"The link's {what} {raw!r} is not in {low}–{high} for this model; showing the default instead."),
+                      icon=":material/warning:")

@@ -133,6 +133,16 @@ def test_too_short_a_context_for_repeated_tokens_shows_a_message(app_settings):
     assert len(at.get("plotly_chart")) == 0
 
 
+def test_out_of_range_sequence_length_in_a_link_is_named_and_falls_back(app_settings):
+    at = run_page(prompt=PROMPT, det_source="random", seq_len="500", det_batch="0")
+    assert not at.exception and errors(at) == []
+    warnings = [w.value.replace("\\", "") for w in at.warning]
+    assert any("sequence length '500'" in w and "2–19" in w for w in warnings), warnings
+    assert any("number of sequences '0'" in w for w in warnings), warnings
+    assert at.number_input(key="seq_len").value == 19 and at.number_input(key="det_batch").value == 4
+    plotly_figure(at, "detector_chart")
+
+
 def test_prompt_source_with_an_empty_prompt_shows_the_sidebar_message(app_settings):
     at = run_page(prompt="  ", det_source="prompt")
     assert not at.exception
