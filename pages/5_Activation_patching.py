@@ -1,0 +1,177 @@
+"""Activation patching: copy activations between a clean and a corrupted prompt, one cell at a time, and watch the metric."""
+
+import pandas as pd
+import streamlit as st
+
+from lens_core.experiments.patching import DIRECTIONS, SWEEPS, PatchingRequest, activation_patching
+from ui import charts, state
+from ui.errors import UserInputError, guard
+from ui.export import export_bar, python_literal
+from ui.model import run_experiment
+from ui.widgets import (
+    answer_token_input,
+    app_context,
+    derive_corrupted_prompt,
+    next_token_guesses,
+    optional_token_input,
+    preset_picker,
+    prompt_input,
+)
+
+VALUES = ("normalized", "logit difference", "answer probability")
+DEFAULT_SWEEPS = ["resid_pre", "head_out_all_pos"]
+SWEEP_HELP = {
+    "resid_pre": "the residual stream entering each layer, one position at a time",
+    "resid_mid": "the residual between attention and MLP",
+    "resid_post": "the residual leaving each layer",
+    "attn_out": "each layer's attention output, one position at a time",
+    "mlp_out": "each layer's MLP output, one position at a time",
+    "head_out_all_pos": "each head's output (z) at every position at once",
+    "head_out_by_pos": "each head's output at one position",
+    "q_all_pos": "each head's queries", "k_all_pos": "each head's keys", "v_all_pos": "each head's values",
+    "pattern_all_pos": "each head's attention pattern",
+}
+
+st.title("Activation patching")
+ctx = app_context()
+model = ctx.require_model()
+
+
+def with_corrupted(preset: dict) -> dict | None:
+    """Presets without a corrupted prompt get one derived from the clean prompt (or are not offered)."""
+    if preset.get("corrupted_prompt"):
+        return preset
+    corrupted = derive_corrupted_prompt(model, preset.get("prompt", ""), preset.get("answer"), preset.get("wrong_answer"))
+    if corrupted is None:
+        return None
+    preset["corrupted_prompt"] = corrupted
+    return preset
+
+
+preset_picker("activation_patching",
+              {"prompt": "prompt", "corrupted_prompt": "corrupted", "answer": "answer", "wrong_answer": "wrong_answer"},
+              ctx, extra_pages=("attention",), derive=with_corrupted)
+st.caption("The clean prompt is the sidebar's prompt. A preset with no corrupted prompt of its own gets a derived one: "
+           "the first occurrence of the answer token in the prompt becomes the wrong answer (or, if the answer is not "
+           "in the prompt, the first repeated token's first occurrence becomes another token), so the model can no "
+           "longer copy the answer. Edit the corrupted prompt freely; it must have as many tokens as the clean one.")
+model, clean_tokens = ctx.require_prompt()
+clean_ids = [int(t) for t in clean_tokens[0].tolist()]
+
+# -- inputs ----------------------------------------------------------------------------
+guesses = []
+if not {"answer", "wrong_answer", "corrupted"} <= set(st.session_state):
+    guesses = next_token_guesses(model, clean_tokens, 2)
+guesses += [""] * (2 - len(guesses))
+default_corrupted = ""
+if "corrupted" not in st.session_state:
+    answer0 = st.session_state.get("answer") or st.query_params.get("answer") or guesses[0]
+    wrong0 = st.session_state.get("wrong_answer") or st.query_params.get("wrong_answer") or guesses[1]
+    default_corrupted = derive_corrupted_prompt(model, ctx.prompt, answer0, wrong0) or ctx.prompt
+
+
+def derive_from_clean() -> None:
+    derived = derive_corrupted_prompt(model, ctx.prompt, st.session_state.get("answer"), st.session_state.get("wrong_answer"))
+    state.set_value("corrupted", derived or ctx.prompt)
+
+
+corrupted_text, corrupted_tokens = prompt_input("Corrupted prompt", key="corrupted", model=model,
+                                                default=default_corrupted, area=False, settings=ctx.settings)
+st.button("Derive a corrupted prompt from the clean one", key="derive_corrupted", on_click=derive_from_clean,
+          help="Replaces the first occurrence of the answer token by the wrong answer (or breaks the first repeated token).")
+cols = st.columns(2)
+answer_text, answer = answer_token_input("Answer token", key="answer", model=model, default=guesses[0], where=cols[0])
+wrong_text, wrong = optional_token_input("Wrong-answer token (empty: the answer's logit alone)", key="wrong_answer",
+                                         model=model, default=guesses[1], where=cols[1])
+cols = st.columns([3, 2, 3])
+sweeps = state.multiselect("Sweeps", list(SWEEPS), key="sweeps", default=DEFAULT_SWEEPS, where=cols[0],
+                           help="; ".join(f"{name}: {text}" for name, text in SWEEP_HELP.items()))
+direction = state.radio("Direction", DIRECTIONS, key="direction", where=cols[1], horizontal=True,
+                        help="denoise: patch clean activations into the corrupted run. "
+                             "noise: patch corrupted activations into the clean run.")
+value = state.radio("Show", VALUES, key="patch_value", where=cols[2], horizontal=True,
+                    help="normalized: (patched − corrupted) / (clean − corrupted) of the logit difference.")
+if not sweeps:
+    cols[0].error("Pick at least one sweep.", icon=":material/error:")
+if corrupted_tokens is None or answer is None or (wrong_text and wrong is None) or not sweeps:
+    st.stop()
+corrupted_ids = [int(t) for t in corrupted_tokens[0].tolist()]
+with guard("checking the prompts"):
+    if len(corrupted_ids) != len(clean_ids):
+        raise UserInputError(f"The clean and corrupted prompts must have the same number of tokens: the clean prompt has "
+                             f"{len(clean_ids)}, the corrupted prompt has {len(corrupted_ids)}.")
+
+# -- the sweeps ------------------------------------------------------------------------------
+results = {}
+progress_bar = st.progress(0.0, text="Patching…")
+for i, sweep in enumerate(sweeps):
+    request = PatchingRequest(clean_tokens=tuple(clean_ids), corrupted_tokens=tuple(corrupted_ids), answer=answer,
+                              wrong_answer=wrong, sweep=sweep, direction=direction)
+
+    def report(done: int, total: int, i=i, sweep=sweep) -> None:
+        progress_bar.progress(min(1.0, (i + done / max(total, 1)) / len(sweeps)), text=f"{sweep}: {done}/{total} cells")
+
+    params = {"corrupted_tokens": corrupted_ids, "answer": answer, "wrong_answer": wrong, "sweep": sweep,
+              "direction": direction}
+    with guard(f"running the {sweep} sweep"):
+        results[sweep] = run_experiment(model, "activation_patching", clean_tokens, params,
+                                        lambda request=request, report=report: activation_patching(model, request, progress=report),
+                                        device=ctx.device)
+    progress_bar.progress((i + 1) / len(sweeps), text=f"{sweep}: done")
+progress_bar.empty()
+
+first = results[sweeps[0]]
+metric = (f"logit({charts.visible(answer_text)}) − logit({charts.visible(wrong_text)})" if wrong is not None
+          else f"logit({charts.visible(answer_text)})")
+st.subheader("Baselines")
+cols = st.columns(4)
+cols[0].metric(f"Clean {metric}", f"{first.clean_logit_diff:.3f}")
+cols[1].metric(f"Corrupted {metric}", f"{first.corrupted_logit_diff:.3f}")
+cols[2].metric("Clean P(answer)", f"{first.clean_answer_prob:.3f}")
+cols[3].metric("Corrupted P(answer)", f"{first.corrupted_answer_prob:.3f}")
+if corrupted_ids == clean_ids:
+    st.warning("The corrupted prompt is the clean prompt: every patch changes nothing. Edit it, or derive one.",
+               icon=":material/warning:")
+elif value == "normalized" and bool(first.normalized.isnan().all()):
+    st.warning("Clean and corrupted give the same metric, so the normalized value is undefined: showing the logit "
+               "difference instead.", icon=":material/warning:")
+    value = "logit difference"
+
+field = {"normalized": "normalized", "logit difference": "logit_diff", "answer probability": "answer_prob"}[value]
+for sweep, result in results.items():
+    st.subheader(f"{sweep}: {SWEEP_HELP.get(sweep, '')}")
+    z = getattr(result, field)
+    layer_names = result.axis_labels[0]
+    if result.axes == ["layer", "pos"]:
+        x_labels, y_labels, x_title, y_title = result.clean_str_tokens, layer_names, "position", "layer"
+    elif result.axes == ["layer", "head"]:
+        x_labels, y_labels, x_title, y_title = result.axis_labels[1], layer_names, "head", "layer"
+    else:  # layer, head, pos: one row per head
+        heads = result.axis_labels[1]
+        z = z.reshape(-1, z.shape[-1])
+        x_labels, y_labels, x_title, y_title = result.clean_str_tokens, [f"{l}{h}" for l in layer_names for h in heads], "position", "head"
+    fig = charts.heatmap(z, x_labels, y_labels, title=f"Patching {sweep} ({direction}): {value}", x_title=x_title,
+                         y_title=y_title, value_name=value, zmid=None if field == "answer_prob" else 0.0,
+                         labels_are_tokens=x_title == "position")
+    st.plotly_chart(fig, key=f"patching_{sweep}")
+    long = result.logit_diff.reshape(-1).shape[0]
+    table = pd.DataFrame({
+        "cell": [f"{y}/{x}" for y in range(len(y_labels)) for x in range(len(x_labels))],
+        "row": [charts.visible(str(y)) for y in y_labels for _ in x_labels],
+        "column": [charts.visible(str(x)) for _ in y_labels for x in x_labels],
+        "logit difference": result.logit_diff.reshape(-1).tolist(),
+        "normalized": result.normalized.reshape(-1).tolist(),
+        "answer probability": result.answer_prob.reshape(-1).tolist(),
+    }) if long == len(x_labels) * len(y_labels) else None
+    snippet = f"""from lens_core import HookedTransformer
+from lens_core.experiments.patching import PatchingRequest, activation_patching
+
+model = HookedTransformer.from_pretrained({python_literal(ctx.model_name)}, dtype={python_literal(ctx.dtype)})
+result = activation_patching(model, PatchingRequest(
+    clean_prompt={python_literal(ctx.prompt)}, corrupted_prompt={python_literal(corrupted_text)},
+    answer={python_literal(answer_text)}, wrong_answer={python_literal(wrong_text or None)},
+    sweep={python_literal(sweep)}, direction={python_literal(direction)}))
+print(result.axes, result.clean_logit_diff, result.corrupted_logit_diff)
+print(result.{field})
+"""
+    export_bar(f"patching_{sweep}", df=table, fig=fig, snippet=snippet)
