@@ -309,12 +309,13 @@ def derive_corrupted_prompt(model: Any, prompt: str, answer: str | None = None, 
         if found:
             return found
     pieces = [model.to_string([t]) for t in body]
+    wordy = [any(ch.isalnum() for ch in piece) for piece in pieces]  # names and words, not punctuation
     for i, token in enumerate(body):
-        if token not in body[i + 1:]:
+        if not wordy[i] or token not in body[i + 1:]:
             continue
         spaced = pieces[i].startswith(" ")
         for j, other in enumerate(body):
-            if other != token and pieces[j].startswith(" ") == spaced and pieces[j].strip():
+            if other != token and wordy[j] and pieces[j].startswith(" ") == spaced:
                 found = attempt(i, other)
                 if found:
                     return found
