@@ -7,6 +7,7 @@ Axis vocabulary used by every experiment (and its result's labels):
 
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Sequence, Union
 
 import torch
@@ -36,7 +37,8 @@ def resolve_token(model, token: TokenLike, what: str = "answer") -> int:
     """A target given as a token id or as text that must be exactly one token."""
     if isinstance(token, bool) or token is None:
         raise ValueError(f"{what} must be a token id or a single-token string, got {token!r}")
-    if isinstance(token, int):
+    if isinstance(token, numbers.Integral):
+        token = int(token)
         if not 0 <= token < model.cfg.d_vocab_out:
             raise ValueError(f"{what} token id {token} is outside the vocabulary [0, {model.cfg.d_vocab_out})")
         return token
