@@ -262,12 +262,15 @@ def optional_token_input(label: str, key: str, model: Any, default: str = "", wh
 def next_token_guesses(model: Any, tokens: torch.Tensor, k: int = 2) -> list[str]:
     """The model's ``k`` most likely next tokens after the prompt, as strings (defaults for answer inputs).
 
-    A string that does not encode back to its own single token (a partial UTF-8 byte) is skipped.
+    Skipped: a string that does not encode back to its own single token (a partial UTF-8 byte), and
+    whitespace-only or multi-line ones, which a one-line text box cannot show or hold.
     """
     logits = model(tokens)[0, -1].float()
     guesses = []
-    for token_id in logits.topk(min(int(logits.numel()), 8 * k)).indices.tolist():
+    for token_id in logits.topk(min(int(logits.numel()), 64 * k)).indices.tolist():
         text = model.to_string([token_id])
+        if not text.strip() or "\n" in text or "\r" in text:
+            continue
         try:
             if int(model.to_single_token(text)) == token_id:
                 guesses.append(text)
