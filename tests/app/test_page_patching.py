@@ -217,3 +217,37 @@ def test_bundled_presets_get_a_same_length_corrupted_prompt_and_run(tmp_path, mo
         a, b = tok.encode(clean, add_special_tokens=False), tok.encode(corrupted, add_special_tokens=False)
         assert len(a) == len(b) and a != b, name
         assert len(at.get("plotly_chart")) >= 1
+
+
+def test_the_progress_bar_is_fed_by_the_experiments_progress_callback(app_settings, monkeypatch):
+    import lens_core.experiments.patching as patching
+    import streamlit as st
+
+    real, calls, bars = patching.activation_patching, [], []
+
+    def recording(model, request, progress=None):
+        def forward(done, total):
+            calls.append((request.sweep, done, total))
+            progress(done, total)
+
+        return real(model, request, progress=forward)
+
+    real_progress = st.progress
+
+    def spy_progress(value, text=None):
+        bar = real_progress(value, text=text)
+        original = bar.progress
+        bar.progress = lambda v, text=None: (bars.append((v, text)), original(v, text=text))[1]
+        return bar
+
+    monkeypatch.setattr(patching, "activation_patching", recording)
+    monkeypatch.setattr(st, "progress", spy_progress)
+    at = run_page(prompt=CLEAN, corrupted=CORRUPTED, answer=" John", wrong_answer=" Mary", sweeps="resid_pre,attn_out")
+    assert not at.exception and errors(at) == []
+    assert {c[0] for c in calls} == {"resid_pre", "attn_out"}
+    for sweep in ("resid_pre", "attn_out"):
+        done, total = max((d, t) for s, d, t in calls if s == sweep)
+        assert done == total > 0
+    # The bar moved through the cells of both sweeps and ended full.
+    assert any("resid_pre:" in (text or "") and "cells" in (text or "") for _, text in bars)
+    assert max(v for v, _ in bars) == 1.0 and all(0.0 <= v <= 1.0 for v, _ in bars)
