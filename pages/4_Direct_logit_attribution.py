@@ -8,11 +8,22 @@ from ui import charts, state
 from ui.errors import guard
 from ui.export import export_bar, python_literal
 from ui.model import run_experiment
-from ui.widgets import answer_token_input, app_context, next_token_guesses, optional_token_input, preset_picker
+from ui.widgets import (
+    answer_token_input,
+    app_context,
+    count_tokens,
+    next_token_guesses,
+    optional_token_input,
+    preset_picker,
+)
 
 st.title("Direct logit attribution")
 ctx = app_context()
-preset_picker("logit_attribution", {"prompt": "prompt", "answer": "answer", "wrong_answer": "wrong_answer"}, ctx)
+model = ctx.require_model()
+# A preset's prompt has its own length: it also moves the position to its last token.
+preset_picker("logit_attribution",
+              {"prompt": "prompt", "answer": "answer", "wrong_answer": "wrong_answer", "position": "position"}, ctx,
+              derive=lambda preset: {**preset, "position": count_tokens(model, preset.get("prompt", "")) - 1})
 model, tokens = ctx.require_prompt()
 cfg = model.cfg
 ids = [int(t) for t in tokens[0].tolist()]

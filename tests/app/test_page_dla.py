@@ -152,3 +152,25 @@ def test_ioi_preset_runs_on_a_gpt2_named_model(tmp_path, monkeypatch):
     assert at.text_input(key="answer").value == " John" and at.text_input(key="wrong_answer").value == " Mary"
     for key in CHARTS:
         assert plotly_figure(at, key)["data"]
+
+
+BUNDLED = __import__("conftest").REPO_ROOT / "lens_core" / "default_model"
+
+
+@pytest.mark.skipif(not (BUNDLED / "presets.json").exists(), reason="the bundled model's presets.json is not committed yet")
+def test_bundled_presets_metric_is_the_models_logit_difference(tmp_path, monkeypatch):
+    text = (BUNDLED.parents[1] / "settings.toml").read_text(encoding="utf-8")
+    (tmp_path / "s.toml").write_text(text.replace('directory = ".cache/results"', f"directory = {str(tmp_path / 'c')!r}"))
+    monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(tmp_path / "s.toml"))
+    at = run_page()
+    names = [b.label for b in at.button if (b.key or "").startswith("preset_")]
+    for name in names:
+        next(b for b in at.button if b.label == name).click().run()
+        assert not at.exception and errors(at) == [], (name, errors(at))
+        prompt = at.sidebar.text_area(key="prompt").value
+        answer, wrong = at.text_input(key="answer").value, at.text_input(key="wrong_answer").value
+        tok, logits = hf_logits(BUNDLED, prompt)
+        (a,), (w,) = tok.encode(answer, add_special_tokens=False), tok.encode(wrong, add_special_tokens=False)
+        metrics = {m.label: float(m.value) for m in at.metric}
+        shown = metrics[next(k for k in metrics if k.startswith("Model's"))]
+        assert shown == pytest.approx(float(logits[-1, a] - logits[-1, w]), abs=2e-3), name

@@ -149,3 +149,22 @@ def test_each_gpt2_preset_runs(gpt2_named_settings):
     next(b for b in at.button if b.label == "Eiffel Tower").click().run()
     assert not at.exception
     assert any("' Paris' is not a single token" in m.replace("\\", "") for m in errors(at)), errors(at)
+
+
+BUNDLED = __import__("conftest").REPO_ROOT / "lens_core" / "default_model"
+
+
+@pytest.mark.skipif(not (BUNDLED / "presets.json").exists(), reason="the bundled model's presets.json is not committed yet")
+def test_bundled_presets_final_row_is_the_models_probability(tmp_path, monkeypatch):
+    text = (BUNDLED.parents[1] / "settings.toml").read_text(encoding="utf-8")
+    (tmp_path / "s.toml").write_text(text.replace('directory = ".cache/results"', f"directory = {str(tmp_path / 'c')!r}"))
+    monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(tmp_path / "s.toml"))
+    at = run_page()
+    for name in [b.label for b in at.button if (b.key or "").startswith("preset_")]:
+        next(b for b in at.button if b.label == name).click().run()
+        assert not at.exception and errors(at) == [], (name, errors(at))
+        prompt, answer = at.sidebar.text_area(key="prompt").value, at.text_input(key="answer").value
+        tok, probs = hf_probs(BUNDLED, prompt)
+        (answer_id,) = tok.encode(answer, add_special_tokens=False)
+        z = torch.tensor(plotly_array(plotly_figure(at, "logit_lens_chart")["data"][0]["z"]))
+        torch.testing.assert_close(z[-1], probs[:, answer_id], atol=1e-4, rtol=1e-3)
