@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import pytest
 
 from tiny_model import build_tiny_gpt2, write_settings
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-APP = str(REPO_ROOT / "app.py")
 
 
 @pytest.fixture(scope="session")
@@ -30,28 +26,3 @@ def app_settings(tiny_model_dir, tmp_path, monkeypatch):
 
     configure()
     return configure
-
-
-def plotly_figure(at, key: str) -> dict:
-    """The figure JSON of the plotly chart drawn with ``key``."""
-    for element in at.get("plotly_chart"):
-        proto = element.proto
-        if key in (proto.id or "") or key in json.dumps(getattr(proto, "form_id", "")):
-            return json.loads(proto.spec)
-    raise AssertionError(f"no plotly chart with key {key!r}; found {[e.proto.id for e in at.get('plotly_chart')]}")
-
-
-def plotly_array(value):
-    """A figure JSON array as numpy: plain lists, or plotly's typed-array form {dtype, bdata, shape}."""
-    import base64
-
-    import numpy as np
-
-    if isinstance(value, dict) and "bdata" in value:
-        array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
-        shape = value.get("shape")
-        if shape:
-            array = array.reshape([int(s) for s in str(shape).split(",")])
-        return array.astype(float)
-    return np.array([[float("nan") if v is None else v for v in row] if isinstance(row, list) else row for row in value],
-                    dtype=float)

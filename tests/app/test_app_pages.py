@@ -6,7 +6,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from conftest import APP, plotly_array, plotly_figure
+from app_testkit import APP, plotly_array, plotly_figure
 
 PROMPT = "The cat sat on the mat. The dog"
 PAGES = ["pages/1_Prompt_and_predictions.py", "pages/2_Attention.py"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import APP, REPO_ROOT
+from app_testkit import APP, REPO_ROOT
 
 BUNDLED = REPO_ROOT / "lens_core" / "default_model"
 PAGES = sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "pages").glob("[0-9]*_*.py"))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from conftest import APP, plotly_array, plotly_figure
+from app_testkit import APP, plotly_array, plotly_figure
 
 PAGE = "pages/8_Circuits.py"
 PROMPT = "The cat sat on the mat. The dog"

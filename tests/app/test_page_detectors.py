@@ -8,7 +8,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from conftest import APP, REPO_ROOT, plotly_array, plotly_figure
+from app_testkit import APP, REPO_ROOT, plotly_array, plotly_figure
 
 PAGE = "pages/7_Head_detectors.py"
 PROMPT = "one two three one two three one two"

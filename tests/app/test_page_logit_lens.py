@@ -6,7 +6,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from conftest import APP, plotly_array, plotly_figure
+from app_testkit import APP, plotly_array, plotly_figure
 from tiny_model import build_tiny_gpt2, write_settings
 
 PAGE = "pages/3_Logit_lens.py"

@@ -8,7 +8,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from conftest import APP, REPO_ROOT, plotly_array, plotly_figure
+from app_testkit import APP, REPO_ROOT, plotly_array, plotly_figure
 from tiny_model import build_tiny_gpt2, write_settings
 
 PAGE = "pages/5_Activation_patching.py"

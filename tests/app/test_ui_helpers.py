@@ -8,7 +8,7 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import APP, plotly_figure
+from app_testkit import APP, plotly_figure
 from tiny_model import write_settings
 from ui import charts
 from ui.settings import SettingsError, load_settings

@@ -114,7 +114,13 @@ def page(browser):
     context.close()
 
 
-def save_screenshot(page, name: str, readme: bool = False) -> Path:
+@pytest.fixture
+def save_screenshot():
+    """``save_screenshot(page, name, readme=False)``: keep a full-page PNG under artifacts/e2e/."""
+    return _save_screenshot
+
+
+def _save_screenshot(page, name: str, readme: bool = False) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)

@@ -7,7 +7,6 @@ import urllib.parse
 import pytest
 from playwright.sync_api import expect
 
-from conftest import save_screenshot
 
 pytestmark = pytest.mark.e2e
 
@@ -24,7 +23,7 @@ def wait_for_app(page):
 
 
 @pytest.mark.parametrize(("path", "name"), [("", "predictions"), ("attention", "attention")])
-def test_page_draws_its_chart_and_is_screenshotted(app_url, page, path, name):
+def test_page_draws_its_chart_and_is_screenshotted(app_url, page, path, name, save_screenshot):
     query = urllib.parse.urlencode({"prompt": "The cat sat on the mat. The cat sat on the"})
     page.goto(f"{app_url}/{path}?{query}")
     wait_for_app(page)
@@ -36,7 +35,7 @@ def test_page_draws_its_chart_and_is_screenshotted(app_url, page, path, name):
     assert shot.stat().st_size > 10_000
 
 
-def test_hostile_prompt_is_shown_literally_and_runs_no_script(app_url, page):
+def test_hostile_prompt_is_shown_literally_and_runs_no_script(app_url, page, save_screenshot):
     dialogs = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     page.goto(f"{app_url}/")  # the first page is the default, at the root
@@ -74,7 +73,7 @@ def _patching_page():
     return pages[0].stem.split("_", 1)[1].lower()
 
 
-def test_patching_preset_draws_its_heatmap(app_url, page):
+def test_patching_preset_draws_its_heatmap(app_url, page, save_screenshot):
     path = _patching_page()
     page.goto(f"{app_url}/{path}")
     page.wait_for_selector('[data-testid="stSidebar"]')
