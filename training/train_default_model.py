@@ -206,6 +206,9 @@ def main(argv=None) -> int:
     p.add_argument("--ckpt-every", type=int, default=250)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", action="store_true", help="continue from --work-dir/checkpoint.pt")
+    p.add_argument("--resume-from", type=Path, default=None, help="checkpoint to resume from (implies --resume)")
+    p.add_argument("--restart-schedule", action="store_true",
+                   help="on resume, run a fresh warm-up + cosine from the resumed step to --steps")
     args = p.parse_args(argv)
 
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -241,22 +244,35 @@ def main(argv=None) -> int:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.95))
 
+    schedule_start = 0
+
     def lr_at(step: int) -> float:  # linear warm-up, cosine decay to 10%
+        step -= schedule_start
         if step < args.warmup:
             return args.lr * (step + 1) / args.warmup
-        frac = (step - args.warmup) / max(1, args.steps - args.warmup)
+        frac = (step - args.warmup) / max(1, args.steps - schedule_start - args.warmup)
         return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
     ckpt_path = args.work_dir / "checkpoint.pt"
-    start_step, history, elapsed_before = 0, [], 0.0
-    if args.resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=True)  # tensors and numbers only: no pickle of objects
+    resume_path = args.resume_from or ckpt_path
+    start_step, history, elapsed_before, legs = 0, [], 0.0, []
+    if (args.resume or args.resume_from) and resume_path.exists():
+        ckpt = torch.load(resume_path, weights_only=True)  # tensors and numbers only: no pickle of objects
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
         start_step = int(ckpt["step"])
         elapsed_before = float(ckpt["elapsed"])
-        history = json.loads((args.work_dir / "history.json").read_text())
+        history = [h for h in json.loads((args.work_dir / "history.json").read_text()) if h["step"] <= start_step]
+        if args.restart_schedule:
+            schedule_start = start_step
+        legs = ckpt.get("legs") or [{"from_step": 0, "to_step": start_step, "repeat_frac": args.repeat_frac,
+                                     "note": "legs before this one not recorded"}]
         print(f"resumed at step {start_step}", flush=True)
+
+    legs = [leg for leg in legs if leg["from_step"] < start_step]
+    legs.append({"from_step": start_step, "to_step": args.steps, "repeat_frac": args.repeat_frac,
+                 "lr": args.lr, "threads": args.threads, "schedule_restarted_at": schedule_start,
+                 "command": " ".join(sys.argv[1:])})
 
     model.train()
     t_train = time.time()
@@ -288,7 +304,8 @@ def main(argv=None) -> int:
                        f"{summarize(check)}", file=sys.stdout)
             sys.stdout.flush()
         if done % args.ckpt_every == 0 or done == args.steps:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": done,
+            legs[-1]["to_step"] = done
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": done, "legs": legs,
                         "elapsed": elapsed_before + time.time() - t_train}, ckpt_path)
             (args.work_dir / "history.json").write_text(json.dumps(history))
     bar.close()
@@ -310,7 +327,8 @@ def main(argv=None) -> int:
         "train_tokens_in_corpus": int(len(train_stream)), "held_out_tokens": int(len(held_stream)),
         "vocab_size": vocab_size, "n_params": n_params, "args": {k: str(v) for k, v in vars(args).items()},
         "steps": args.steps, "tokens_seen": args.steps * tokens_per_step,
-        "repeat_frac": args.repeat_frac, "train_seconds": train_seconds,
+        "repeat_frac": sum(leg["repeat_frac"] * (leg["to_step"] - leg["from_step"]) for leg in legs) / args.steps,
+        "legs": legs, "train_seconds": train_seconds,
         "final": final, "history": history,
     }
     args.stats.write_text(json.dumps(stats, indent=1))

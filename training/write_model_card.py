@@ -52,35 +52,63 @@ def candidate_presets(tokenizer) -> list[dict]:
             "page": "attention",
         },
         {
-            "name": "Repeated name in code: an argument reused in the body",
-            "prompt": "def clip(data, limit):\n    if len(data) >",
-            "answer": " limit", "wrong_answer": " data",
-            "kind": "repeated_name",
-            "page": "logit_attribution",
+            "name": "Repeated name in code: the argument passed on",
+            "prompt": "def size(data):\n    return len(",
+            "answer": "data", "wrong_answer": "self",
+            "kind": "repeated_name", "page": "logit_attribution",
         },
         {
-            "name": "Repeated name in code: a default passed on",
-            "prompt": "def lookup(table, key, default):\n    if key in table:\n        return table[key]\n"
-                      "    return",
-            "answer": " default", "wrong_answer": " key",
-            "kind": "repeated_name",
-            "page": "logit_attribution",
+            "name": "Repeated name in code: an attribute read back",
+            "prompt": "class Item:\n    def __init__(self, name, value):\n        self.name = name\n"
+                      "        self.value = value\n\n    def get(self):\n        return self.",
+            "answer": "value", "wrong_answer": "name",
+            "kind": "repeated_name", "page": "attention",
         },
         {
-            "name": "Docstring argument: the next parameter to document",
-            "prompt": 'def load(path, mode, encoding):\n    """Open a file.\n\n    :param path: where to read\n'
+            "name": "Repeated name in code: which argument is sent",
+            "prompt": "def send(sock, data):\n    sock.sendall(",
+            "answer": "data", "wrong_answer": "sock",
+            "kind": "repeated_name", "page": "logit_attribution",
+        },
+        {
+            "name": "Repeated name in code: the other factor",
+            "prompt": "def area(width, size):\n    return width *",
+            "answer": " size", "wrong_answer": " width",
+            "kind": "repeated_name", "page": "activation_patching",
+        },
+        {
+            "name": "Repeated name in code: self attribute from its argument",
+            "prompt": "class Item:\n    def __init__(self, name, value):\n        self.name = name\n"
+                      "        self.value =",
+            "answer": " value", "wrong_answer": " name",
+            "kind": "repeated_name", "page": "logit_lens",
+        },
+        {
+            "name": "Docstring argument: the docstring names the other argument",
+            "prompt": 'def copy(src, dst):\n    \"\"\"Copy src to',
+            "answer": " dst", "wrong_answer": " src",
+            "kind": "docstring", "page": "activation_patching",
+        },
+        {
+            "name": "Docstring argument: the next parameter to document (:param)",
+            "prompt": 'def load(path, mode, encoding):\n    \"\"\"Open a file.\n\n    :param path: where to read\n'
                       "    :param mode: how to open\n    :param",
             "answer": " encoding", "wrong_answer": " path",
-            "kind": "docstring",
-            "page": "activation_patching",
+            "kind": "docstring", "page": "activation_patching",
         },
         {
-            "name": "Repeated name in code: self attribute",
-            "prompt": "class Counter:\n    def __init__(self, start):\n        self.start = start\n\n"
-                      "    def reset(self):\n        self.count = self.",
-            "answer": "start", "wrong_answer": "count",
-            "kind": "repeated_name",
-            "page": "logit_lens",
+            "name": "Docstring argument: the next parameter to document (:param, sockets)",
+            "prompt": 'def send(sock, data, timeout):\n    \"\"\"Send data.\n\n    :param sock: the socket\n'
+                      "    :param data: the bytes\n    :param",
+            "answer": " timeout", "wrong_answer": " sock",
+            "kind": "docstring", "page": "activation_patching",
+        },
+        {
+            "name": "Docstring argument: the next parameter to document (dashes)",
+            "prompt": 'def copy(src, dst, size):\n    \"\"\"Copy bytes.\n\n    src -- the source\n'
+                      "    dst -- the target\n   ",
+            "answer": " size", "wrong_answer": " src",
+            "kind": "docstring", "page": "activation_patching",
         },
     ]
 
@@ -164,7 +192,7 @@ def model_card(stats: dict, model, model_dir: Path, rows, rejected) -> str:
                  "all heads, induction |", "|---|---|---|---|---|"]
         for layer, (prev, ind) in enumerate(zip(final["prev_token"], final["induction"])):
             hp, hi = int(np.argmax(prev)), int(np.argmax(ind))
-            lines.append(f"| {layer} | L{layer}H{hp}: {prev[hp]:.2f} | L{layer}H{hi}: {ind[hi]:.2f} | "
+            lines.append(f"| {layer} | L{layer}H{hp}: {prev[hp]:.3f} | L{layer}H{hi}: {ind[hi]:.3f} | "
                          f"{', '.join(f'{s:.2f}' for s in prev)} | {', '.join(f'{s:.2f}' for s in ind)} |")
         return "\n".join(lines)
 
@@ -181,6 +209,19 @@ def model_card(stats: dict, model, model_dir: Path, rows, rejected) -> str:
         f"{max(max(s) for s in h['prev_token']):.2f} | {max(max(s) for s in h['induction']):.2f} | "
         f"{h['repeat_loss_first_half']:.2f} / {h['repeat_loss_second_half']:.2f} |"
         for h in stats["history"])
+    default_cmd = (f"`.venv/bin/python training/train_default_model.py --steps {stats['steps']}` then "
+                   "`.venv/bin/python training/write_model_card.py`")
+    legs = stats.get("legs") or []
+    if len(legs) > 1:
+        legs_text = ("This model was trained in legs, each resuming the previous checkpoint (every batch is a "
+                     "function of seed and step, so the data is the same whatever the legs):\n\n" + "\n".join(
+                         f"- steps {leg['from_step']} to {leg['to_step']}: repeat share {leg['repeat_frac']:.0%}, "
+                         f"{leg.get('threads', '?')} thread(s): `train_default_model.py {leg.get('command', '')}`"
+                         for leg in legs)
+                     + f"\n\nTo reproduce exactly, run the legs in order (stopping the first at its last step), "
+                       f"then `.venv/bin/python training/write_model_card.py`.")
+    else:
+        legs_text = f"Re-run: {default_cmd}."
     rejected_text = ("None." if not rejected else "; ".join(
         f"\"{c['name']}\" (logit diff {m['logit_diff']:+.2f})" for c, m in rejected))
 
@@ -224,15 +265,16 @@ offset of the training stream.
 Held-out files: {', '.join(f'`{f}`' for f in stats['held_out_files'])}.
 
 ## Training
-AdamW (betas 0.9/0.95, weight decay 0.05 on matrices), peak learning rate {run_args['lr']},
-linear warm-up over {run_args['warmup']} steps, cosine decay to 10%, gradient clipping 1.0,
-batch {run_args['batch_size']} x {cfg.n_positions} tokens, seed {run_args['seed']},
-`torch.set_num_threads({run_args['threads']})`, CPU. {stats['steps']:,} steps,
+AdamW (betas 0.9/0.95, weight decay 0.05 on matrices), linear warm-up then cosine decay to 10%
+of the peak learning rate, gradient clipping 1.0, batch {run_args['batch_size']} x {cfg.n_positions} tokens,
+seed {run_args['seed']}, CPU (peak learning rate, warm-up and threads per leg below; last leg: peak
+{run_args['lr']}, warm-up {run_args['warmup']}, {run_args['threads']} thread(s)). {stats['steps']:,} steps,
 {stats['tokens_seen']:,} tokens seen (half of them planted repeats), {stats['train_seconds'] / 60:.1f} minutes
 of training wall time on 2 CPU cores shared with other work.
 
-Re-run: `.venv/bin/python training/train_default_model.py && .venv/bin/python training/write_model_card.py`
-(the log of this run: `training/last_run.log`).
+{legs_text}
+Logs of the legs: `training/logs/leg1.log` .. `leg4.log` (the last also `training/last_run.log`); every evaluation is in the
+history table below and in `training/run_stats.json`.
 
 ## Results
 Held-out code loss (128 windows of {cfg.n_positions} tokens from the held-out files, BOS first):
@@ -272,6 +314,11 @@ position, computed with plain `transformers`; answer rank 0 means it is the top 
 Candidates written but rejected (logit difference below {MIN_LOGIT_DIFF}): {rejected_text}
 
 ## Limitations
+The induction phase change started late in the second leg, when the learning rate had
+decayed (induction score 0.08 at step 1750, 0.25 at step 2200), and completed only after the
+third leg raised the learning rate again. The docstring presets show the model preferring
+the right name over the distractor, not predicting it as its top token (see the answer
+ranks); the classic "next parameter to document" task is mostly beyond this model.
 A 1M-parameter model trained for minutes: it writes plausible-looking Python locally and
 nothing more. It has seen only the standard library. The induction circuit comes from
 planted random repeats (above).
