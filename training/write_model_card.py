@@ -49,20 +49,20 @@ def candidate_presets(tokenizer) -> list[dict]:
             "name": "Induction: a random word sequence, repeated",
             "prompt": prompt, "answer": answer, "wrong_answer": wrong,
             "kind": "induction",
-            "page": "attention",
+            "page": "all",
         },
         {
             "name": "Repeated name in code: the argument passed on",
             "prompt": "def size(data):\n    return len(",
             "answer": "data", "wrong_answer": "self",
-            "kind": "repeated_name", "page": "logit_attribution",
+            "kind": "repeated_name", "page": "logit_lens",
         },
         {
             "name": "Repeated name in code: an attribute read back",
             "prompt": "class Item:\n    def __init__(self, name, value):\n        self.name = name\n"
                       "        self.value = value\n\n    def get(self):\n        return self.",
             "answer": "value", "wrong_answer": "name",
-            "kind": "repeated_name", "page": "attention",
+            "kind": "repeated_name", "page": "logit_attribution",
         },
         {
             "name": "Repeated name in code: which argument is sent",
@@ -101,7 +101,7 @@ def candidate_presets(tokenizer) -> list[dict]:
             "prompt": 'def send(sock, data, timeout):\n    \"\"\"Send data.\n\n    :param sock: the socket\n'
                       "    :param data: the bytes\n    :param",
             "answer": " timeout", "wrong_answer": " sock",
-            "kind": "docstring", "page": "activation_patching",
+            "kind": "docstring", "page": "ablation",
         },
         {
             "name": "Docstring argument: the next parameter to document (dashes)",
@@ -304,7 +304,7 @@ Training history (held-out code loss; best scores over all heads; repeat loss fi
 
 ## Presets (`presets.json`)
 Prompts the app pages can offer. Each is a JSON object `{{"name", "prompt", "answer",
-"wrong_answer", "look_at", "page"}}`; `answer` and `wrong_answer` are single tokens (with the
+"wrong_answer", "look_at", "page"}}` (`page`: the slug a page passes to `ui.widgets.preset_picker`, or "all"); `answer` and `wrong_answer` are single tokens (with the
 leading space the tokenizer needs), the prompt is at most {MAX_PROMPT_TOKENS} tokens, BOS is
 prepended when measuring. Logit difference = logit(answer) - logit(wrong answer) at the last
 position, computed with plain `transformers`; answer rank 0 means it is the top prediction.
