@@ -6,7 +6,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from app_testkit import APP, plotly_array, plotly_figure
+from app_testkit import APP, REPO_ROOT, plotly_array, plotly_figure
 from tiny_model import build_tiny_gpt2, write_settings
 
 PAGE = "pages/4_Direct_logit_attribution.py"
@@ -154,7 +154,7 @@ def test_ioi_preset_runs_on_a_gpt2_named_model(tmp_path, monkeypatch):
         assert plotly_figure(at, key)["data"]
 
 
-BUNDLED = __import__("conftest").REPO_ROOT / "lens_core" / "default_model"
+BUNDLED = REPO_ROOT / "lens_core" / "default_model"
 
 
 @pytest.mark.skipif(not (BUNDLED / "presets.json").exists(), reason="the bundled model's presets.json is not committed yet")

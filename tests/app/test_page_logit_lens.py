@@ -6,7 +6,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from app_testkit import APP, plotly_array, plotly_figure
+from app_testkit import APP, REPO_ROOT, plotly_array, plotly_figure
 from tiny_model import build_tiny_gpt2, write_settings
 
 PAGE = "pages/3_Logit_lens.py"
@@ -151,7 +151,7 @@ def test_each_gpt2_preset_runs(gpt2_named_settings):
     assert any("' Paris' is not a single token" in m.replace("\\", "") for m in errors(at)), errors(at)
 
 
-BUNDLED = __import__("conftest").REPO_ROOT / "lens_core" / "default_model"
+BUNDLED = REPO_ROOT / "lens_core" / "default_model"
 
 
 @pytest.mark.skipif(not (BUNDLED / "presets.json").exists(), reason="the bundled model's presets.json is not committed yet")
