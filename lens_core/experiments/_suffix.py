@@ -152,7 +152,7 @@ class SuffixRunner:
                 rows = slice(x.shape[0] - len(joining), x.shape[0])
                 x = self._block(layer, x, start, _patcher([cells[i] for i in joining], rows))
             values = readout(x[:, -1])
-            index = torch.tensor(chunk)
+            index = torch.tensor(chunk, device=out[0].device)
             for target, value in zip(out, values):
                 target[index] = value.to(target.dtype)
             done += len(chunk)
