@@ -46,7 +46,7 @@ class SuffixCell:
 
 
 def supported(model) -> bool:
-    return all(hasattr(model.blocks[0].attn, name) for name in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"))
+    return all(hasattr(model.blocks[0].attn, name) for name in ("W_QKV", "b_QKV", "W_O", "b_O"))
 
 
 class SuffixRunner:
@@ -69,12 +69,8 @@ class SuffixRunner:
         self.n_pos = base_tokens.shape[1]
         if self.rotary:
             self.cos, self.sin = rotary_cos_sin(cfg, self.n_pos, base_tokens.device)
-        self.qkv = []
-        for block in model.blocks:  # fused [d_model, (h + 2 kv) * d_head] projections from the TL-shaped weights
-            a = block.attn
-            W = torch.cat([w.permute(1, 0, 2).flatten(1) for w in (a.W_Q, a.W_K, a.W_V)], dim=1)
-            b = torch.cat([a.b_Q.flatten(), a.b_K.flatten(), a.b_V.flatten()])
-            self.qkv.append((W, b, a.W_O.flatten(0, 1), a.b_O))
+        # The model's own fused [d_model, (h + 2 kv) * d_head] projections (views, no copies).
+        self.qkv = [(b.attn.W_QKV, b.attn.b_QKV, b.attn.W_O.flatten(0, 1), b.attn.b_O) for b in model.blocks]
 
     # ---- one block on a position suffix ------------------------------------------------
     def _block(self, layer: int, x: torch.Tensor, start: int, patch: Callable) -> torch.Tensor:

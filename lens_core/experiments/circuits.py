@@ -53,9 +53,13 @@ def ov_copying_scores(model) -> torch.Tensor:
     """``[n_layers, n_heads]``: ``Re(sum eig) / sum |eig|`` of each head's full OV circuit."""
     if model.cfg.d_vocab != model.cfg.d_vocab_out:
         raise ValueError("copying scores need the same input and output vocabulary")
-    full = FactoredMatrix(model.W_E.float() @ model.W_V.float(), model.W_O.float() @ model.W_U.float())
-    eig = full.eigenvalues  # [layer, head, d_head]: the nonzero eigenvalues of the full circuit
-    return eig.sum(-1).real / eig.abs().sum(-1).clamp_min(1e-30)
+    # The full circuit W_E W_V W_O W_U ([vocab, vocab]) has the same nonzero eigenvalues as
+    # W_O (W_U W_E) W_V ([d_head, d_head]): W_U W_E is only [d_model, d_model], so no
+    # vocabulary-sized product is ever formed (GPT-2 small: 3 MB instead of 1.9 GB).
+    unembed_embed = model.W_U.double() @ model.W_E.double()  # [d_model, d_model]
+    small = model.W_O.double() @ unembed_embed @ model.W_V.double()  # [layer, head, d_head, d_head]
+    eig = torch.linalg.eigvals(small)
+    return (eig.sum(-1).real / eig.abs().sum(-1).clamp_min(1e-30)).float()
 
 
 def _gram_right(B: torch.Tensor) -> torch.Tensor:
