@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-import lens_tiny
+import hf_tiny
 from lens_core import HookedTransformer
 
 
 @pytest.fixture(scope="module", params=["folded", "unfolded"])
 def run(request):
     folded = request.param == "folded"
-    model = HookedTransformer.from_hf_model(lens_tiny.gpt2(), fold_ln=folded, center_writing_weights=folded,
+    model = HookedTransformer.from_hf_model(hf_tiny.gpt2(), fold_ln=folded, center_writing_weights=folded,
                                             center_unembed=folded, fold_value_biases=folded)
     tokens = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(5))
     logits, cache = model.run_with_cache(tokens)

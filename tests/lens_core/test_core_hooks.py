@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-import lens_tiny
+import hf_tiny
 from lens_core import HookedTransformer
 
 BATCH, N_POS = 2, 7
@@ -29,9 +29,9 @@ EXPECTED_NAMES = {
 }
 
 
-@pytest.mark.parametrize("family", sorted(lens_tiny.FAMILIES))
+@pytest.mark.parametrize("family", sorted(hf_tiny.FAMILIES))
 def test_every_hook_point_fires_once_with_documented_shape(family):
-    model = HookedTransformer.from_hf_model(lens_tiny.FAMILIES[family](), fold_ln=False)
+    model = HookedTransformer.from_hf_model(hf_tiny.FAMILIES[family](), fold_ln=False)
     seen = {}
 
     def record(tensor, hook):
@@ -53,7 +53,7 @@ def test_every_hook_point_fires_once_with_documented_shape(family):
 
 
 def test_run_with_cache_holds_exactly_what_hooks_see():
-    model = HookedTransformer.from_hf_model(lens_tiny.gpt2())
+    model = HookedTransformer.from_hf_model(hf_tiny.gpt2())
     tokens = torch.randint(0, 64, (BATCH, N_POS))
     seen = {}
     not_result = lambda name: not name.endswith("hook_result")  # noqa: E731
@@ -72,7 +72,7 @@ def test_run_with_cache_holds_exactly_what_hooks_see():
 
 
 def test_hooks_are_gone_after_the_call_even_when_a_hook_raises():
-    model = HookedTransformer.from_hf_model(lens_tiny.gpt2())
+    model = HookedTransformer.from_hf_model(hf_tiny.gpt2())
     tokens = torch.randint(0, 64, (1, 5))
     clean = model(tokens)
 
@@ -88,7 +88,7 @@ def test_hooks_are_gone_after_the_call_even_when_a_hook_raises():
 
 
 def test_zero_ablating_a_head_equals_removing_its_output_weights():
-    hf = lens_tiny.gpt2()
+    hf = hf_tiny.gpt2()
     model = HookedTransformer.from_hf_model(hf)
     tokens = torch.randint(0, 64, (BATCH, N_POS))
 
@@ -104,7 +104,7 @@ def test_zero_ablating_a_head_equals_removing_its_output_weights():
 
 
 def test_nested_hook_contexts_compose_in_order():
-    model = HookedTransformer.from_hf_model(lens_tiny.gpt2())
+    model = HookedTransformer.from_hf_model(hf_tiny.gpt2())
     order = []
     with model.hooks(fwd_hooks=[("hook_embed", lambda t, h: order.append("outer"))]):
         model.run_with_hooks(torch.zeros(1, 3, dtype=torch.long), fwd_hooks=[("hook_embed", lambda t, h: order.append("inner"))])
@@ -112,7 +112,7 @@ def test_nested_hook_contexts_compose_in_order():
 
 
 def test_start_and_stop_at_layer_split_the_forward_pass_exactly():
-    model = HookedTransformer.from_hf_model(lens_tiny.llama())
+    model = HookedTransformer.from_hf_model(hf_tiny.llama())
     tokens = torch.randint(0, 64, (BATCH, N_POS))
     logits, cache = model.run_with_cache(tokens)
     resid = model(tokens, stop_at_layer=2)
@@ -125,7 +125,7 @@ def test_start_and_stop_at_layer_split_the_forward_pass_exactly():
 
 
 def test_backward_hooks_see_the_activation_gradient():
-    model = HookedTransformer.from_hf_model(lens_tiny.gpt2())
+    model = HookedTransformer.from_hf_model(hf_tiny.gpt2())
     tokens = torch.randint(0, 64, (1, 6))
     grads, acts = {}, {}
 
@@ -144,6 +144,6 @@ def test_backward_hooks_see_the_activation_gradient():
 
 
 def test_unknown_hook_name_is_a_clear_error():
-    model = HookedTransformer.from_hf_model(lens_tiny.gpt2())
+    model = HookedTransformer.from_hf_model(hf_tiny.gpt2())
     with pytest.raises(KeyError, match="no hook point named 'blocks.9.hook_resid_pre'"):
         model.run_with_hooks(torch.zeros(1, 3, dtype=torch.long), fwd_hooks=[("blocks.9.hook_resid_pre", lambda t, h: t)])

@@ -8,14 +8,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import lens_tiny
+import hf_tiny
 from lens_core import HookedTransformer, ModelLoadError
 
 
-def _saved(tmp_path: Path, make=lens_tiny.gpt2) -> Path:
+def _saved(tmp_path: Path, make=hf_tiny.gpt2) -> Path:
     hf = make()
     hf.save_pretrained(tmp_path)
-    lens_tiny.tiny_tokenizer().save_pretrained(tmp_path)
+    hf_tiny.tiny_tokenizer().save_pretrained(tmp_path)
     return tmp_path
 
 
@@ -29,7 +29,7 @@ def test_misshapen_checkpoint_fails_at_load_naming_the_tensor(tmp_path):
 
 
 def test_missing_tensor_is_named(tmp_path):
-    directory = _saved(tmp_path, lens_tiny.llama)
+    directory = _saved(tmp_path, hf_tiny.llama)
     weights = load_file(directory / "model.safetensors")
     del weights["model.layers.2.self_attn.k_proj.weight"]
     save_file(weights, directory / "model.safetensors")
@@ -75,7 +75,7 @@ def test_processing_flags_are_recorded_and_weights_hash_tracks_weights(tmp_path)
 
 
 def test_weight_views_have_transformerlens_shapes():
-    model = HookedTransformer.from_hf_model(lens_tiny.gpt2())
+    model = HookedTransformer.from_hf_model(hf_tiny.gpt2())
     cfg = model.cfg
     assert model.W_Q.shape == (cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_head)
     assert model.W_O.shape == (cfg.n_layers, cfg.n_heads, cfg.d_head, cfg.d_model)

@@ -3,23 +3,23 @@
 import pytest
 import torch
 
-import lens_tiny
+import hf_tiny
 from lens_core import HookedTransformer
 
 PROCESSING_OFF = dict(fold_ln=False, center_writing_weights=False, center_unembed=False, fold_value_biases=False)
 
 
-@pytest.fixture(params=sorted(lens_tiny.FAMILIES))
+@pytest.fixture(params=sorted(hf_tiny.FAMILIES))
 def family(request):
     return request.param
 
 
 def _tokens(seed=1, batch=2, n_pos=12):
-    return torch.randint(0, lens_tiny.VOCAB, (batch, n_pos), generator=torch.Generator().manual_seed(seed))
+    return torch.randint(0, hf_tiny.VOCAB, (batch, n_pos), generator=torch.Generator().manual_seed(seed))
 
 
 def test_logits_match_transformers_without_processing(family):
-    hf = lens_tiny.FAMILIES[family]()
+    hf = hf_tiny.FAMILIES[family]()
     tokens = _tokens()
     ours = HookedTransformer.from_hf_model(hf, **PROCESSING_OFF)(tokens)
     with torch.no_grad():
@@ -28,7 +28,7 @@ def test_logits_match_transformers_without_processing(family):
 
 
 def test_log_probs_match_transformers_with_processing(family):
-    hf = lens_tiny.FAMILIES[family]()
+    hf = hf_tiny.FAMILIES[family]()
     tokens = _tokens()
     model = HookedTransformer.from_hf_model(hf)  # every processing step on (the default)
     assert model.processing["fold_ln"] and model.processing["center_unembed"] and model.processing["fold_value_biases"]
@@ -39,7 +39,7 @@ def test_log_probs_match_transformers_with_processing(family):
 
 
 def test_each_residual_stream_matches_transformers_hidden_states(family):
-    hf = lens_tiny.FAMILIES[family]()
+    hf = hf_tiny.FAMILIES[family]()
     tokens = _tokens(batch=1)
     model = HookedTransformer.from_hf_model(hf, **PROCESSING_OFF)
     _, cache = model.run_with_cache(tokens)
@@ -50,9 +50,9 @@ def test_each_residual_stream_matches_transformers_hidden_states(family):
 
 
 def test_from_pretrained_directory_matches_in_memory(family, tmp_path):
-    hf = lens_tiny.FAMILIES[family]()
+    hf = hf_tiny.FAMILIES[family]()
     hf.save_pretrained(tmp_path)
-    lens_tiny.tiny_tokenizer().save_pretrained(tmp_path)
+    hf_tiny.tiny_tokenizer().save_pretrained(tmp_path)
     from_dir = HookedTransformer.from_pretrained(str(tmp_path), **PROCESSING_OFF)
     assert from_dir.tokenizer is not None
     tokens = _tokens()
@@ -61,12 +61,12 @@ def test_from_pretrained_directory_matches_in_memory(family, tmp_path):
 
 
 def test_gqa_and_partial_rotary_are_really_exercised():
-    llama = HookedTransformer.from_hf_model(lens_tiny.llama())
+    llama = HookedTransformer.from_hf_model(hf_tiny.llama())
     assert llama.cfg.n_key_value_heads == 2 and llama.cfg.n_heads == 4
     assert llama.blocks[0].attn.W_K.shape == (2, 32, 8) and llama.W_K.shape == (3, 4, 32, 8)
-    neox = HookedTransformer.from_hf_model(lens_tiny.neox())
+    neox = HookedTransformer.from_hf_model(hf_tiny.neox())
     assert neox.cfg.rotary_dim == neox.cfg.d_head // 2 and neox.cfg.parallel_attn_mlp
-    qwen = lens_tiny.qwen2()
+    qwen = hf_tiny.qwen2()
     assert qwen.model.layers[0].self_attn.q_proj.bias is not None  # attention biases present in the reference
     ours = HookedTransformer.from_hf_model(qwen, **PROCESSING_OFF)
     assert torch.equal(ours.blocks[0].attn.b_Q.reshape(-1), qwen.model.layers[0].self_attn.q_proj.bias)
@@ -74,7 +74,7 @@ def test_gqa_and_partial_rotary_are_really_exercised():
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_precision_loads_and_stays_close(dtype):
-    hf = lens_tiny.gpt2()
+    hf = hf_tiny.gpt2()
     tokens = _tokens()
     model = HookedTransformer.from_hf_model(hf, dtype=dtype)
     assert model.W_E.dtype == getattr(torch, dtype) and model.cfg.dtype == getattr(torch, dtype)
@@ -86,7 +86,7 @@ def test_half_precision_loads_and_stays_close(dtype):
 
 
 def test_loss_matches_transformers():
-    hf = lens_tiny.gpt2()
+    hf = hf_tiny.gpt2()
     tokens = _tokens()
     model = HookedTransformer.from_hf_model(hf)
     with torch.no_grad():

@@ -4,7 +4,7 @@ import threading
 
 import torch
 
-import lens_tiny
+import hf_tiny
 from lens_core import HookedTransformer
 
 
@@ -28,7 +28,7 @@ def _plan(worker: int):
 
 
 def test_eight_threads_with_different_hooks_match_serial_runs_exactly():
-    model = HookedTransformer.from_hf_model(lens_tiny.gpt2())
+    model = HookedTransformer.from_hf_model(hf_tiny.gpt2())
     tokens = [torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(w)) for w in range(8)]
     serial = [model.run_with_hooks(tokens[w], fwd_hooks=_plan(w)) for w in range(8)]
     plain = model(tokens[0])

@@ -3,17 +3,17 @@
 import pytest
 import torch
 
-import lens_tiny
+import hf_tiny
 from lens_core import HookedTransformer
 
 
 @pytest.fixture(scope="module")
 def model():
-    return HookedTransformer.from_hf_model(lens_tiny.gpt2(), tokenizer=lens_tiny.tiny_tokenizer())
+    return HookedTransformer.from_hf_model(hf_tiny.gpt2(), tokenizer=hf_tiny.tiny_tokenizer())
 
 
 def test_to_tokens_prepends_bos_and_pads(model):
-    tok = lens_tiny.tiny_tokenizer()
+    tok = hf_tiny.tiny_tokenizer()
     ids = tok.encode("the cat sat", add_special_tokens=False)
     assert model.to_tokens("the cat sat").tolist() == [[tok.bos_token_id] + ids]
     assert model.to_tokens("the cat sat", prepend_bos=False).tolist() == [ids]
@@ -33,7 +33,7 @@ def test_str_tokens_single_token_and_string(model):
 
 
 def test_greedy_generation_matches_an_argmax_loop_with_transformers(model):
-    hf = lens_tiny.gpt2()
+    hf = hf_tiny.gpt2()
     tokens = model.to_tokens("the cat sat")
     ours = model.generate(tokens, max_new_tokens=5, stop_at_eos=False)
     expected = tokens.clone()
