@@ -10,14 +10,15 @@ Goals (issue 2): forward <= 1.05x HF at 16 and 64 tokens; run_with_cache (all ho
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
 
-import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from lens_core import HookedTransformer  # first: it sets the allocator's huge-page option before torch works
 
-from lens_core import HookedTransformer
+import torch  # noqa: E402
+from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 
 def median_time(fn, repeats: int) -> float:
@@ -49,7 +50,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     hf = GPT2LMHeadModel(GPT2Config()).eval()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; GPT-2-small shape, random weights")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, THP_MEM_ALLOC_ENABLE="
+          f"{os.environ.get('THP_MEM_ALLOC_ENABLE')}; GPT-2-small shape, random weights")
 
     with tempfile.TemporaryDirectory() as directory:
         hf.save_pretrained(directory)

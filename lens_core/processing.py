@@ -14,9 +14,10 @@ unchanged while making the weights easier to read, as in TransformerLens:
   (each pattern row sums to 1), so it moves into ``b_O``.
 
 Readers are stored [d_model, out] (``W_QKV``, ``W_in``, ``W_gate``) except the
-unembedding, stored [d_vocab, d_model]. The first operation on a tensor is
-out of place (loaded tensors may be shared, e.g. tied embeddings); later ones
-work in place, because this runs over every weight at load time.
+unembedding, stored [d_vocab, d_model]. Loaded tensors are never written in
+place: they may be memory-mapped from the checkpoint (a write would copy each
+page) or shared (tied embeddings). Each step reads a weight as few times as it
+can, because this runs over every weight at load time.
 """
 
 from __future__ import annotations
@@ -30,14 +31,16 @@ Weights = dict[str, torch.Tensor]
 
 def _fold_into_columns(sd: Weights, weight_name: str, bias_name: str | None, w: torch.Tensor,
                        b: torch.Tensor | None, center: bool) -> None:
-    """Reader stored [d_model, out]."""
+    """Fold a norm into a reader stored [d_model, out]; one read of the weight for the bias
+    and the column means (the mean of ``W * w`` over d_model is ``w @ W / d_model``)."""
     weight = sd[weight_name]
+    proj = torch.stack([w] if b is None else [w, b]) @ weight  # [1 or 2, out]
     if b is not None and bias_name is not None:
-        sd[bias_name] = sd[bias_name] + b @ weight
-    weight = weight * w[:, None]
+        sd[bias_name] = sd[bias_name] + proj[1]
     if center:
-        weight -= weight.mean(dim=0, keepdim=True)
-    sd[weight_name] = weight
+        sd[weight_name] = torch.addcmul(-(proj[0] / weight.shape[0])[None, :], weight, w[:, None])
+    else:
+        sd[weight_name] = weight * w[:, None]
 
 
 def fold_layer_norm(sd: Weights, cfg: HookedTransformerConfig) -> None:
@@ -53,13 +56,14 @@ def fold_layer_norm(sd: Weights, cfg: HookedTransformerConfig) -> None:
                 raise ValueError("cannot fold a LayerNorm bias into a gate that has no bias")
             _fold_into_columns(sd, f"{mlp}.W_gate", None, w, None, center)
     w, b = sd.pop("ln_final.w"), sd.pop("ln_final.b", None)
-    unembed = sd["unembed.weight"]  # [d_vocab, d_model]
+    unembed = sd["unembed.weight"]  # [d_vocab, d_model]: the same fold, transposed
+    proj = unembed @ torch.stack([w] if b is None else [w, b], dim=1)  # [d_vocab, 1 or 2]
     if b is not None:
-        sd["unembed.b_U"] = sd["unembed.b_U"] + unembed @ b
-    unembed = unembed * w
+        sd["unembed.b_U"] = sd["unembed.b_U"] + proj[:, 1]
     if center:
-        unembed -= unembed.mean(dim=1, keepdim=True)
-    sd["unembed.weight"] = unembed
+        sd["unembed.weight"] = torch.addcmul(-(proj[:, :1] / unembed.shape[1]), unembed, w[None, :])
+    else:
+        sd["unembed.weight"] = unembed * w[None, :]
     cfg.normalization_type = "LNPre" if center else "RMSPre"
 
 
@@ -78,12 +82,13 @@ def center_writing_weights(sd: Weights, cfg: HookedTransformerConfig) -> None:
             _center_last(sd, f"blocks.{layer}.{name}")
 
 
-def center_unembed(sd: Weights, cfg: HookedTransformerConfig) -> None:
+def center_unembed(sd: Weights, cfg: HookedTransformerConfig, owned: bool = False) -> None:
+    """``owned``: the unembedding is a tensor made by an earlier step, safe to change in place."""
     unembed = sd["unembed.weight"]
-    if not unembed.is_contiguous() or unembed.data_ptr() == sd["embed.W_E"].data_ptr():
-        unembed = unembed.clone()
-    unembed -= unembed.mean(dim=0, keepdim=True)
-    sd["unembed.weight"] = unembed
+    if owned:
+        unembed -= unembed.mean(dim=0, keepdim=True)
+    else:
+        sd["unembed.weight"] = unembed - unembed.mean(dim=0, keepdim=True)
     sd["unembed.b_U"] = sd["unembed.b_U"] - sd["unembed.b_U"].mean()
 
 
@@ -117,7 +122,7 @@ def process_weights(
         center_writing_weights(sd, cfg)
         applied["center_writing_weights"] = True
     if center_unembed_:
-        center_unembed(sd, cfg)
+        center_unembed(sd, cfg, owned=applied["fold_ln"])
         applied["center_unembed"] = True
     if fold_value_biases_:
         fold_value_biases(sd, cfg)
