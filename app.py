@@ -1,7 +1,8 @@
 """Circuit Explorer: the Streamlit entry point (``streamlit run app.py``).
 
 Draws the shared sidebar (model, dtype, device, prompt) and hands over to the page
-picked in the navigation. Pages are discovered from ``pages/N_Title_words.py``:
+picked in the navigation. Pages are discovered from ``app_pages/N_Title_words.py`` (not ``pages/``: Streamlit would also route that folder by itself, and a
+link straight to a page then flashed "Page not found"):
 the number orders them, the rest is the title, the lower-cased words the URL path.
 """
 
@@ -15,7 +16,7 @@ import streamlit as st
 from ui.errors import guard
 from ui.widgets import sidebar
 
-PAGES_DIR = Path(__file__).resolve().parent / "pages"
+PAGES_DIR = Path(__file__).resolve().parent / "app_pages"
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

@@ -9,8 +9,8 @@ from streamlit.testing.v1 import AppTest
 from app_testkit import APP, plotly_array, plotly_figure
 
 PROMPT = "The cat sat on the mat. The dog"
-PAGES = ["pages/1_Prompt_and_predictions.py", "pages/2_Attention.py"]
-MAIN_CHART = {"pages/1_Prompt_and_predictions.py": "loss_chart", "pages/2_Attention.py": "pattern_chart"}
+PAGES = ["app_pages/1_Prompt_and_predictions.py", "app_pages/2_Attention.py"]
+MAIN_CHART = {"app_pages/1_Prompt_and_predictions.py": "loss_chart", "app_pages/2_Attention.py": "pattern_chart"}
 
 
 def run_app(page: str | None = None, **query) -> AppTest:
@@ -72,7 +72,7 @@ def test_predictions_page_matches_transformers(app_settings, tiny_model_dir):
 
 
 def test_attention_page_restores_layer_and_head_from_url_and_matches_transformers(app_settings, tiny_model_dir):
-    at = run_app("pages/2_Attention.py", prompt=PROMPT, layer="1", head="2")
+    at = run_app("app_pages/2_Attention.py", prompt=PROMPT, layer="1", head="2")
     assert not at.exception
     assert at.slider(key="layer").value == 1 and at.slider(key="head").value == 2
     assert at.sidebar.text_area(key="prompt").value == PROMPT
@@ -89,7 +89,7 @@ def test_attention_page_restores_layer_and_head_from_url_and_matches_transformer
 
 
 def test_widget_changes_are_written_to_the_url(app_settings):
-    at = run_app("pages/2_Attention.py", prompt=PROMPT)
+    at = run_app("app_pages/2_Attention.py", prompt=PROMPT)
     at.slider(key="head").set_value(3).run()
     at.sidebar.text_area(key="prompt").input("one two three").run()
     assert at.query_params["head"] in ("3", ["3"])
@@ -97,7 +97,7 @@ def test_widget_changes_are_written_to_the_url(app_settings):
 
 
 def test_url_values_out_of_range_fall_back_to_defaults(app_settings):
-    at = run_app("pages/2_Attention.py", prompt=PROMPT, layer="99", head="banana")
+    at = run_app("app_pages/2_Attention.py", prompt=PROMPT, layer="99", head="banana")
     assert not at.exception
     assert at.slider(key="layer").value == 0 and at.slider(key="head").value == 0
 

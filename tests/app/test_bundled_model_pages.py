@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from app_testkit import APP, REPO_ROOT
 
 BUNDLED = REPO_ROOT / "lens_core" / "default_model"
-PAGES = sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "pages").glob("[0-9]*_*.py"))
+PAGES = sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "app_pages").glob("[0-9]*_*.py"))
 
 pytestmark = pytest.mark.skipif(
     not ((BUNDLED / "config.json").exists() and any(BUNDLED.glob("*.safetensors"))),

@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from app_testkit import APP, REPO_ROOT, plotly_array, plotly_figure
 
-PAGE = "pages/7_Head_detectors.py"
+PAGE = "app_pages/7_Head_detectors.py"
 PROMPT = "one two three one two three one two"
 BUNDLED = REPO_ROOT / "lens_core" / "default_model"
 

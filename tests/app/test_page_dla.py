@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 from app_testkit import APP, REPO_ROOT, plotly_array, plotly_figure
 from tiny_model import build_tiny_gpt2, write_settings
 
-PAGE = "pages/4_Direct_logit_attribution.py"
+PAGE = "app_pages/4_Direct_logit_attribution.py"
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 CHARTS = ["dla_accumulated", "dla_decomposed", "dla_heads", "dla_neurons"]
 

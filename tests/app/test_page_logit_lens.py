@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 from app_testkit import APP, REPO_ROOT, plotly_array, plotly_figure
 from tiny_model import build_tiny_gpt2, write_settings
 
-PAGE = "pages/3_Logit_lens.py"
+PAGE = "app_pages/3_Logit_lens.py"
 PROMPT = "The cat sat on the mat. The dog"
 
 

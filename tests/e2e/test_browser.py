@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import urllib.parse
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
 
 pytestmark = pytest.mark.e2e
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 XSS = "<img src=x onerror=alert(1)>"
 CHART = '[data-testid="stPlotlyChart"] .main-svg'
@@ -63,13 +66,9 @@ def test_hostile_prompt_is_shown_literally_and_runs_no_script(app_url, page, sav
 
 
 def _patching_page():
-    from conftest import BUNDLED, REPO_ROOT
-
-    pages = sorted((REPO_ROOT / "pages").glob("[0-9]*_*atching*.py"))
-    if not pages:
-        pytest.skip("no activation patching page in pages/ yet")
-    if not ((BUNDLED / "config.json").exists() and (BUNDLED / "presets.json").exists()):
-        pytest.skip("the bundled default model (with presets.json) is not committed yet")
+    pages = sorted((REPO_ROOT / "app_pages").glob("[0-9]*_*atching*.py"))
+    assert pages, "no activation patching page in app_pages/"
+    assert (REPO_ROOT / "lens_core" / "default_model" / "presets.json").exists(), "the bundled model's presets are missing"
     return pages[0].stem.split("_", 1)[1].lower()
 
 
