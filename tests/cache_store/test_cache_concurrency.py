@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import sys
+import types
 
 import torch
 
@@ -49,8 +51,15 @@ def test_two_processes_share_a_directory_safely(tmp_path):
     queue = ctx.Queue()
     barrier = ctx.Barrier(2)
     workers = [ctx.Process(target=hammer, args=(str(tmp_path), barrier, queue)) for _ in range(2)]
-    for w in workers:
-        w.start()
+    # A spawned child re-runs the parent's __main__ script; after Streamlit's AppTest ran in this
+    # process, __main__ is a generated page script. Start the children with a bare __main__.
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        for w in workers:
+            w.start()
+    finally:
+        sys.modules["__main__"] = main
     # Generous: spawned children import torch, slow on a loaded 2-core machine.
     reports = [queue.get(timeout=300) for _ in workers]
     for w in workers:
