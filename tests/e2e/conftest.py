@@ -107,7 +107,7 @@ def browser(chromium_path):
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = browser.new_context(viewport={"width": 1400, "height": 1600})
     page = context.new_page()
     page.set_default_timeout(90_000)
     yield page
@@ -123,6 +123,7 @@ def save_screenshot():
 def _save_screenshot(page, name: str, readme: bool = False) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
+    page.mouse.move(1, 1)  # no hover tooltip in the picture
     page.screenshot(path=str(path), full_page=True)
     if readme and os.environ.get("UPDATE_SCREENSHOTS") == "1":
         README_SHOTS.mkdir(parents=True, exist_ok=True)

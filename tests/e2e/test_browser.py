@@ -25,13 +25,17 @@ def wait_for_app(page):
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=90_000)
 
 
-@pytest.mark.parametrize(("path", "name"), [("", "predictions"), ("attention", "attention")])
+PAGES = [("", "predictions"), ("attention", "attention"), ("logit_lens", "logit_lens"),
+         ("direct_logit_attribution", "dla"), ("head_detectors", "detectors"), ("circuits", "circuits")]
+
+
+@pytest.mark.parametrize(("path", "name"), PAGES)
 def test_page_draws_its_chart_and_is_screenshotted(app_url, page, path, name, save_screenshot):
     query = urllib.parse.urlencode({"prompt": "The cat sat on the mat. The cat sat on the"})
     page.goto(f"{app_url}/{path}?{query}")
     wait_for_app(page)
     assert page.locator(CHART).count() >= 1
-    if name == "attention":
+    if name in ("attention", "logit_lens", "dla", "detectors", "circuits"):
         assert page.locator(HEATMAP).count() >= 1
     assert page.locator('[data-testid="stException"]').count() == 0
     shot = save_screenshot(page, name, readme=True)
@@ -83,6 +87,9 @@ def test_patching_preset_draws_its_heatmap(app_url, page, save_screenshot):
     if run.count():
         run.first.click()
     page.wait_for_selector(HEATMAP, timeout=300_000)
+    # The baselines name the preset's answer once the rerun it started has finished.
+    answer = page.get_by_label("Answer token", exact=True).first.input_value().replace(" ", "\u2423")
+    expect(page.get_by_text(f"Clean logit({answer})").first).to_be_visible(timeout=300_000)
     wait_for_app(page)
     assert page.locator('[data-testid="stException"]').count() == 0
     save_screenshot(page, "patching", readme=True)
