@@ -59,11 +59,14 @@ class SuffixRunner:
         self.rotary = cfg.positional_embedding_type == "rotary"
         k_name = "rot_k" if self.rotary else "k"
         names = [f"blocks.{l}.hook_resid_pre" for l in range(n)] + [f"blocks.{n - 1}.hook_resid_post"]
+        if not cfg.parallel_attn_mlp:
+            names += [f"blocks.{l}.hook_resid_mid" for l in range(n)]
         names += [f"blocks.{l}.attn.hook_{k_name}" for l in range(n)] + [f"blocks.{l}.attn.hook_v" for l in range(n)]
         self.base_logits, cache = model.run_with_cache(base_tokens, names_filter=sorted(set(names) | set(extra_names)))
         self.cache = cache
         self.resid_pre = [cache[f"blocks.{l}.hook_resid_pre"][0] for l in range(n)]  # [pos, d_model]
         self.final_last = cache[f"blocks.{n - 1}.hook_resid_post"][0, -1]  # [d_model]
+        self.resid_mid = None if cfg.parallel_attn_mlp else [cache[f"blocks.{l}.hook_resid_mid"][0] for l in range(n)]
         self.keys = [cache[f"blocks.{l}.attn.hook_{k_name}"][0] for l in range(n)]  # [pos, kv_head, d_head]
         self.values = [cache[f"blocks.{l}.attn.hook_v"][0] for l in range(n)]
         self.n_pos = base_tokens.shape[1]
@@ -73,9 +76,31 @@ class SuffixRunner:
         self.qkv = [(b.attn.W_QKV, b.attn.b_QKV, b.attn.W_O.flatten(0, 1), b.attn.b_O) for b in model.blocks]
 
     # ---- one block on a position suffix ------------------------------------------------
-    def _block(self, layer: int, x: torch.Tensor, start: int, patch: Callable) -> torch.Tensor:
+    def _block(self, layer: int, x: Optional[torch.Tensor], start: int, patch: Callable,
+               mid: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``x [rows, pos - start, d_model]`` -> the block's output for the same positions
-        (only the last position in the last block)."""
+        (only the last position in the last block). ``mid``: more rows that join after the
+        attention, as their ``resid_mid`` (appended after ``x``'s rows; sequential blocks only)."""
+        cfg = self.cfg
+        last_block = layer == cfg.n_layers - 1
+        q_start = self.n_pos - 1 if last_block else start
+        if mid is not None:
+            if last_block:
+                mid = mid[:, -1:]
+            resid_mid = mid if x is None else torch.cat([self._attention(layer, x, start, patch), mid])
+            return self._mlp(layer, resid_mid, q_start, patch)
+        if cfg.parallel_attn_mlp:
+            return self._attention(layer, x, start, patch)
+        return self._mlp(layer, self._attention(layer, x, start, patch), q_start, patch)
+
+    def _mlp(self, layer: int, resid_mid: torch.Tensor, q_start: int, patch: Callable) -> torch.Tensor:
+        block = self.model.blocks[layer]
+        mlp_out = patch("mlp_out", block.mlp(block.ln2(resid_mid)), q_start)
+        return patch("resid_post", resid_mid + mlp_out, q_start)
+
+    def _attention(self, layer: int, x: torch.Tensor, start: int, patch: Callable) -> torch.Tensor:
+        """The attention half of a block: ``resid_mid`` (sequential), or the whole block's
+        output when attention and MLP run in parallel."""
         cfg, block = self.cfg, self.model.blocks[layer]
         rows, n_new, _ = x.shape
         h, kv, e = cfg.n_heads, cfg.n_key_value_heads, cfg.d_head
@@ -117,9 +142,26 @@ class SuffixRunner:
         if cfg.parallel_attn_mlp:
             mlp_out = patch("mlp_out", block.mlp(block.ln2(x)), q_start)
             return patch("resid_post", x + attn_out + mlp_out, q_start)
-        resid_mid = patch("resid_mid", x + attn_out, q_start)
-        mlp_out = patch("mlp_out", block.mlp(block.ln2(resid_mid)), q_start)
-        return patch("resid_post", resid_mid + mlp_out, q_start)
+        return patch("resid_mid", x + attn_out, q_start)
+
+    def _joins_after_attention(self, cells: list) -> bool:
+        """Head-output cells change nothing before their head's output: their rows can skip
+        the attention of their own layer (its q, k, v and pattern equal the base run's)."""
+        return self.resid_mid is not None and all(c.activation == "z" for c in cells) and \
+            f"blocks.{cells[0].layer}.attn.hook_z" in self.cache
+
+    def _resid_mid_rows(self, cells: list, start: int) -> torch.Tensor:
+        """``resid_mid`` of head-output cells: the base run's, plus each patched head's change
+        of output through W_O ([rows, pos - start, d_model])."""
+        layer = cells[0].layer
+        base = self.cache[f"blocks.{layer}.attn.hook_z"][0][start:]  # [pos, head, d_head]
+        source = cells[0].source[start:]
+        mask = torch.zeros((len(cells), *cells[0].source.shape), dtype=torch.bool, device=base.device)
+        for row, cell in enumerate(cells):
+            mask[(row, *cell.index)] = True
+        delta = torch.where(mask[:, start:], source.to(base.dtype), base) - base  # [rows, pos, head, d_head]
+        W_O = self.qkv[layer][2]  # [head * d_head, d_model]
+        return self.resid_mid[layer][start:] + (delta.flatten(2) @ W_O)
 
     # ---- many cells ----------------------------------------------------------------------
     def run(
@@ -141,12 +183,15 @@ class SuffixRunner:
             layers = [cells[i].layer for i in chunk]
             x = None
             for layer in range(layers[0], self.cfg.n_layers):
-                joining = [i for i in chunk if cells[i].layer == layer]
+                joining = [cells[i] for i in chunk if cells[i].layer == layer]
+                if joining and self._joins_after_attention(joining):
+                    x = self._block(layer, x, start, _patcher([], slice(0)), mid=self._resid_mid_rows(joining, start))
+                    continue
                 if joining:
                     fresh = self.resid_pre[layer][start:].expand(len(joining), -1, -1)
                     x = fresh.clone() if x is None else torch.cat([x, fresh])
                 rows = slice(x.shape[0] - len(joining), x.shape[0])
-                x = self._block(layer, x, start, _patcher([cells[i] for i in joining], rows))
+                x = self._block(layer, x, start, _patcher(joining, rows))
             values = readout(x[:, -1])
             index = torch.tensor(chunk, device=out[0].device)
             for target, value in zip(out, values):
