@@ -12,11 +12,15 @@ corrupted prompts, metric = logit difference at the last position. TransformerLe
 by default), so both sides compute the same numbers. Goal (issue 4): >= 20x faster
 for the resid_pre sweep and the head-output (all positions) sweep, equal within 1e-4.
 
-Measured 2026-11-24 on the 2-core CI machine, quiet, torch 2.13.0 CPU, 2 threads:
-    --pair ioi     resid_pre 0.50 s vs 17.09 s (34.1x), head_out_all_pos 0.58 s vs 16.71 s (28.8x), max |diff| 3e-6
-    --pair random  resid_pre 0.82 s vs 15.28 s (18.7x), head_out_all_pos 0.75 s vs 15.06 s (20.2x), max |diff| 2e-6
-With two unrelated prompts nothing is shared, so every cell recomputes every position after it:
-that is the worst case. The answer's probability (our default in the app) costs ~0.15 s more per sweep.
+Measured 2026-11-24 00:35 UTC on the 2-core machine, nothing else running, torch 2.13.0 CPU, 2 threads:
+    --pair ioi     resid_pre 0.49 s vs 11.86 s (24.1x), head_out_all_pos 0.56 s vs 8.81 s (15.7x), max |diff| 3e-6
+    --pair random  resid_pre 0.75 s vs 11.62 s (15.5x), head_out_all_pos 0.67 s vs 8.83 s (13.1x), max |diff| 3e-6
+(Earlier the same day, with other jobs on the machine, the reference took 15-17 s and the ratios were
+19-34x: the reference suffers more from a busy machine than we do.) Our sweeps spend ~90% of their time
+in matrix products running at ~330 GFLOP/s, close to this machine's measured 365 GFLOP/s peak, so the
+head-output sweep is bound by the work it cannot skip: each cell recomputes every later layer at every
+position after the first one the patch changes. With two unrelated prompts nothing is shared, the worst
+case. The answer's probability (our default in the app) costs ~0.15 s more per sweep.
 """
 
 from __future__ import annotations
