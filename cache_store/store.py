@@ -324,22 +324,6 @@ class NullStore:
     def get_or_compute(self, model, experiment, tokens, params, compute):
         return compute()
 
-    def run_experiment(self, model: Any, experiment: str, fn: Callable[..., ExperimentResult], request: Any, **fn_kwargs: Any) -> ExperimentResult:
-        """``fn(model, request)`` through the cache, for lens_core's request dataclasses.
-
-        The request's ``prompt``/``tokens`` fields become token ids (``model.to_tokens``
-        for text), so a prompt and its token ids share an entry; every other request
-        field is a key parameter. ``fn`` runs on a copy of the request that carries
-        the token ids. ``fn_kwargs`` (e.g. a progress callback) must not change the result.
-        """
-        tokens = getattr(request, "tokens", None)
-        if tokens is None:
-            tokens = model.to_tokens(request.prompt)[0].tolist()
-        tokens = tuple(int(t) for t in torch.as_tensor(tokens).reshape(-1).tolist())
-        params = {"request": dataclasses.replace(request, prompt=None, tokens=None)}
-        run_request = dataclasses.replace(request, prompt=None, tokens=tokens)
-        return self.get_or_compute(model, experiment, tokens, params, lambda: fn(model, run_request, **fn_kwargs))
-
     def get_or_compute_activations(self, model, tokens, names_filter_key, compute):
         return compute()
 

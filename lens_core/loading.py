@@ -12,7 +12,6 @@ processed in float32, then cast to the requested dtype and device.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from streamlit.testing.v1 import AppTest
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP = str(REPO_ROOT / "app.py")
 
@@ -32,3 +34,29 @@ def plotly_array(value):
         return array.astype(float)
     return np.array([[float("nan") if v is None else v for v in row] if isinstance(row, list) else row for row in value],
                     dtype=float)
+
+
+def open_page(page: str, **query) -> AppTest:
+    """Run the app with ``query`` as the URL's query string, then switch to ``page``."""
+    at = AppTest.from_file(APP, default_timeout=180)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    at.switch_page(page)
+    at.run()
+    return at
+
+
+def errors(at) -> list[str]:
+    return [e.value for e in at.error] + [e.value for e in at.sidebar.error]
+
+
+def one_line_guesses(tok, scores, k):
+    """The k most likely next tokens that a one-line text box can hold (not blank, no newline), as ids."""
+    out = []
+    for i in scores.argsort(descending=True).tolist():
+        text = tok.decode([i])
+        if text.strip() and "\n" not in text and "\r" not in text and tok.encode(text, add_special_tokens=False) == [i]:
+            out.append(i)
+        if len(out) == k:
+            return out

@@ -26,3 +26,11 @@ def app_settings(tiny_model_dir, tmp_path, monkeypatch):
 
     configure()
     return configure
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    """The tiny model as the pages load it."""
+    from lens_core import HookedTransformer
+
+    return HookedTransformer.from_pretrained(str(tiny_model_dir), dtype="float32", device="cpu")

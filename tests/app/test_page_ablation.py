@@ -6,7 +6,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from app_testkit import APP, plotly_array, plotly_figure
+from app_testkit import errors, open_page, plotly_array, plotly_figure
 
 PAGE = "app_pages/6_Ablation.py"
 PROMPT = "The cat sat on the mat. The dog"
@@ -14,24 +14,7 @@ SWAPPED = "The dog sat on the mat. The cat"  # same token count as PROMPT (check
 
 
 def run_page(**query) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    at.switch_page(PAGE)
-    at.run()
-    return at
-
-
-def errors(at) -> list[str]:
-    return [e.value for e in at.error] + [e.value for e in at.sidebar.error]
-
-
-@pytest.fixture(scope="module")
-def model(tiny_model_dir):
-    from lens_core import HookedTransformer
-
-    return HookedTransformer.from_pretrained(str(tiny_model_dir), dtype="float32", device="cpu")
+    return open_page(PAGE, **query)
 
 
 def ids_of(model, text: str) -> tuple[int, ...]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from app_testkit import APP, REPO_ROOT, plotly_array, plotly_figure
+from app_testkit import REPO_ROOT, errors, open_page, plotly_array, plotly_figure
 
 PAGE = "app_pages/7_Head_detectors.py"
 PROMPT = "one two three one two three one two"
@@ -16,28 +16,11 @@ BUNDLED = REPO_ROOT / "lens_core" / "default_model"
 
 
 def run_page(**query) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    at.switch_page(PAGE)
-    at.run()
-    return at
-
-
-def errors(at) -> list[str]:
-    return [e.value for e in at.error] + [e.value for e in at.sidebar.error]
+    return open_page(PAGE, **query)
 
 
 def shown_scores(at) -> torch.Tensor:
     return torch.tensor(plotly_array(plotly_figure(at, "detector_chart")["data"][0]["z"]))
-
-
-@pytest.fixture(scope="module")
-def model(tiny_model_dir):
-    from lens_core import HookedTransformer
-
-    return HookedTransformer.from_pretrained(str(tiny_model_dir), dtype="float32", device="cpu")
 
 
 def loop_scores(attentions, tokens: torch.Tensor, detector: str, exclude_bos: bool, exclude_current: bool) -> torch.Tensor:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from app_testkit import APP, REPO_ROOT, plotly_array, plotly_figure
+from app_testkit import REPO_ROOT, errors, one_line_guesses, open_page, plotly_array, plotly_figure
 from tiny_model import build_tiny_gpt2, write_settings
 
 PAGE = "app_pages/3_Logit_lens.py"
@@ -14,28 +14,7 @@ PROMPT = "The cat sat on the mat. The dog"
 
 
 def run_page(**query) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    at.switch_page(PAGE)
-    at.run()
-    return at
-
-
-def one_line_guesses(tok, scores, k):
-    """The k most likely next tokens that a one-line text box can hold (not blank, no newline), as ids."""
-    out = []
-    for i in scores.argsort(descending=True).tolist():
-        text = tok.decode([i])
-        if text.strip() and "\n" not in text and "\r" not in text and tok.encode(text, add_special_tokens=False) == [i]:
-            out.append(i)
-        if len(out) == k:
-            return out
-
-
-def errors(at) -> list[str]:
-    return [e.value for e in at.error] + [e.value for e in at.sidebar.error]
+    return open_page(PAGE, **query)
 
 
 def hf_probs(model_dir, prompt):

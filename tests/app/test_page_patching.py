@@ -8,7 +8,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from app_testkit import APP, REPO_ROOT, plotly_array, plotly_figure
+from app_testkit import REPO_ROOT, errors, open_page, plotly_array, plotly_figure
 from tiny_model import build_tiny_gpt2, write_settings
 
 PAGE = "app_pages/5_Activation_patching.py"
@@ -18,17 +18,7 @@ BUNDLED = REPO_ROOT / "lens_core" / "default_model"
 
 
 def run_page(**query) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    at.switch_page(PAGE)
-    at.run()
-    return at
-
-
-def errors(at) -> list[str]:
-    return [e.value for e in at.error] + [e.value for e in at.sidebar.error]
+    return open_page(PAGE, **query)
 
 
 def z_of(at, key):

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from cache_store import ResultStore, model_fingerprint
 from cache_store.warm import warm

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-import torch
 
 from lens_core import HookedTransformer
 from lens_core.experiments.ablation import AblationRequest, ablation

@@ -1,7 +1,6 @@
 """Loading: sources, loud failures, no remote code, the bundled model."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
