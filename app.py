@@ -9,13 +9,7 @@ the number orders them, the rest is the title, the lower-cased words the URL pat
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
-
-# Before torch is imported (by ui/): PyTorch's CPU allocator then asks for transparent huge pages
-# for large tensors, which makes loading a model (every weight rewritten once by the weight
-# processing) about 1.5x faster. A deployment's own setting wins. See README, "Performance".
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import streamlit as st
 

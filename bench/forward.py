@@ -15,10 +15,10 @@ import statistics
 import tempfile
 import time
 
-from lens_core import HookedTransformer  # first: it sets the allocator's huge-page option before torch works
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
 
-import torch  # noqa: E402
-from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
+from lens_core import HookedTransformer
 
 
 def median_time(fn, repeats: int) -> float:
