@@ -12,9 +12,9 @@ corrupted prompts, metric = logit difference at the last position. TransformerLe
 by default), so both sides compute the same numbers. Goal (issue 4): >= 20x faster
 for the resid_pre sweep and the head-output (all positions) sweep, equal within 1e-4.
 
-Measured 2026-11-24 00:35 UTC on the 2-core machine, nothing else running, torch 2.13.0 CPU, 2 threads:
-    --pair ioi     resid_pre 0.49 s vs 11.86 s (24.1x), head_out_all_pos 0.56 s vs 8.81 s (15.7x), max |diff| 3e-6
-    --pair random  resid_pre 0.75 s vs 11.62 s (15.5x), head_out_all_pos 0.67 s vs 8.83 s (13.1x), max |diff| 3e-6
+Measured 2026-11-24 01:00 UTC on the 2-core machine, nothing else running, torch 2.13.0 CPU, 2 threads:
+    --pair ioi     resid_pre 0.48 s vs 11.42 s (23.9x), head_out_all_pos 0.58 s vs 8.66 s (15.0x), max |diff| 3e-6
+    --pair random  resid_pre 0.75 s vs 11.40 s (15.2x), head_out_all_pos 0.70 s vs 8.51 s (12.2x), max |diff| 3e-6
 (Earlier the same day, with other jobs on the machine, the reference took 15-17 s and the ratios were
 19-34x: the reference suffers more from a busy machine than we do.) Our sweeps spend ~90% of their time
 in matrix products running at ~330 GFLOP/s, close to this machine's measured 365 GFLOP/s peak, so the

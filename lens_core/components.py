@@ -185,40 +185,63 @@ class Attention(nn.Module):
     def b_V(self) -> torch.Tensor:
         return self._heads(2, self.cfg.n_key_value_heads, self.b_QKV)
 
-    def forward(self, x: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        attention_mask: Optional[torch.Tensor] = None,
+        past_kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+        last_query_only: bool = False,
+    ) -> torch.Tensor:
+        """x: [batch, pos, d_model] -> attention output [batch, query, d_model].
+
+        ``past_kv``: keys (after rotary) and values of the positions before ``x``
+        ([prefix, kv_head, d_head], or with a batch axis first), so ``x`` holds positions
+        ``prefix..`` of a longer sequence: hooks then see only ``x``'s positions (and
+        patterns all keys). ``last_query_only``: only the last position asks (its output
+        alone is returned), for runs that read nothing else.
+        """
         cfg = self.cfg
-        batch, n_pos, _ = x.shape
-        qkv = torch.addmm(self.b_QKV, x.reshape(-1, cfg.d_model), self.W_QKV).view(batch, n_pos, -1)
+        batch, n_new, _ = x.shape
+        offset = 0 if past_kv is None else past_kv[0].shape[-3]
+        n_keys = offset + n_new
+        qkv = torch.addmm(self.b_QKV, x.reshape(-1, cfg.d_model), self.W_QKV).view(batch, n_new, -1)
         q, k, v = qkv.split(self.split, dim=-1)
         q = self.hook_q(q.unflatten(-1, (cfg.n_heads, cfg.d_head)))  # [batch, pos, head, d_head]
         k = self.hook_k(k.unflatten(-1, (cfg.n_key_value_heads, cfg.d_head)))  # [batch, pos, kv_head, d_head]
         v = self.hook_v(v.unflatten(-1, (cfg.n_key_value_heads, cfg.d_head)))
         if cfg.positional_embedding_type == "rotary":
-            cos, sin = rotary_cos_sin(cfg, n_pos, x.device)
-            q = self.hook_rot_q(apply_rotary(q, cos, sin))
-            k = self.hook_rot_k(apply_rotary(k, cos, sin))
+            cos, sin = rotary_cos_sin(cfg, n_keys, x.device)
+            q = self.hook_rot_q(apply_rotary(q, cos[offset:], sin[offset:]))
+            k = self.hook_rot_k(apply_rotary(k, cos[offset:], sin[offset:]))
+        if last_query_only:
+            q = q[:, -1:]
+        if past_kv is not None:
+            k = torch.cat([past_kv[0].expand(batch, *past_kv[0].shape[-3:]), k], dim=1)
+            v = torch.cat([past_kv[1].expand(batch, *past_kv[1].shape[-3:]), v], dim=1)
         if cfg.n_kv_groups > 1:
             k = k.repeat_interleave(cfg.n_kv_groups, dim=2)
             v = v.repeat_interleave(cfg.n_kv_groups, dim=2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [batch, head, pos, d_head]
 
-        allowed = torch.ones(n_pos, n_pos, dtype=torch.bool, device=x.device).tril_()  # [pos, key_pos]
+        query_pos = torch.arange(n_keys - q.shape[2], n_keys, device=x.device)
+        allowed = torch.arange(n_keys, device=x.device)[None, :] <= query_pos[:, None]  # [query, key_pos]
         if attention_mask is not None:
             # Padding keys are hidden; a position always sees itself, so no row is empty.
-            allowed = allowed & (attention_mask[:, None, None, :].bool() | torch.eye(n_pos, dtype=torch.bool, device=x.device))
+            allowed = allowed & (attention_mask[:, None, None, :].bool() | (query_pos[:, None] == torch.arange(n_keys, device=x.device)))
         if self.hook_attn_scores.is_active() or self.hook_pattern.is_active():
-            scores = torch.matmul(q, k.transpose(-1, -2)) / cfg.attn_scale  # [batch, head, pos, key_pos]
+            scores = torch.matmul(q, k.transpose(-1, -2)) / cfg.attn_scale  # [batch, head, query, key_pos]
             scores = self.hook_attn_scores(scores.masked_fill(~allowed, float("-inf")))
             pattern = self.hook_pattern(scores.float().softmax(dim=-1).to(x.dtype))
             z = torch.matmul(pattern, v)
         else:
             z = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=1.0 / cfg.attn_scale)
-        z = self.hook_z(z.transpose(1, 2))  # [batch, pos, head, d_head]
+        z = self.hook_z(z.transpose(1, 2))  # [batch, query, head, d_head]
+        n_query = z.shape[1]
         if self.hook_result.is_active():
-            result = self.hook_result(torch.einsum("bphe,hed->bphd", z, self.W_O))  # [batch, pos, head, d_model]
+            result = self.hook_result(torch.einsum("bphe,hed->bphd", z, self.W_O))  # [batch, query, head, d_model]
             return result.sum(dim=2) + self.b_O
-        flat_z = z.reshape(batch * n_pos, cfg.n_heads * cfg.d_head)
-        return torch.addmm(self.b_O, flat_z, self.W_O.view(-1, cfg.d_model)).view(batch, n_pos, cfg.d_model)
+        flat_z = z.reshape(batch * n_query, cfg.n_heads * cfg.d_head)
+        return torch.addmm(self.b_O, flat_z, self.W_O.view(-1, cfg.d_model)).view(batch, n_query, cfg.d_model)
 
 
 class MLP(nn.Module):
@@ -265,9 +288,19 @@ class TransformerBlock(nn.Module):
         if not cfg.parallel_attn_mlp:
             self.hook_resid_mid = HookPoint(f"blocks.{layer}.hook_resid_mid")
 
-    def forward(self, resid: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self,
+        resid: torch.Tensor,
+        attention_mask: Optional[torch.Tensor] = None,
+        past_kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+        last_query_only: bool = False,
+    ) -> torch.Tensor:
+        """resid: [batch, pos, d_model]; ``past_kv`` and ``last_query_only`` as in :class:`Attention`
+        (with ``last_query_only`` only the last position comes out)."""
         resid = self.hook_resid_pre(resid)  # [batch, pos, d_model]
-        attn_out = self.hook_attn_out(self.attn(self.ln1(resid), attention_mask))
+        attn_out = self.hook_attn_out(self.attn(self.ln1(resid), attention_mask, past_kv, last_query_only))
+        if last_query_only:
+            resid = resid[:, -1:]
         if self.cfg.parallel_attn_mlp:
             mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid)))
             return self.hook_resid_post(resid + attn_out + mlp_out)

@@ -147,3 +147,21 @@ def test_unknown_hook_name_is_a_clear_error():
     model = HookedTransformer.from_hf_model(hf_tiny.gpt2())
     with pytest.raises(KeyError, match="no hook point named 'blocks.9.hook_resid_pre'"):
         model.run_with_hooks(torch.zeros(1, 3, dtype=torch.long), fwd_hooks=[("blocks.9.hook_resid_pre", lambda t, h: t)])
+
+
+@pytest.mark.parametrize("family", sorted(hf_tiny.FAMILIES))
+def test_a_block_resumed_from_cached_keys_and_values_matches_the_full_run(family):
+    model = HookedTransformer.from_hf_model(hf_tiny.FAMILIES[family]())
+    tokens = torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(3))
+    rotary = model.cfg.positional_embedding_type == "rotary"
+    _, cache = model.run_with_cache(tokens)
+    start = 4
+    for layer in range(model.cfg.n_layers):
+        keys = cache["rot_k" if rotary else "k", layer][:, :start]
+        values = cache["v", layer][:, :start]
+        block = model.blocks[layer]
+        suffix = block(cache["resid_pre", layer][:, start:], past_kv=(keys, values))
+        assert torch.allclose(suffix, cache["resid_post", layer][:, start:], atol=1e-5, rtol=1e-5), layer
+        last = block(cache["resid_pre", layer][:, start:], past_kv=(keys, values), last_query_only=True)
+        assert last.shape == (2, 1, model.cfg.d_model)
+        assert torch.allclose(last, cache["resid_post", layer][:, -1:], atol=1e-5, rtol=1e-5), layer
