@@ -9,11 +9,9 @@ from ui.errors import guard
 from ui.export import export_bar, python_literal
 from ui.model import run_experiment
 from ui.widgets import (
-    answer_token_input,
+    answer_pair_inputs,
     app_context,
     count_tokens,
-    next_token_guesses,
-    optional_token_input,
     preset_picker,
 )
 
@@ -30,12 +28,7 @@ ids = [int(t) for t in tokens[0].tolist()]
 n_pos = len(ids)
 
 # -- inputs ----------------------------------------------------------------------------
-guesses = next_token_guesses(model, tokens, 2) if not {"answer", "wrong_answer"} <= set(st.session_state) else []
-guesses += [""] * (2 - len(guesses))
-cols = st.columns(2)
-answer_text, answer = answer_token_input("Answer token", key="answer", model=model, default=guesses[0], where=cols[0])
-wrong_text, wrong = optional_token_input("Wrong-answer token (empty: the answer's logit alone)", key="wrong_answer",
-                                         model=model, default=guesses[1], where=cols[1])
+answer_text, answer, wrong_text, wrong = answer_pair_inputs(model, tokens)
 cols = st.columns(3)
 position = state.int_slider("Position (where the answer is predicted)", 0, n_pos - 1, key="position", default=n_pos - 1,
                             where=cols[0])

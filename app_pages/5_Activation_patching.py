@@ -9,11 +9,10 @@ from ui.errors import UserInputError, guard
 from ui.export import export_bar, python_literal
 from ui.model import run_experiment
 from ui.widgets import (
-    answer_token_input,
+    answer_pair_inputs,
     app_context,
     derive_corrupted_prompt,
     next_token_guesses,
-    optional_token_input,
     preset_picker,
     prompt_input,
 )
@@ -79,10 +78,7 @@ corrupted_text, corrupted_tokens = prompt_input("Corrupted prompt", key="corrupt
                                                 default=default_corrupted, area=False, settings=ctx.settings)
 st.button("Derive a corrupted prompt from the clean one", key="derive_corrupted", on_click=derive_from_clean,
           help="Replaces the first occurrence of the answer token by the wrong answer (or breaks the first repeated token).")
-cols = st.columns(2)
-answer_text, answer = answer_token_input("Answer token", key="answer", model=model, default=guesses[0], where=cols[0])
-wrong_text, wrong = optional_token_input("Wrong-answer token (empty: the answer's logit alone)", key="wrong_answer",
-                                         model=model, default=guesses[1], where=cols[1])
+answer_text, answer, wrong_text, wrong = answer_pair_inputs(model, clean_tokens, guesses)
 cols = st.columns([3, 2, 3])
 sweeps = state.multiselect("Sweeps", list(SWEEPS), key="sweeps", default=DEFAULT_SWEEPS, where=cols[0],
                            help="; ".join(f"{name}: {text}" for name, text in SWEEP_HELP.items()))

@@ -16,10 +16,8 @@ from ui.errors import UserInputError, guard, md_escape
 from ui.export import export_bar, python_literal
 from ui.model import run_experiment
 from ui.widgets import (
-    answer_token_input,
+    answer_pair_inputs,
     app_context,
-    next_token_guesses,
-    optional_token_input,
     preset_picker,
     validate_prompt,
     value_presets,
@@ -85,13 +83,7 @@ value_presets("ablation", [
 ])
 
 # -- inputs ----------------------------------------------------------------------------
-# First visit: the model's own two likeliest next tokens, so the page shows something at once.
-guesses = next_token_guesses(model, tokens, 2) if not {"answer", "wrong_answer"} <= set(st.session_state) else []
-guesses += [""] * (2 - len(guesses))
-cols = st.columns(2)
-answer_text, answer = answer_token_input("Answer token", key="answer", model=model, default=guesses[0], where=cols[0])
-wrong_text, wrong = optional_token_input("Wrong-answer token (empty: the answer's logit alone)", key="wrong_answer",
-                                         model=model, default=guesses[1], where=cols[1])
+answer_text, answer, wrong_text, wrong = answer_pair_inputs(model, tokens)
 chosen = state.multiselect("Components to ablate", component_options(cfg.n_layers, cfg.n_heads), key="ablate",
                            default=[f"L{cfg.n_layers - 1}H0"],
                            help="Heads (L1H3), attention layers (L0 attn), MLPs (L0 mlp) or whole blocks (L0 layer).")

@@ -259,6 +259,21 @@ def optional_token_input(label: str, key: str, model: Any, default: str = "", wh
 
 
 @torch.inference_mode()
+def answer_pair_inputs(model: Any, tokens: torch.Tensor, guesses: list[str] | None = None) -> tuple[str, int | None, str, int | None]:
+    """The answer and optional wrong-answer inputs side by side (URL keys ``answer``, ``wrong_answer``):
+    (answer text, id, wrong text, id or None). On a first visit they default to ``guesses``, else to
+    the model's two likeliest next tokens, so the page shows something at once."""
+    if guesses is None:
+        fresh = not {"answer", "wrong_answer"} <= set(st.session_state)
+        guesses = next_token_guesses(model, tokens, 2) if fresh else []
+    guesses = list(guesses) + [""] * (2 - len(guesses))
+    cols = st.columns(2)
+    answer_text, answer = answer_token_input("Answer token", key="answer", model=model, default=guesses[0], where=cols[0])
+    wrong_text, wrong = optional_token_input("Wrong-answer token (empty: the answer's logit alone)", key="wrong_answer",
+                                             model=model, default=guesses[1], where=cols[1])
+    return answer_text, answer, wrong_text, wrong
+
+
 def next_token_guesses(model: Any, tokens: torch.Tensor, k: int = 2) -> list[str]:
     """The model's ``k`` most likely next tokens after the prompt, as strings (defaults for answer inputs).
 
