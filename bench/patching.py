@@ -16,10 +16,9 @@ Measured 2026-11-24 01:00 UTC on the 2-core machine, nothing else running, torch
     --pair ioi     resid_pre 0.48 s vs 11.42 s (23.9x), head_out_all_pos 0.58 s vs 8.66 s (15.0x), max |diff| 3e-6
     --pair random  resid_pre 0.75 s vs 11.40 s (15.2x), head_out_all_pos 0.70 s vs 8.51 s (12.2x), max |diff| 3e-6
 (Earlier the same day, with other jobs on the machine, the reference took 15-17 s and the ratios were
-19-34x: the reference suffers more from a busy machine than we do.) Our sweeps spend ~90% of their time
-in matrix products running at ~330 GFLOP/s, close to this machine's measured 365 GFLOP/s peak, so the
-head-output sweep is bound by the work it cannot skip: each cell recomputes every later layer at every
-position after the first one the patch changes. With two unrelated prompts nothing is shared, the worst
+19-34x: the reference suffers more from a busy machine than we do.) The head-output sweep spends 87% of
+its time in matrix-multiply calls (``python -m bench.gemm_peak``), so it is bound by the work it cannot
+skip: each cell recomputes every later layer at every position after the first one the patch changes. With two unrelated prompts nothing is shared, the worst
 case. The answer's probability (our default in the app) costs ~0.15 s more per sweep.
 """
 
