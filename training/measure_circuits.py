@@ -44,10 +44,13 @@ def best_per_layer(scores: dict[str, torch.Tensor]) -> list[str]:
 
 @torch.inference_mode()
 def main() -> None:
-    model = HookedTransformer.from_pretrained("default")
     start = time.perf_counter()
-    HookedTransformer.from_pretrained("default")  # again, now that the imports are done
-    print(f"from_pretrained('default'): {(time.perf_counter() - start) * 1e3:.0f} ms (goal <= 2 s)\n")
+    model = HookedTransformer.from_pretrained("default")  # the first load also imports transformers' code
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    HookedTransformer.from_pretrained("default")
+    print(f"from_pretrained('default'): {first * 1e3:.0f} ms the first time in this process, "
+          f"{(time.perf_counter() - start) * 1e3:.0f} ms again (goal <= 2 s)\n")
     repeated = head_detectors(model, DetectorRequest(seq_len=50, batch=4, seed=0))
     windows = code_windows()
     per_window = [head_detectors(model, DetectorRequest(tokens=tuple(row.tolist()))) for row in windows]
