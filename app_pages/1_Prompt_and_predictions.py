@@ -35,11 +35,8 @@ st.caption("␣ marks a space, ↵ a newline; the small number is the token id."
 # -- predictions ---------------------------------------------------------------------
 top_k = state.int_slider("Top-k predictions per position", 1, 20, key="top_k", default=5)
 with guard("computing the predictions"):
-    result = run_experiment(
-        model, "predictions", tokens, {"top_k": top_k},
-        lambda: predictions(model, PredictionsRequest(tokens=tuple(ids), top_k=top_k)),
-        device=ctx.device,
-    )
+    result = run_experiment(model, "predictions", predictions, PredictionsRequest(tokens=tuple(ids), top_k=top_k),
+                            device=ctx.device)
 
 n = len(ids)
 loss = result.loss_per_token.float().tolist()

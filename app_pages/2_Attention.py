@@ -3,11 +3,11 @@
 import pandas as pd
 import streamlit as st
 
+from lens_core.experiments.attention import AttentionRequest, attention_patterns
 from ui import charts, state
 from ui.errors import guard
 from ui.export import export_bar, python_literal
 from ui.model import run_experiment
-from ui.views import attention_patterns
 from ui.widgets import app_context, preset_picker
 
 GRID_MAX_HEADS = 48  # above this many heads the overview shows the selected layer only
@@ -19,8 +19,8 @@ model, tokens = ctx.require_prompt()
 cfg = model.cfg
 
 with guard("computing the attention patterns"):
-    result = run_experiment(model, "app_attention_patterns", tokens, {},
-                            lambda: attention_patterns(model, tokens), device=ctx.device)
+    result = run_experiment(model, "attention_patterns", attention_patterns,
+                            AttentionRequest(tokens=tuple(int(t) for t in tokens[0].tolist())), device=ctx.device)
 
 cols = st.columns(2)
 layer = state.int_slider("Layer", 0, cfg.n_layers - 1, key="layer", default=0, where=cols[0])

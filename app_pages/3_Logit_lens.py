@@ -34,8 +34,7 @@ if answer_id is None:
 
 request = LogitLensRequest(tokens=tuple(ids), targets=(answer_id,), top_k=top_k, ln_mode=ln_mode)
 with guard("computing the logit lens"):
-    result = run_experiment(model, "logit_lens", tokens, {"targets": [answer_id], "top_k": top_k, "ln_mode": ln_mode},
-                            lambda: logit_lens(model, request), device=ctx.device)
+    result = run_experiment(model, "logit_lens", logit_lens, request, device=ctx.device)
 
 probs = result.target_probs[..., 0].float()  # [layer, pos]
 top_probs = result.top_probs.float()  # [layer, pos, k]

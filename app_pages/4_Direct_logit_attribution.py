@@ -40,11 +40,8 @@ if answer is None or (wrong_text and wrong is None):
 
 request = DLARequest(tokens=tuple(ids), answer=answer, wrong_answer=wrong, position=position, neuron_layer=neuron_layer,
                      top_k_neurons=n_neurons)
-params = {"answer": answer, "wrong_answer": wrong, "position": position, "neuron_layer": neuron_layer,
-          "top_k_neurons": n_neurons}
 with guard("computing the direct logit attribution"):
-    result = run_experiment(model, "dla", tokens, params, lambda: direct_logit_attribution(model, request),
-                            device=ctx.device)
+    result = run_experiment(model, "dla", direct_logit_attribution, request, device=ctx.device)
 
 metric = (f"logit({charts.visible(answer_text)}) − logit({charts.visible(wrong_text)})" if wrong is not None
           else f"logit({charts.visible(answer_text)})")

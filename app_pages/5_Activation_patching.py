@@ -107,12 +107,9 @@ for i, sweep in enumerate(sweeps):
     def report(done: int, total: int, i=i, sweep=sweep) -> None:
         progress_bar.progress(min(1.0, (i + done / max(total, 1)) / len(sweeps)), text=f"{sweep}: {done}/{total} cells")
 
-    params = {"corrupted_tokens": corrupted_ids, "answer": answer, "wrong_answer": wrong, "sweep": sweep,
-              "direction": direction}
     with guard(f"running the {sweep} sweep"):
-        results[sweep] = run_experiment(model, "activation_patching", clean_tokens, params,
-                                        lambda request=request, report=report: activation_patching(model, request, progress=report),
-                                        device=ctx.device)
+        results[sweep] = run_experiment(model, "activation_patching", activation_patching, request,
+                                        device=ctx.device, progress=report)
     progress_bar.progress((i + 1) / len(sweeps), text=f"{sweep}: done")
 progress_bar.empty()
 

@@ -125,8 +125,7 @@ common = dict(tokens=ids, method=method, reference_tokens=reference_ids, mean_ov
 if chosen:
     request = AblationRequest(components=tuple(component_of(c) for c in chosen), **common)
     with guard("running the ablation"):
-        result = run_experiment(model, "ablation", tokens, {"request": request}, lambda: ablation(model, request),
-                                device=ctx.device)
+        result = run_experiment(model, "ablation", ablation, request, device=ctx.device)
 
     st.subheader(f"Effect of {method}-ablating {', '.join(result.component_labels)}")
     cols = st.columns(3)
@@ -191,9 +190,8 @@ if sweep:
     bar = st.progress(0.0, text="Sweeping…")
     with guard("running the ablation sweep"):
         sweep_result = run_experiment(
-            model, "ablation_sweep", tokens, {"request": sweep_request},
-            lambda: ablation_sweep(model, sweep_request, progress=lambda done, total: bar.progress(done / max(total, 1), text=f"Sweeping… {done}/{total}")),
-            device=ctx.device,
+            model, "ablation_sweep", ablation_sweep, sweep_request, device=ctx.device,
+            progress=lambda done, total: bar.progress(done / max(total, 1), text=f"Sweeping… {done}/{total}"),
         )
     bar.empty()
     st.caption(f"Unablated: {metric_name.lower()} {sweep_result.base_metric:.3f}, mean loss {sweep_result.base_loss:.3f}.")

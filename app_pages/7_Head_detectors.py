@@ -22,7 +22,6 @@ DETECTOR_HELP = {
     "induction": "attention from each token to the token after an earlier copy of itself",
 }
 SOURCES = {"prompt": "The prompt", "random": "Repeated random tokens"}
-NO_PROMPT_TOKENS = torch.zeros((1, 0), dtype=torch.long)  # cache key part for runs that do not read the prompt
 
 st.title("Head detectors")
 ctx = app_context()
@@ -66,17 +65,14 @@ if source == "prompt":
     model, tokens = ctx.require_prompt()
     request = DetectorRequest(tokens=tuple(int(t) for t in tokens[0].tolist()), exclude_bos=exclude_bos,
                               exclude_current_token=exclude_current)
-    key_tokens = tokens
     request_text = f"prompt={python_literal(ctx.prompt)}, "
 else:
     request = DetectorRequest(seq_len=seq_len, batch=batch, seed=seed, exclude_bos=exclude_bos,
                               exclude_current_token=exclude_current)
-    key_tokens = NO_PROMPT_TOKENS
     request_text = f"seq_len={seq_len}, batch={batch}, seed={seed}, "
 
 with guard("computing the detector scores"):
-    result = run_experiment(model, "head_detectors", key_tokens, {"request": request},
-                            lambda: head_detectors(model, request), device=ctx.device)
+    result = run_experiment(model, "head_detectors", head_detectors, request, device=ctx.device)
 
 # -- the heatmap ------------------------------------------------------------------------
 layers, heads = result.axis_labels

@@ -12,7 +12,6 @@ from ui.model import run_experiment
 from ui.widgets import app_context, note_out_of_range_link, preset_picker
 
 MAX_SOURCE_TOKENS = 50
-NO_PROMPT_TOKENS = torch.zeros((1, 0), dtype=torch.long)  # cache key part: these runs read only the weights
 SOURCES = {"top": "Tokens this head copies most", "prompt": "The prompt's tokens"}
 COMPOSITION = {"q": "Q-composition", "k": "K-composition", "v": "V-composition"}
 
@@ -48,8 +47,7 @@ if source == "prompt":
 
 request = HeadCircuitsRequest(layer=layer, head=head, source_tokens=source_ids, n_source_tokens=n_sources, top_k=top_k)
 with guard("computing the head's circuits"):
-    result = run_experiment(model, "head_circuits", NO_PROMPT_TOKENS, {"request": request},
-                            lambda: head_circuits(model, request), device=ctx.device)
+    result = run_experiment(model, "head_circuits", head_circuits, request, device=ctx.device)
 layers, heads = result.axis_labels
 name = f"L{layer}H{head}"
 
@@ -123,8 +121,7 @@ kind = state.radio("Kind", list(COMPOSITION), key="comp", default="k", horizonta
                         "‖W_A W_B‖ / (‖W_A‖ ‖W_B‖) with W_A the earlier head's OV circuit.")
 comp_request = CompositionRequest()
 with guard("computing the composition scores"):
-    comp = run_experiment(model, "composition", NO_PROMPT_TOKENS, {"request": comp_request},
-                          lambda: composition(model, comp_request), device=ctx.device)
+    comp = run_experiment(model, "composition", composition, comp_request, device=ctx.device)
 scores = getattr(comp, kind)
 comp_fig = charts.heatmap(scores, comp.head_labels, comp.head_labels, title=f"{COMPOSITION[kind]} score (writer → reader)",
                           x_title="reader head (later layer)", y_title="writer head (earlier layer)", value_name="score",

@@ -60,24 +60,26 @@ def default_cache_dir() -> Path:
 
 def tokenize_request(model: Any, request: Any) -> tuple[Any, tuple[int, ...]] | tuple[None, None]:
     """(the request with each ``*prompt`` text replaced by ``*tokens`` ids, the first ids),
-    or (None, None) when it has no such pair or a pair is not exactly one of text or ids."""
+    or (None, None) when a pair has both text and ids. A pair with neither stays as it is
+    (the experiment decides: an error, or no prompt at all, like repeated random tokens);
+    a request with no prompt reads only the weights and is keyed with no token ids."""
     changes: dict[str, Any] = {}
-    first: tuple[int, ...] | None = None
+    all_ids: list[tuple[int, ...]] = []
     for field in dataclasses.fields(request):
         ids_field = field.name[: -len("prompt")] + "tokens"
         if not field.name.endswith("prompt") or not hasattr(request, ids_field):
             continue
         text, ids = getattr(request, field.name), getattr(request, ids_field)
-        if (text is None) == (ids is None):
+        if text is not None and ids is not None:
             return None, None
+        if text is None and ids is None:
+            continue
         if ids is None:
             ids = model.to_tokens(text)[0]
         ids = tuple(int(t) for t in torch.as_tensor(ids).reshape(-1).tolist())
         changes[field.name], changes[ids_field] = None, ids
-        first = ids if first is None else first
-    if first is None:
-        return None, None
-    return dataclasses.replace(request, **changes), first
+        all_ids.append(ids)
+    return dataclasses.replace(request, **changes), (all_ids[0] if all_ids else ())
 
 
 class UnsafeEntry(CorruptEntry):
@@ -192,8 +194,8 @@ class ResultStore:
         is turned into token ids with ``model.to_tokens``, so a prompt and its ids
         share an entry. The key parameters are that tokenized request (all its
         fields), and ``fn`` runs on it. ``fn_kwargs`` (e.g. a progress callback)
-        must not change the result. A request whose pairs are not exactly one of
-        text or ids is passed to ``fn`` uncached, for ``fn`` to report.
+        must not change the result. A request that gives both text and ids for a
+        pair is passed to ``fn`` uncached, for ``fn`` to report.
         """
         tokenized, tokens = tokenize_request(model, request)
         if tokenized is None:

@@ -51,15 +51,18 @@ def load_model(name: str, dtype: str, device: str, settings: Settings | None = N
 def run_experiment(
     model: Any,
     experiment: str,
-    tokens: Any,
-    params: dict,
-    compute: Callable[[], ExperimentResult],
+    fn: Callable[..., ExperimentResult],
+    request: Any,
     device: str = "auto",
+    **fn_kwargs: Any,
 ) -> ExperimentResult:
-    """Cached result, or ``compute()`` inside one of the device's run slots.
+    """``fn(model, request)`` through the disk cache, inside one of the device's run slots.
 
-    While every slot on the device is busy the page shows a "queued" notice.
-    Out-of-memory errors come out as ``DeviceOutOfMemoryError`` (shown by ``ui.errors.guard``).
+    The key is the tokenized request (``ResultStore.run_experiment``), the same one the
+    ``python -m cache_store warm`` command writes, so a warmed view is a hit here.
+    ``fn_kwargs`` (a progress callback) must not change the result. While every slot on
+    the device is busy the page shows a "queued" notice. Out-of-memory errors come out as
+    ``DeviceOutOfMemoryError`` (shown by ``ui.errors.guard``).
     """
     device = resolve_device(str(getattr(getattr(model, "cfg", None), "device", None) or device))
     notice = st.empty()
@@ -71,7 +74,7 @@ def run_experiment(
     try:
         with get_pool().run_slot(device, on_wait=queued, what=f"the {experiment} run") as slot:
             waited = slot.wait_seconds if slot.waited else None
-            return get_store().get_or_compute(model, experiment, tokens, params, compute)
+            return get_store().run_experiment(model, experiment, fn, request, **fn_kwargs)
     finally:
         if waited is None:
             notice.empty()

@@ -11,6 +11,7 @@ request class.
 from __future__ import annotations
 
 from .ablation import AblationRequest, AblationResult, AblationSweepRequest, AblationSweepResult, ablation, ablation_sweep
+from .attention import AttentionRequest, AttentionResult, attention_patterns
 from .circuits import (
     CompositionRequest,
     CompositionResult,
@@ -33,6 +34,7 @@ from .predictions import PredictionsRequest, PredictionsResult, predictions
 
 REGISTRY = {
     "predictions": predictions,
+    "attention_patterns": attention_patterns,
     "logit_lens": logit_lens,
     "dla": direct_logit_attribution,
     "activation_patching": activation_patching,
@@ -46,6 +48,7 @@ REGISTRY = {
 
 REQUEST_TYPES = {
     "predictions": PredictionsRequest,
+    "attention_patterns": AttentionRequest,
     "logit_lens": LogitLensRequest,
     "dla": DLARequest,
     "activation_patching": PatchingRequest,

@@ -138,3 +138,22 @@ def test_model_that_fails_to_load_shows_a_message_and_the_page_keeps_serving(app
     at.sidebar.text_input(key="custom_model").input("").run()
     assert not at.exception and error_texts(at) == []
     assert len(at.get("plotly_chart")) >= 1
+
+
+def test_a_view_warmed_by_the_cache_cli_is_a_hit_for_the_page(app_settings, tiny_model_dir, tmp_path):
+    """``python -m cache_store warm`` and the pages key results the same way."""
+    from cache_store import ResultStore
+    from cache_store.warm import warm
+    from lens_core import HookedTransformer
+
+    app_settings()  # the cache lives in tmp_path / "cache"
+    model = HookedTransformer.from_pretrained(str(tiny_model_dir), dtype="float32", device="cpu")
+    with ResultStore(tmp_path / "cache", 2**26) as store:
+        warm(store, model, [PROMPT], ["predictions", "attention_patterns"], say=lambda message: None)
+        before = store.stats()
+    assert before.entries == 2
+    for page in PAGES:
+        assert not run_app(page, prompt=PROMPT).exception
+    with ResultStore(tmp_path / "cache", 2**26) as store:
+        after = store.stats()
+    assert after.entries == 2 and after.misses == before.misses and after.hits >= before.hits + 2

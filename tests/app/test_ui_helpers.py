@@ -161,14 +161,14 @@ def _oom_script(model_dir):
     model = HookedTransformer.from_pretrained(model_dir)
     tokens = model.to_tokens("The cat sat")
 
-    def out_of_memory():
+    def out_of_memory(model, request):
         raise RuntimeError("CUDA out of memory. Tried to allocate 80.00 GiB")
 
+    request = PredictionsRequest(tokens=tuple(tokens[0].tolist()), top_k=1)
     with guard("the first run", stop=False):
-        run_experiment(model, "predictions", tokens, {"top_k": 1, "oom": True}, out_of_memory)
+        run_experiment(model, "predictions_oom", out_of_memory, request)
     with guard("the second run"):
-        result = run_experiment(model, "predictions", tokens, {"top_k": 1},
-                                lambda: predictions(model, PredictionsRequest(tokens=tuple(tokens[0].tolist()), top_k=1)))
+        result = run_experiment(model, "predictions", predictions, request)
     st.write(f"second run ok: {len(result.str_tokens)} tokens")
 
 

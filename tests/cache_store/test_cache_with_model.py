@@ -135,7 +135,7 @@ def test_run_experiment_tokenizes_every_prompt_pair(tmp_path, model):
         assert_same(a, b)
         store.run_experiment(model, "pair", fn, PairRequest(clean_prompt=clean, corrupted_prompt="the cat ran"))
         assert len(seen) == 2
-        # Neither text nor ids for a pair: passed through uncached, for the experiment to reject.
+        # Neither text nor ids for a pair: the experiment rejects it, and nothing is stored.
         with pytest.raises(TypeError):
             store.run_experiment(model, "pair", fn, PairRequest(clean_prompt=clean))
         assert store.stats().entries == 2
@@ -166,3 +166,24 @@ def test_cli_warm_with_a_saved_model_directory(tmp_path, hf):
     bad = subprocess.run(run + ["warm", "--model", str(tmp_path / "missing"), "--prompts", str(prompts)],
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "cannot load model" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_weights_only_request_is_cached_under_no_tokens(tmp_path, model):
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class WeightsRequest:  # like the circuits requests: no prompt at all
+        layer: int = 0
+
+    calls = []
+
+    def fn(m, request):
+        calls.append(request)
+        return predictions(m, PredictionsRequest(tokens=(0, 1, 2)))
+
+    with ResultStore(tmp_path, 2**24) as store:
+        first = store.run_experiment(model, "weights_only", fn, WeightsRequest(layer=1))
+        again = store.run_experiment(model, "weights_only", fn, WeightsRequest(layer=1))
+        store.run_experiment(model, "weights_only", fn, WeightsRequest(layer=0))
+    assert calls == [WeightsRequest(layer=1), WeightsRequest(layer=0)]
+    assert_same(first, again)

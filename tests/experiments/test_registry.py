@@ -14,6 +14,7 @@ from exp_tiny import tiny
 TOKS, OTHER = (3, 8, 1, 20, 7), (3, 9, 1, 21, 7)
 REQUESTS = {
     "predictions": dict(tokens=TOKS),
+    "attention_patterns": dict(tokens=TOKS),
     "logit_lens": dict(tokens=TOKS, targets=(4, 5)),
     "dla": dict(tokens=TOKS, answer=4, wrong_answer=5),
     "activation_patching": dict(clean_tokens=TOKS, corrupted_tokens=OTHER, answer=4, wrong_answer=5, sweep="head_out_by_pos"),
