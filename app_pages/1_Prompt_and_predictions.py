@@ -8,7 +8,7 @@ import streamlit as st
 from lens_core.experiments.predictions import PredictionsRequest, predictions
 from ui import charts, state
 from ui.errors import guard
-from ui.export import export_bar, python_literal
+from ui.export import experiment_snippet, export_bar
 from ui.model import run_experiment
 from ui.widgets import app_context, preset_picker
 
@@ -35,8 +35,8 @@ st.caption("␣ marks a space, ↵ a newline; the small number is the token id."
 # -- predictions ---------------------------------------------------------------------
 top_k = state.int_slider("Top-k predictions per position", 1, 20, key="top_k", default=5)
 with guard("computing the predictions"):
-    result = run_experiment(model, "predictions", predictions, PredictionsRequest(tokens=tuple(ids), top_k=top_k),
-                            device=ctx.device)
+    request = PredictionsRequest(tokens=tuple(ids), top_k=top_k)
+    result = run_experiment(model, "predictions", predictions, request, device=ctx.device)
 
 n = len(ids)
 loss = result.loss_per_token.float().tolist()
@@ -70,13 +70,7 @@ st.subheader(f"Top-{top_k} predictions at every position")
 st.dataframe(table, hide_index=True, key="predictions_table",
              column_config={f"p{k + 1}": st.column_config.NumberColumn(format="%.3f") for k in range(top_k)})
 
-snippet = f"""from lens_core import HookedTransformer
-from lens_core.experiments.predictions import PredictionsRequest, predictions
-
-model = HookedTransformer.from_pretrained({python_literal(ctx.model_name)}, dtype={python_literal(ctx.dtype)})
-result = predictions(model, PredictionsRequest(prompt={python_literal(ctx.prompt)}, top_k={top_k}))
-print(result.str_tokens)
-print(result.top_tokens[-1], result.top_probs[-1])
-print(result.loss_per_token)
-"""
+snippet = experiment_snippet(ctx, predictions, request, "print(result.str_tokens)",
+                             "print(result.top_tokens[-1], result.top_probs[-1])", "print(result.loss_per_token)",
+                             prompt=ctx.prompt)
 export_bar("predictions", df=table, fig=fig, snippet=snippet)

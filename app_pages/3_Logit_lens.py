@@ -7,7 +7,7 @@ import torch
 from lens_core.experiments.logit_lens import LN_MODES, LogitLensRequest, logit_lens
 from ui import charts, state
 from ui.errors import guard
-from ui.export import export_bar, python_literal
+from ui.export import experiment_snippet, export_bar
 from ui.model import run_experiment
 from ui.widgets import answer_token_input, app_context, next_token_guesses, preset_picker
 
@@ -70,13 +70,7 @@ table = pd.DataFrame([
      "top tokens": " ".join(charts.visible(t) for t in result.top_tokens[l][p])}
     for l in range(n_rows) for p in range(n_pos)
 ])
-snippet = f"""from lens_core import HookedTransformer
-from lens_core.experiments.logit_lens import LogitLensRequest, logit_lens
-
-model = HookedTransformer.from_pretrained({python_literal(ctx.model_name)}, dtype={python_literal(ctx.dtype)})
-result = logit_lens(model, LogitLensRequest(prompt={python_literal(ctx.prompt)}, targets=({python_literal(answer_text)},),
-                                            top_k={top_k}, ln_mode={python_literal(ln_mode)}))
-print(result.layer_labels, result.str_tokens)
-print(result.target_probs[..., 0])  # [layer, pos]
-"""
+snippet = experiment_snippet(ctx, logit_lens, request, "print(result.layer_labels, result.str_tokens)",
+                             "print(result.target_probs[..., 0])  # [layer, pos]", prompt=ctx.prompt,
+                             targets=(answer_text,))
 export_bar("logit_lens", df=table, fig=fig, snippet=snippet)

@@ -6,7 +6,7 @@ import streamlit as st
 from lens_core.experiments.dla import DLARequest, direct_logit_attribution
 from ui import charts, state
 from ui.errors import guard
-from ui.export import export_bar, python_literal
+from ui.export import experiment_snippet, export_bar
 from ui.model import run_experiment
 from ui.widgets import (
     answer_pair_inputs,
@@ -68,15 +68,8 @@ components = pd.DataFrame(
     + [{"view": "decomposed", "component": label, "attribution": float(v)}
        for label, v in zip(result.component_labels, result.decomposed)]
 )
-base_snippet = f"""from lens_core import HookedTransformer
-from lens_core.experiments.dla import DLARequest, direct_logit_attribution
-
-model = HookedTransformer.from_pretrained({python_literal(ctx.model_name)}, dtype={python_literal(ctx.dtype)})
-result = direct_logit_attribution(model, DLARequest(
-    prompt={python_literal(ctx.prompt)}, answer={python_literal(answer_text)},
-    wrong_answer={python_literal(wrong_text or None)}, position={position}, neuron_layer={neuron_layer},
-    top_k_neurons={n_neurons}))
-"""
+base_snippet = experiment_snippet(ctx, direct_logit_attribution, request, prompt=ctx.prompt, answer=answer_text,
+                                  wrong_answer=wrong_text or None)
 export_bar("dla_components", df=components, fig=fig_dec,
            snippet=base_snippet + "print(dict(zip(result.component_labels, result.decomposed.tolist())))\n")
 

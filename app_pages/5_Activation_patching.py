@@ -6,7 +6,7 @@ import streamlit as st
 from lens_core.experiments.patching import DIRECTIONS, SWEEPS, PatchingRequest, activation_patching
 from ui import charts, state
 from ui.errors import UserInputError, guard
-from ui.export import export_bar, python_literal
+from ui.export import experiment_snippet, export_bar
 from ui.model import run_experiment
 from ui.widgets import (
     answer_pair_inputs,
@@ -98,11 +98,11 @@ with guard("checking the prompts"):
                              f"{len(clean_ids)}, the corrupted prompt has {len(corrupted_ids)}.")
 
 # -- the sweeps ------------------------------------------------------------------------------
-results = {}
+results, requests = {}, {}
 progress_bar = st.progress(0.0, text="Patching…")
 for i, sweep in enumerate(sweeps):
-    request = PatchingRequest(clean_tokens=tuple(clean_ids), corrupted_tokens=tuple(corrupted_ids), answer=answer,
-                              wrong_answer=wrong, sweep=sweep, direction=direction)
+    request = requests[sweep] = PatchingRequest(clean_tokens=tuple(clean_ids), corrupted_tokens=tuple(corrupted_ids),
+                                                answer=answer, wrong_answer=wrong, sweep=sweep, direction=direction)
 
     def report(done: int, total: int, i=i, sweep=sweep) -> None:
         progress_bar.progress(min(1.0, (i + done / max(total, 1)) / len(sweeps)), text=f"{sweep}: {done}/{total} cells")
@@ -156,15 +156,8 @@ for sweep, result in results.items():
         "normalized": result.normalized.reshape(-1).tolist(),
         "answer probability": result.answer_prob.reshape(-1).tolist(),
     }) if long == len(x_labels) * len(y_labels) else None
-    snippet = f"""from lens_core import HookedTransformer
-from lens_core.experiments.patching import PatchingRequest, activation_patching
-
-model = HookedTransformer.from_pretrained({python_literal(ctx.model_name)}, dtype={python_literal(ctx.dtype)})
-result = activation_patching(model, PatchingRequest(
-    clean_prompt={python_literal(ctx.prompt)}, corrupted_prompt={python_literal(corrupted_text)},
-    answer={python_literal(answer_text)}, wrong_answer={python_literal(wrong_text or None)},
-    sweep={python_literal(sweep)}, direction={python_literal(direction)}))
-print(result.axes, result.clean_logit_diff, result.corrupted_logit_diff)
-print(result.{field})
-"""
+    snippet = experiment_snippet(ctx, activation_patching, requests[sweep],
+                                 "print(result.axes, result.clean_logit_diff, result.corrupted_logit_diff)",
+                                 f"print(result.{field})", clean_prompt=ctx.prompt, corrupted_prompt=corrupted_text,
+                                 answer=answer_text, wrong_answer=wrong_text or None)
     export_bar(f"patching_{sweep}", df=table, fig=fig, snippet=snippet)

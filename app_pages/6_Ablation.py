@@ -13,7 +13,7 @@ from lens_core.experiments.ablation import (
 )
 from ui import charts, state
 from ui.errors import UserInputError, guard, md_escape
-from ui.export import export_bar, python_literal
+from ui.export import experiment_snippet, export_bar
 from ui.model import run_experiment
 from ui.widgets import (
     answer_pair_inputs,
@@ -160,25 +160,9 @@ if chosen:
     else:
         fig, table = None, pd.DataFrame()
         st.info("A one-token prompt has no next token to score.")
-    snippet = f"""from lens_core import HookedTransformer
-from lens_core.experiments.ablation import AblationRequest, ablation
-
-model = HookedTransformer.from_pretrained({python_literal(ctx.model_name)}, dtype={python_literal(ctx.dtype)})
-request = AblationRequest(
-    prompt={python_literal(ctx.prompt)},
-    components={python_literal(request.components)},
-    method={python_literal(method)},
-    reference_tokens={python_literal(reference_ids)},
-    mean_over={python_literal(mean_over)},
-    seed={seed},
-    answer={python_literal(answer_text)},
-    wrong_answer={python_literal(wrong_text or None)},
-)
-result = ablation(model, request)
-print(result.metric, "->", result.ablated_metric)
-print(result.loss_per_token)
-print(result.ablated_loss_per_token)
-"""
+    snippet = experiment_snippet(ctx, ablation, request, 'print(result.metric, "->", result.ablated_metric)',
+                                 "print(result.loss_per_token)", "print(result.ablated_loss_per_token)",
+                                 prompt=ctx.prompt, answer=answer_text, wrong_answer=wrong_text or None)
     export_bar("ablation", df=table, fig=fig, snippet=snippet)
 else:
     st.info("Pick at least one component to ablate.", icon=":material/info:")
@@ -223,23 +207,8 @@ if sweep:
         st.plotly_chart(metric_fig, key="sweep_metric_chart")
     with cols[1]:
         st.plotly_chart(loss_fig, key="sweep_loss_chart")
-    sweep_snippet = f"""from lens_core import HookedTransformer
-from lens_core.experiments.ablation import AblationSweepRequest, ablation_sweep
-
-model = HookedTransformer.from_pretrained({python_literal(ctx.model_name)}, dtype={python_literal(ctx.dtype)})
-request = AblationSweepRequest(
-    prompt={python_literal(ctx.prompt)},
-    target={python_literal(sweep_target)},
-    method={python_literal(method)},
-    reference_tokens={python_literal(reference_ids)},
-    mean_over={python_literal(mean_over)},
-    seed={seed},
-    answer={python_literal(answer_text)},
-    wrong_answer={python_literal(wrong_text or None)},
-)
-result = ablation_sweep(model, request)
-print(result.axis_labels)
-print(result.metric_change)  # change in the logit difference, per component
-print(result.loss_change)  # change in mean loss
-"""
+    sweep_snippet = experiment_snippet(ctx, ablation_sweep, sweep_request, "print(result.axis_labels)",
+                                       "print(result.metric_change)  # change in the logit difference, per component",
+                                       "print(result.loss_change)  # change in mean loss",
+                                       prompt=ctx.prompt, answer=answer_text, wrong_answer=wrong_text or None)
     export_bar("ablation_sweep", df=sweep_table, fig=metric_fig, snippet=sweep_snippet)

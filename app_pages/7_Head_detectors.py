@@ -7,7 +7,7 @@ import torch
 from lens_core.experiments.detectors import DETECTORS, DetectorRequest, head_detectors
 from ui import charts, state
 from ui.errors import guard
-from ui.export import export_bar, python_literal
+from ui.export import experiment_snippet, export_bar
 from ui.model import run_experiment
 from ui.widgets import app_context, note_out_of_range_link, preset_picker, value_presets
 
@@ -65,11 +65,9 @@ if source == "prompt":
     model, tokens = ctx.require_prompt()
     request = DetectorRequest(tokens=tuple(int(t) for t in tokens[0].tolist()), exclude_bos=exclude_bos,
                               exclude_current_token=exclude_current)
-    request_text = f"prompt={python_literal(ctx.prompt)}, "
 else:
     request = DetectorRequest(seq_len=seq_len, batch=batch, seed=seed, exclude_bos=exclude_bos,
                               exclude_current_token=exclude_current)
-    request_text = f"seq_len={seq_len}, batch={batch}, seed={seed}, "
 
 with guard("computing the detector scores"):
     result = run_experiment(model, "head_detectors", head_detectors, request, device=ctx.device)
@@ -103,12 +101,6 @@ table = pd.DataFrame([
 ])
 st.dataframe(table.sort_values(DETECTOR_NAMES[detector], ascending=False, na_position="last"), hide_index=True,
              key="detector_table")
-snippet = f"""from lens_core import HookedTransformer
-from lens_core.experiments.detectors import DetectorRequest, head_detectors
-
-model = HookedTransformer.from_pretrained({python_literal(ctx.model_name)}, dtype={python_literal(ctx.dtype)})
-request = DetectorRequest({request_text}exclude_bos={exclude_bos}, exclude_current_token={exclude_current})
-result = head_detectors(model, request)
-print(result.{detector})  # [layer, head]
-"""
+snippet = experiment_snippet(ctx, head_detectors, request, f"print(result.{detector})  # [layer, head]",
+                             **({"prompt": ctx.prompt} if source == "prompt" else {}))
 export_bar(f"detectors_{detector}", df=table, fig=fig, snippet=snippet)

@@ -7,7 +7,7 @@ import torch
 from lens_core.experiments.circuits import CompositionRequest, HeadCircuitsRequest, composition, head_circuits
 from ui import charts, state
 from ui.errors import guard
-from ui.export import export_bar, python_literal
+from ui.export import experiment_snippet, export_bar, python_literal
 from ui.model import run_experiment
 from ui.widgets import app_context, note_out_of_range_link, preset_picker
 
@@ -99,17 +99,11 @@ for i, src in enumerate(source_ids_out):
 ov_table = pd.DataFrame(rows)
 st.dataframe(ov_table, hide_index=True, key="full_ov_table",
              column_config={f"logit {k + 1}": st.column_config.NumberColumn(format="%.3f") for k in range(top_k)})
-sources_text = f"source_tokens={python_literal(source_ids)}" if source_ids else f"n_source_tokens={n_sources}"
-export_bar(f"full_ov_{name}", df=ov_table, fig=sv_fig, snippet=f"""from lens_core import HookedTransformer
-from lens_core.experiments.circuits import HeadCircuitsRequest, full_ov_circuit, head_circuits
-
-model = HookedTransformer.from_pretrained({python_literal(ctx.model_name)}, dtype={python_literal(ctx.dtype)})
-result = head_circuits(model, HeadCircuitsRequest(layer={layer}, head={head}, {sources_text}, top_k={top_k}))
-print(result.source_labels)
-print(result.top_output_labels, result.top_output_values)
-full_ov = full_ov_circuit(model, {layer}, {head})  # FactoredMatrix [d_vocab, d_vocab], never dense
-print(full_ov.eigenvalues)
-""")
+export_bar(f"full_ov_{name}", df=ov_table, fig=sv_fig, snippet=experiment_snippet(
+    ctx, head_circuits, request, "print(result.source_labels)", "print(result.top_output_labels, result.top_output_values)",
+    "from lens_core.experiments.circuits import full_ov_circuit",
+    f"full_ov = full_ov_circuit(model, {layer}, {head})  # FactoredMatrix [d_vocab, d_vocab], never dense",
+    "print(full_ov.eigenvalues)"))
 
 # -- composition --------------------------------------------------------------------------
 st.subheader("Composition between heads")
@@ -134,11 +128,6 @@ comp_table = pd.DataFrame([
     {"writer": comp.head_labels[i], "reader": comp.head_labels[j], f"{kind.upper()}-composition": float(scores[i, j])}
     for i in range(n) for j in range(n) if not torch.isnan(scores[i, j])
 ])
-export_bar(f"composition_{kind}", df=comp_table, fig=comp_fig, snippet=f"""from lens_core import HookedTransformer
-from lens_core.experiments.circuits import composition
-
-model = HookedTransformer.from_pretrained({python_literal(ctx.model_name)}, dtype={python_literal(ctx.dtype)})
-result = composition(model)
-print(result.head_labels)
-print(result.{kind})  # [writer head, reader head], NaN unless the reader is in a later layer
-""")
+export_bar(f"composition_{kind}", df=comp_table, fig=comp_fig, snippet=experiment_snippet(
+    ctx, composition, comp_request, "print(result.head_labels)",
+    f"print(result.{kind})  # [writer head, reader head], NaN unless the reader is in a later layer"))

@@ -7,7 +7,9 @@ network; it is built only when the button is clicked (a callable ``data``).
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from typing import Any, Callable
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -41,3 +43,30 @@ def export_bar(name: str, df: pd.DataFrame | None = None, fig: go.Figure | None 
 def python_literal(value) -> str:
     """A safe Python literal for user text in a snippet (repr never breaks out of the string)."""
     return repr(value)
+
+
+def experiment_snippet(ctx: Any, fn: Callable, request: Any, *prints: str, **readable: Any) -> str:
+    """A "copy as Python" script that rebuilds ``request`` and runs ``fn`` on it with lens_core.
+
+    Only fields that differ from the request's defaults are written. ``readable`` replaces
+    fields by what the user typed: ``prompt="..."`` stands for the ``tokens`` ids (and
+    ``clean_prompt`` for ``clean_tokens``...), ``answer=" Paris"`` for a token id. ``prints``
+    are the lines that show the result (``print(result.heads)``).
+    """
+    values = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)
+              if getattr(request, f.name) != f.default}
+    for name, value in readable.items():
+        if name.endswith("prompt"):
+            values.pop(name[: -len("prompt")] + "tokens", None)
+        values[name] = value
+    args = "".join(f"    {name}={python_literal(value)},\n" for name, value in values.items())
+    request_cls = type(request).__name__
+    lines = "".join(f"{line}\n" for line in prints)
+    return f"""from lens_core import HookedTransformer
+from {fn.__module__} import {request_cls}, {fn.__name__}
+
+model = HookedTransformer.from_pretrained({python_literal(ctx.model_name)}, dtype={python_literal(ctx.dtype)})
+request = {request_cls}(
+{args})
+result = {fn.__name__}(model, request)
+{lines}"""

@@ -182,3 +182,28 @@ def test_out_of_memory_is_reported_to_the_user_and_the_next_run_works(app_settin
 
     n_tokens = 1 + len(AutoTokenizer.from_pretrained(tiny_model_dir).encode("The cat sat", add_special_tokens=False))
     assert any(f"second run ok: {n_tokens} tokens" in m.value for m in at.markdown), [m.value for m in at.markdown]
+
+
+def test_copied_snippets_run_and_reproduce_what_the_page_drew(app_settings, tiny_model_dir):
+    """Every "Copy as Python" block of the DLA and ablation pages runs as is; DLA's gives the drawn numbers."""
+    import contextlib
+    import io
+
+    import numpy as np
+
+    from app_testkit import open_page, plotly_array
+
+    app_settings()
+    prompt = "The cat sat on the mat. The dog"
+    for page, query in (("app_pages/4_Direct_logit_attribution.py", {"answer": " the", "wrong_answer": " a"}),
+                        ("app_pages/6_Ablation.py", {"answer": " the", "wrong_answer": " a", "ablate": "L1H0", "abl_sweep": "true"})):
+        at = open_page(page, prompt=prompt, **query)
+        assert not at.exception and len(at.code) >= 2, page
+        for block in at.code:
+            namespace: dict = {}
+            with contextlib.redirect_stdout(io.StringIO()):
+                exec(block.value, namespace)  # noqa: S102 - our own generated code: running it is the test
+            assert namespace["model"].cfg.model_name == str(tiny_model_dir)
+            if namespace["result"].kind == "dla":
+                drawn = plotly_array(plotly_figure(at, "dla_heads")["data"][0]["z"])
+                assert np.allclose(drawn, namespace["result"].heads.numpy(), atol=1e-6)
