@@ -7,6 +7,8 @@ Axis vocabulary used by every experiment (and its result's labels):
 
 from __future__ import annotations
 
+import dataclasses
+
 import numbers
 from typing import Optional, Sequence, Union
 
@@ -46,6 +48,38 @@ def resolve_token(model, token: TokenLike, what: str = "answer") -> int:
         return int(model.to_single_token(token))
     except ValueError as err:
         raise ValueError(f"{what}: {err}") from None
+
+
+def resolve_answers(model, request) -> tuple[int, Optional[int]]:
+    """A request's ``answer`` and optional ``wrong_answer`` as token ids (the metric is their logit difference)."""
+    answer = resolve_token(model, request.answer, "answer")
+    wrong = None if request.wrong_answer is None else resolve_token(model, request.wrong_answer, "wrong answer")
+    return answer, wrong
+
+
+@dataclasses.dataclass(frozen=True)
+class ContrastRequest:
+    """A clean prompt (the behaviour), a corrupted one of the same token length (the behaviour
+    broken), each as text or token ids, and the answer the metric reads."""
+
+    clean_prompt: Optional[str] = None
+    corrupted_prompt: Optional[str] = None
+    clean_tokens: Optional[tuple[int, ...]] = None
+    corrupted_tokens: Optional[tuple[int, ...]] = None
+    answer: TokenLike = 0
+    wrong_answer: Optional[TokenLike] = None
+
+
+def contrast_tokens(model, request: ContrastRequest) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean, corrupted) token ids ``[1, pos]`` each; a clear error if their lengths differ."""
+    clean = resolve_tokens(model, request.clean_prompt, request.clean_tokens, "clean prompt")
+    corrupted = resolve_tokens(model, request.corrupted_prompt, request.corrupted_tokens, "corrupted prompt")
+    if clean.shape[1] != corrupted.shape[1]:
+        raise ValueError(
+            f"clean and corrupted prompts must have the same number of tokens: clean has {clean.shape[1]}, "
+            f"corrupted has {corrupted.shape[1]}"
+        )
+    return clean, corrupted
 
 
 def str_tokens(model, ids: Sequence[int]) -> list[str]:

@@ -29,6 +29,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from lens_core.components import TransformerBlock
+from lens_core.utils import get_act_name
 
 # activation -> axis of the query/sequence position in the activation (no batch dim)
 POSITION_AXIS = {"resid_pre": 0, "resid_mid": 0, "resid_post": 0, "attn_out": 0, "mlp_out": 0,
@@ -78,7 +79,7 @@ class SuffixRunner:
             # Query-side activations of the last block hold its last position only.
             offset = start if activation in ("resid_pre", "q", "k", "v") or not last_block else self.n_pos - 1
             patch = _patcher(joining, rows, offset)
-            hooks.append((_HOOK_NAMES[activation].format(layer=layer), lambda tensor, hook: patch(tensor)))
+            hooks.append((get_act_name(activation, layer), lambda tensor, hook: patch(tensor)))
         past_kv = (self.keys[layer][:start], self.values[layer][:start])
         with self.model.hooks(fwd_hooks=hooks):
             return self.model.blocks[layer](x, past_kv=past_kv, last_query_only=last_block)
@@ -134,13 +135,6 @@ def _chunks(todo: list[int], cells: Sequence[SuffixCell], n_pos: int, max_rows: 
                 continue
         chunks.append([i])
     return chunks
-
-
-_HOOK_NAMES = {"resid_pre": "blocks.{layer}.hook_resid_pre", "resid_mid": "blocks.{layer}.hook_resid_mid",
-               "resid_post": "blocks.{layer}.hook_resid_post", "attn_out": "blocks.{layer}.hook_attn_out",
-               "mlp_out": "blocks.{layer}.hook_mlp_out", "q": "blocks.{layer}.attn.hook_q",
-               "k": "blocks.{layer}.attn.hook_k", "v": "blocks.{layer}.attn.hook_v",
-               "z": "blocks.{layer}.attn.hook_z", "pattern": "blocks.{layer}.attn.hook_pattern"}
 
 
 def _patcher(cells: list[SuffixCell], rows: slice, offset: int) -> Callable[[torch.Tensor], torch.Tensor]:

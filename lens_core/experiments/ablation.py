@@ -36,7 +36,7 @@ from ._common import (
     final_norm,
     layer_labels,
     loss_per_token,
-    resolve_token,
+    resolve_answers,
     resolve_tokens,
     str_tokens,
     unembed,
@@ -187,8 +187,7 @@ def _answers(model, request) -> tuple[Optional[int], Optional[int]]:
         if request.wrong_answer is not None:
             raise ValueError("a wrong answer needs an answer")
         return None, None
-    answer = resolve_token(model, request.answer, "answer")
-    wrong = None if request.wrong_answer is None else resolve_token(model, request.wrong_answer, "wrong answer")
+    answer, wrong = resolve_answers(model, request)
     return answer, wrong
 
 

@@ -36,7 +36,7 @@ from ._common import (
     head_labels,
     layer_labels,
     logit_direction,
-    resolve_token,
+    resolve_answers,
     resolve_tokens,
     str_tokens,
 )
@@ -79,8 +79,7 @@ def direct_logit_attribution(model, request: DLARequest) -> DLAResult:
     cfg = model.cfg
     tokens = resolve_tokens(model, request.prompt, request.tokens)
     pos = check_position(request.position, tokens.shape[1])
-    answer = resolve_token(model, request.answer, "answer")
-    wrong = None if request.wrong_answer is None else resolve_token(model, request.wrong_answer, "wrong answer")
+    answer, wrong = resolve_answers(model, request)
     neuron_layer = cfg.n_layers - 1 if request.neuron_layer is None else check_layer(model, request.neuron_layer, "neuron_layer")
     n = cfg.n_layers
 

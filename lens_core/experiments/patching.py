@@ -30,15 +30,16 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from lens_core.results import ExperimentResult
+from lens_core.utils import get_act_name
 
 from . import _suffix
 from ._common import (
-    TokenLike,
+    ContrastRequest,
     answer_metrics,
+    contrast_tokens,
     final_norm,
     layer_labels,
-    resolve_token,
-    resolve_tokens,
+    resolve_answers,
     str_tokens,
     unembed,
 )
@@ -62,20 +63,8 @@ SWEEPS: dict[str, tuple[str, str]] = {
 DIRECTIONS = ("denoise", "noise")
 
 
-def hook_name(activation: str, layer: int) -> str:
-    if activation in ("q", "k", "v", "z", "pattern"):
-        return f"blocks.{layer}.attn.hook_{activation}"
-    return f"blocks.{layer}.hook_{activation}"
-
-
 @dataclasses.dataclass(frozen=True)
-class PatchingRequest:
-    clean_prompt: Optional[str] = None
-    corrupted_prompt: Optional[str] = None
-    clean_tokens: Optional[tuple[int, ...]] = None
-    corrupted_tokens: Optional[tuple[int, ...]] = None
-    answer: TokenLike = 0
-    wrong_answer: Optional[TokenLike] = None
+class PatchingRequest(ContrastRequest):
     sweep: str = "resid_pre"
     direction: str = "denoise"
     memory_budget_mb: float = 256.0
@@ -208,17 +197,6 @@ def position_labels(strs: Sequence[str]) -> list[str]:
 
 
 # ---- the experiment ----------------------------------------------------------------
-def _pair(model, request) -> tuple[torch.Tensor, torch.Tensor]:
-    clean = resolve_tokens(model, request.clean_prompt, request.clean_tokens, "clean prompt")
-    corrupted = resolve_tokens(model, request.corrupted_prompt, request.corrupted_tokens, "corrupted prompt")
-    if clean.shape[1] != corrupted.shape[1]:
-        raise ValueError(
-            f"clean and corrupted prompts must have the same number of tokens: clean has {clean.shape[1]}, "
-            f"corrupted has {corrupted.shape[1]}"
-        )
-    return clean, corrupted
-
-
 @torch.inference_mode()
 def activation_patching(model, request: PatchingRequest, progress: Progress = None) -> PatchingResult:
     cfg = model.cfg
@@ -229,13 +207,12 @@ def activation_patching(model, request: PatchingRequest, progress: Progress = No
     activation, cell_kind = SWEEPS[request.sweep]
     if activation == "resid_mid" and cfg.parallel_attn_mlp:
         raise ValueError("this model runs attention and MLP in parallel: it has no resid_mid")
-    clean, corrupted = _pair(model, request)
-    answer = resolve_token(model, request.answer, "answer")
-    wrong = None if request.wrong_answer is None else resolve_token(model, request.wrong_answer, "wrong answer")
+    clean, corrupted = contrast_tokens(model, request)
+    answer, wrong = resolve_answers(model, request)
     base_tokens, source_tokens = (corrupted, clean) if request.direction == "denoise" else (clean, corrupted)
     n, n_pos = cfg.n_layers, clean.shape[1]
 
-    sweep_names = [hook_name(activation, l) for l in range(n)]
+    sweep_names = [get_act_name(activation, l) for l in range(n)]
     n_heads = cfg.n_key_value_heads if activation in ("k", "v") else cfg.n_heads
     if cell_kind == "pos":
         cells, shape = [(p,) for p in range(n_pos)], (n, n_pos)

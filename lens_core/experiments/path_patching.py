@@ -30,20 +30,24 @@ import torch
 
 from lens_core.results import ExperimentResult
 
-from ._common import TokenLike, answer_metrics, check_head, final_norm, layer_labels, resolve_token, str_tokens, unembed
-from .patching import DIRECTIONS, Progress, _pair, bytes_per_row, normalize
+from ._common import (
+    ContrastRequest,
+    answer_metrics,
+    check_head,
+    contrast_tokens,
+    final_norm,
+    layer_labels,
+    resolve_answers,
+    str_tokens,
+    unembed,
+)
+from .patching import DIRECTIONS, Progress, bytes_per_row, normalize
 
 Receiver = Union[str, tuple[int, int, str]]  # "resid_final" or (layer, head, "q" | "k" | "v")
 
 
 @dataclasses.dataclass(frozen=True)
-class PathPatchingRequest:
-    clean_prompt: Optional[str] = None
-    corrupted_prompt: Optional[str] = None
-    clean_tokens: Optional[tuple[int, ...]] = None
-    corrupted_tokens: Optional[tuple[int, ...]] = None
-    answer: TokenLike = 0
-    wrong_answer: Optional[TokenLike] = None
+class PathPatchingRequest(ContrastRequest):
     receivers: tuple[Receiver, ...] = ("resid_final",)
     senders: Optional[tuple[tuple[int, int], ...]] = None  # None: sweep every head as a single sender
     direction: str = "denoise"
@@ -89,9 +93,8 @@ def path_patching(model, request: PathPatchingRequest, progress: Progress = None
     if request.direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {request.direction!r}")
     to_final, receivers = _check_receivers(model, request.receivers)
-    clean, corrupted = _pair(model, request)
-    answer = resolve_token(model, request.answer, "answer")
-    wrong = None if request.wrong_answer is None else resolve_token(model, request.wrong_answer, "wrong answer")
+    clean, corrupted = contrast_tokens(model, request)
+    answer, wrong = resolve_answers(model, request)
     base_tokens, source_tokens = (corrupted, clean) if request.direction == "denoise" else (clean, corrupted)
     first_receiver = n if to_final else min(r[0] for r in receivers)
 

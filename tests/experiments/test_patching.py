@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lens_core.experiments import SWEEPS, PatchingRequest, activation_patching
-from lens_core.experiments.patching import hook_name
+from lens_core.utils import get_act_name
 
 from exp_tiny import random_tokens, tiny, tiny_with_tokenizer
 
@@ -20,7 +20,7 @@ def _loop_reference(model, base, source, sweep):
     _, source_cache = model.run_with_cache(source)
     out = {}
     for layer in range(cfg.n_layers):
-        name = hook_name(activation, layer)
+        name = get_act_name(activation, layer)
         src = source_cache[name][0]
         if kind == "pos":
             cells = [(p,) for p in range(n_pos)]
