@@ -106,11 +106,10 @@ def build_model(
     model_name: str = "custom",
     dtype: Union[str, torch.dtype, None] = None,
     device: Optional[Union[str, torch.device]] = None,
-    fold_ln: bool = True,
-    center_writing_weights: bool = True,
-    center_unembed: bool = True,
-    fold_value_biases: bool = True,
+    **processing: bool,
 ) -> HookedTransformer:
+    """Convert, check and process HF weights into a model. ``processing``: the steps of
+    :func:`lens_core.processing.process_weights` (all on unless turned off)."""
     family = family_for(hf_config.model_type)
     cfg: HookedTransformerConfig = family.config_from_hf(hf_config)
     cfg.model_name = model_name
@@ -119,7 +118,7 @@ def build_model(
     unused = [name for name in tensors if name not in reader.used and not _IGNORED.search(name)]
     if unused:
         raise ModelLoadError(f"checkpoint has tensors this {hf_config.model_type} config does not use, e.g. {unused[0]!r}")
-    applied = process_weights(weights, cfg, fold_ln, center_writing_weights, center_unembed, fold_value_biases)
+    applied = process_weights(weights, cfg, **processing)
     target = as_dtype(dtype)
     cfg.dtype = target
     cfg.device = str(torch.device(device)) if device is not None else "cpu"
@@ -172,8 +171,9 @@ def load_pretrained(
     except Exception:
         tokenizer = None  # weights without a tokenizer still work with token ids
     try:
-        return build_model(hf_config, tensors, tokenizer, name_or_path, dtype, device,
-                           fold_ln, center_writing_weights, center_unembed, fold_value_biases)
+        return build_model(hf_config, tensors, tokenizer, name_or_path, dtype, device, fold_ln=fold_ln,
+                           center_writing_weights=center_writing_weights, center_unembed=center_unembed,
+                           fold_value_biases=fold_value_biases)
     except ModelLoadError:
         raise
     except ValueError as exc:

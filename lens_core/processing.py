@@ -43,7 +43,7 @@ def _fold_into_columns(sd: Weights, weight_name: str, bias_name: str | None, w: 
         sd[weight_name] = weight * w[:, None]
 
 
-def fold_layer_norm(sd: Weights, cfg: HookedTransformerConfig) -> None:
+def _fold_layer_norm(sd: Weights, cfg: HookedTransformerConfig) -> None:
     center = cfg.normalization_type == "LN"
     for layer in range(cfg.n_layers):
         attn, mlp = f"blocks.{layer}.attn", f"blocks.{layer}.mlp"
@@ -71,7 +71,7 @@ def _center_last(sd: Weights, name: str) -> None:
     sd[name] = sd[name] - sd[name].mean(-1, keepdim=True)
 
 
-def center_writing_weights(sd: Weights, cfg: HookedTransformerConfig) -> None:
+def _center_writing_weights(sd: Weights, cfg: HookedTransformerConfig) -> None:
     if cfg.normalization_type not in ("LN", "LNPre"):
         raise ValueError("center_writing_weights needs LayerNorm: RMSNorm does not remove the mean")
     for name in ("embed.W_E", "pos_embed.W_pos"):
@@ -82,7 +82,7 @@ def center_writing_weights(sd: Weights, cfg: HookedTransformerConfig) -> None:
             _center_last(sd, f"blocks.{layer}.{name}")
 
 
-def center_unembed(sd: Weights, cfg: HookedTransformerConfig, owned: bool = False) -> None:
+def _center_unembed(sd: Weights, cfg: HookedTransformerConfig, owned: bool = False) -> None:
     """``owned``: the unembedding is a tensor made by an earlier step, safe to change in place."""
     unembed = sd["unembed.weight"]
     if owned:
@@ -92,7 +92,7 @@ def center_unembed(sd: Weights, cfg: HookedTransformerConfig, owned: bool = Fals
     sd["unembed.b_U"] = sd["unembed.b_U"] - sd["unembed.b_U"].mean()
 
 
-def fold_value_biases(sd: Weights, cfg: HookedTransformerConfig) -> None:
+def _fold_value_biases(sd: Weights, cfg: HookedTransformerConfig) -> None:
     h, kv, e = cfg.n_heads, cfg.n_key_value_heads, cfg.d_head
     for layer in range(cfg.n_layers):
         attn = f"blocks.{layer}.attn"
@@ -107,24 +107,24 @@ def process_weights(
     sd: Weights,
     cfg: HookedTransformerConfig,
     fold_ln: bool = True,
-    center_writing_weights_: bool = True,
-    center_unembed_: bool = True,
-    fold_value_biases_: bool = True,
+    center_writing_weights: bool = True,
+    center_unembed: bool = True,
+    fold_value_biases: bool = True,
 ) -> dict[str, bool]:
     """Apply the chosen steps (float32); returns what was applied, for fingerprints and display."""
     is_layernorm = cfg.normalization_type in ("LN", "LNPre")
     applied = {"fold_ln": False, "center_writing_weights": False, "center_unembed": False, "fold_value_biases": False}
     if fold_ln and cfg.normalization_type in ("LN", "RMS"):
-        fold_layer_norm(sd, cfg)
+        _fold_layer_norm(sd, cfg)
         applied["fold_ln"] = True
-    if center_writing_weights_ and is_layernorm:
+    if center_writing_weights and is_layernorm:
         # RMSNorm keeps the mean, so centring would change the model: skipped (as TransformerLens does).
-        center_writing_weights(sd, cfg)
+        _center_writing_weights(sd, cfg)
         applied["center_writing_weights"] = True
-    if center_unembed_:
-        center_unembed(sd, cfg, owned=applied["fold_ln"])
+    if center_unembed:
+        _center_unembed(sd, cfg, owned=applied["fold_ln"])
         applied["center_unembed"] = True
-    if fold_value_biases_:
-        fold_value_biases(sd, cfg)
+    if fold_value_biases:
+        _fold_value_biases(sd, cfg)
         applied["fold_value_biases"] = True
     return applied
