@@ -14,9 +14,10 @@ from typing import Any
 import streamlit as st
 import torch
 
+from lens_core.experiments.predictions import PredictionsRequest, predictions
 from ui import state
 from ui.errors import USER_FACING, log, md_escape, message_for
-from ui.model import load_model
+from ui.model import load_model, run_experiment
 from ui.settings import Settings, get_settings
 
 CONTEXT_KEY = "_circuit_explorer_context"
@@ -274,16 +275,21 @@ def answer_pair_inputs(model: Any, tokens: torch.Tensor, guesses: list[str] | No
     return answer_text, answer, wrong_text, wrong
 
 
+GUESS_DEPTH = 32  # how far down the next-token ranking to look for guesses a text box can hold
+
+
 def next_token_guesses(model: Any, tokens: torch.Tensor, k: int = 2) -> list[str]:
     """The model's ``k`` most likely next tokens after the prompt, as strings (defaults for answer inputs).
 
-    Skipped: a string that does not encode back to its own single token (a partial UTF-8 byte), and
-    whitespace-only or multi-line ones, which a one-line text box cannot show or hold.
+    Read from the cached ``predictions`` experiment (so the forward pass is counted in the device's
+    run slots and done once per prompt). Skipped: a string that does not encode back to its own
+    single token (a partial UTF-8 byte), and whitespace-only or multi-line ones, which a one-line
+    text box cannot show or hold.
     """
-    logits = model(tokens)[0, -1].float()
+    request = PredictionsRequest(tokens=tuple(int(t) for t in tokens[0].tolist()), top_k=GUESS_DEPTH)
+    result = run_experiment(model, "predictions", predictions, request)
     guesses = []
-    for token_id in logits.topk(min(int(logits.numel()), 64 * k)).indices.tolist():
-        text = model.to_string([token_id])
+    for token_id, text in zip(result.top_token_ids[-1].tolist(), result.top_tokens[-1]):
         if not text.strip() or "\n" in text or "\r" in text:
             continue
         try:
