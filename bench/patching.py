@@ -12,9 +12,9 @@ corrupted prompts, metric = logit difference at the last position. TransformerLe
 by default), so both sides compute the same numbers. Goal (issue 4): >= 20x faster
 for the resid_pre sweep and the head-output (all positions) sweep, equal within 1e-4.
 
-Measured 2026-11-24 01:00 UTC on the 2-core machine, nothing else running, torch 2.13.0 CPU, 2 threads:
-    --pair ioi     resid_pre 0.48 s vs 11.42 s (23.9x), head_out_all_pos 0.58 s vs 8.66 s (15.0x), max |diff| 3e-6
-    --pair random  resid_pre 0.75 s vs 11.40 s (15.2x), head_out_all_pos 0.70 s vs 8.51 s (12.2x), max |diff| 3e-6
+Measured 2026-11-24 01:06 UTC on the 2-core machine, nothing else running, torch 2.13.0 CPU, 2 threads:
+    --pair ioi     resid_pre 0.46 s vs 11.20 s (24.2x), head_out_all_pos 0.52 s vs 8.42 s (16.3x), max |diff| 3e-6
+    --pair random  resid_pre 0.72 s vs 11.40 s (15.8x), head_out_all_pos 0.66 s vs 8.58 s (13.0x), max |diff| 3e-6
 (Earlier the same day, with other jobs on the machine, the reference took 15-17 s and the ratios were
 19-34x: the reference suffers more from a busy machine than we do.) The head-output sweep spends 87% of
 its time in matrix-multiply calls (``python -m bench.gemm_peak``), so it is bound by the work it cannot
