@@ -34,8 +34,18 @@ def _store(directory: str, size_limit_mb: int):
     return ResultStore(directory, size_limit_bytes=size_limit_mb * 2**20)
 
 
+@st.cache_resource(show_spinner=False)
+def _redis_store(url: str, maxmemory_mb: int):
+    from cache_store.redis_backend import RedisResultStore
+
+    return RedisResultStore(url, maxmemory_mb=maxmemory_mb)
+
+
 def get_store(settings: Settings | None = None):
+    """The process's result store: the disk cache, or the shared Redis (``[cache] backend``)."""
     settings = settings or get_settings()
+    if settings.cache_backend == "redis":
+        return _redis_store(settings.redis_url, settings.redis_maxmemory_mb)
     return _store(str(settings.cache_directory), settings.cache_size_limit_mb)
 
 

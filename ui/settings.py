@@ -12,6 +12,8 @@ import os
 import tomllib
 from pathlib import Path
 
+from ui.scale_settings import scale_fields
+
 SETTINGS_ENV_VAR = "CIRCUIT_EXPLORER_SETTINGS"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SETTINGS_PATH = REPO_ROOT / "settings.toml"
@@ -36,6 +38,21 @@ class Settings:
     cache_size_limit_mb: int
     demo_mode: bool
     source: Path
+    # Hosting past one machine (ui/scale_settings.py); the defaults are the laptop setup.
+    cache_backend: str = "disk"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_maxmemory_mb: int = 0
+    compute_backend: str = "local"
+    ray_address: str = "auto"
+    ray_app: str = "circuit-explorer"
+    compute_timeout_s: float = 300.0
+    auth_enabled: bool = False
+    auth_provider: str = ""
+    auth_allowed_domains: tuple[str, ...] = ()
+    auth_allowed_emails: tuple[str, ...] = ()
+    runs_per_minute_per_session: int = 0
+    runs_per_minute_per_address: int = 0
+    trust_forwarded_for: bool = False
 
     @property
     def default_model(self) -> str:
@@ -105,6 +122,7 @@ def load_settings(path: str | Path | None = None) -> Settings:
         cache_size_limit_mb=_positive_int(cache | {"size_limit_mb": cache.get("size_limit_mb", 1024)}, "size_limit_mb", str(path)),
         demo_mode=bool(app.get("demo_mode", True)),
         source=path,
+        **scale_fields(raw, str(path), SettingsError),
     )
 
 
