@@ -3,6 +3,10 @@
 Mixed into ``HookedTransformer``. BOS is prepended by default (as TransformerLens
 does), and the tokenizer's own special tokens are never added behind our back,
 so ``to_tokens`` means the same thing for every tokenizer.
+
+A prompt longer than the model's context is an error (:class:`PromptTooLongError`),
+never cut without a word; ``to_tokens(..., truncate=True)`` keeps the first
+``n_ctx`` tokens when that is what the caller wants.
 """
 
 from __future__ import annotations
@@ -10,6 +14,17 @@ from __future__ import annotations
 from typing import Optional, Union
 
 import torch
+
+
+class PromptTooLongError(ValueError):
+    """A prompt has more tokens than the model's context; ``n_tokens`` and ``n_ctx`` say by how much."""
+
+    def __init__(self, n_tokens: int, n_ctx: int):
+        self.n_tokens, self.n_ctx = int(n_tokens), int(n_ctx)
+        super().__init__(
+            f"The prompt is {self.n_tokens} tokens long, longer than the model's context of {self.n_ctx} tokens. "
+            f"Shorten it (or call to_tokens(..., truncate=True) to keep the first {self.n_ctx} tokens)."
+        )
 
 
 class TokenizerMixin:
@@ -42,9 +57,14 @@ class TokenizerMixin:
         prepend_bos: Optional[bool] = None,
         padding_side: str = "right",
         move_to_device: bool = True,
-        truncate: bool = True,
+        truncate: bool = False,
     ) -> torch.Tensor:
-        """Text to token ids [batch, pos]; a list of prompts is padded on ``padding_side``."""
+        """Text to token ids [batch, pos]; a list of prompts is padded on ``padding_side``.
+
+        A prompt longer than ``cfg.n_ctx`` tokens (BOS included) raises :class:`PromptTooLongError`
+        unless ``truncate=True``, which keeps its first ``n_ctx`` tokens. (TransformerLens truncates
+        by default; here cutting a prompt is only ever asked for.)
+        """
         tok = self._require_tokenizer()
         texts = [input] if isinstance(input, str) else list(input)
         prepend_bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
@@ -53,8 +73,13 @@ class TokenizerMixin:
             if self.bos_token_id is None:
                 raise ValueError("this tokenizer has no BOS token: use prepend_bos=False")
             rows = [[self.bos_token_id] + row for row in rows]
+        n_ctx = int(self.cfg.n_ctx)
         if truncate:
-            rows = [row[: self.cfg.n_ctx] for row in rows]
+            rows = [row[:n_ctx] for row in rows]
+        else:
+            longest = max(len(row) for row in rows)
+            if longest > n_ctx:
+                raise PromptTooLongError(longest, n_ctx)
         width = max(len(row) for row in rows)
         pad = [self.pad_token_id]
         rows = [row + pad * (width - len(row)) if padding_side == "right" else pad * (width - len(row)) + row for row in rows]

@@ -73,6 +73,10 @@ def app_context() -> AppContext:
 def count_tokens(model: Any, text: str) -> int:
     try:
         return int(model.to_tokens(text, truncate=False).shape[-1])
+    except ValueError as too_long:  # lens_core's PromptTooLongError carries the count
+        if getattr(too_long, "n_tokens", None) is None:
+            raise
+        return int(too_long.n_tokens)
     except TypeError:  # a to_tokens without the truncate option
         return int(model.to_tokens(text).shape[-1])
 
@@ -310,7 +314,10 @@ def derive_corrupted_prompt(model: Any, prompt: str, answer: str | None = None, 
     later has its first occurrence replaced by another token of the prompt (with the same leading
     space), which breaks the repetition that induction and IOI-style circuits use.
     """
-    ids = model.to_tokens(prompt)[0].tolist()
+    try:
+        ids = model.to_tokens(prompt)[0].tolist()
+    except ValueError:  # longer than the context (PromptTooLongError): nothing to derive from
+        return None
     start = 1 if getattr(model.cfg, "default_prepend_bos", False) else 0
     body = ids[start:]
 
@@ -323,8 +330,11 @@ def derive_corrupted_prompt(model: Any, prompt: str, answer: str | None = None, 
     def attempt(index: int, replacement: int) -> str | None:
         new = body[:index] + [replacement] + body[index + 1:]
         text = model.to_string(new)
-        if text != prompt and model.to_tokens(text)[0].tolist() == ids[:start] + new:
-            return text
+        try:
+            if text != prompt and model.to_tokens(text)[0].tolist() == ids[:start] + new:
+                return text
+        except ValueError:  # re-tokenized past the context: not a same-length prompt
+            pass
         return None
 
     answer_id, wrong_id = single(answer), single(wrong_answer)

@@ -55,3 +55,22 @@ def test_over_long_and_empty_prompts_are_clear_errors(model):
         model(torch.zeros(1, 40, dtype=torch.long))
     with pytest.raises(ValueError, match="no tokens"):
         model(torch.zeros(1, 0, dtype=torch.long))
+
+
+def test_text_longer_than_the_context_is_an_error_unless_truncation_is_asked_for(model):
+    from lens_core import PromptTooLongError
+
+    text = " ".join(["the cat sat on a mat"] * 6)  # 36 words + BOS = 37 tokens, n_ctx is 32
+    full = [model.bos_token_id] + hf_tiny.tiny_tokenizer().encode(text, add_special_tokens=False)
+    assert len(full) == 37 and model.cfg.n_ctx == 32
+    with pytest.raises(PromptTooLongError, match="37 tokens long, longer than the model's context of 32") as raised:
+        model.to_tokens(text)
+    assert (raised.value.n_tokens, raised.value.n_ctx) == (37, 32) and isinstance(raised.value, ValueError)
+    with pytest.raises(PromptTooLongError):  # one long prompt in a batch is enough
+        model.to_tokens(["the cat", text])
+    assert model.to_tokens(text, truncate=True).tolist() == [full[:32]]
+    exactly = " ".join(text.split()[:31])  # BOS + 31 = n_ctx: allowed
+    assert model.to_tokens(exactly).shape == (1, 32)
+    for call in (model, model.to_str_tokens, model.generate):  # every text entry point goes through to_tokens
+        with pytest.raises(PromptTooLongError):
+            call(text)
