@@ -9,7 +9,7 @@ from ui import charts, state
 from ui.errors import guard
 from ui.export import experiment_snippet, export_bar
 from ui.model import run_experiment
-from ui.widgets import app_context, note_out_of_range_link, preset_picker, value_presets
+from ui.widgets import app_context, preset_picker, value_presets
 
 DETECTOR_NAMES = {
     "previous_token": "Previous token",
@@ -46,8 +46,6 @@ if source == "random":
     if max_seq_len < 2:
         st.error(f"This model's context ({max_tokens} tokens) is too short for repeated random tokens.", icon=":material/error:")
         st.stop()
-    note_out_of_range_link("seq_len", 2, max_seq_len, "sequence length")
-    note_out_of_range_link("det_batch", 1, 16, "number of sequences")
     cols = st.columns(3)
     seq_len = state.int_input("Sequence length (repeated twice)", 2, max_seq_len, key="seq_len", default=default_seq_len,
                               where=cols[0], help=f"BOS + the sequence + the same sequence: at most {max_seq_len} here.")

@@ -9,7 +9,7 @@ from ui import charts, state
 from ui.errors import guard
 from ui.export import experiment_snippet, export_bar, python_literal
 from ui.model import run_experiment
-from ui.widgets import app_context, note_out_of_range_link, preset_picker
+from ui.widgets import app_context, preset_picker
 
 MAX_SOURCE_TOKENS = 50
 SOURCES = {"top": "Tokens this head copies most", "prompt": "The prompt's tokens"}
@@ -22,8 +22,6 @@ model = ctx.require_model()
 cfg = model.cfg
 
 # -- inputs ----------------------------------------------------------------------------
-note_out_of_range_link("layer", 0, cfg.n_layers - 1, "layer")
-note_out_of_range_link("head", 0, cfg.n_heads - 1, "head")
 cols = st.columns(2)
 layer = state.int_slider("Layer", 0, cfg.n_layers - 1, key="layer", default=cfg.n_layers - 1, where=cols[0])
 head = state.int_slider("Head", 0, cfg.n_heads - 1, key="head", default=0, where=cols[1])

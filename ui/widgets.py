@@ -180,9 +180,12 @@ def sidebar(settings: Settings | None = None) -> AppContext:
     if first_run and requested and requested not in settings.model_allowlist:
         if settings.arbitrary_models_allowed:
             custom_default = requested
-        else:
-            side.error(md_escape(f"Model {requested!r} is not allowed on this server; showing {settings.default_model!r}."),
-                       icon=":material/error:")
+        # The model box starts on the default; refused, that is said (and kept) like any ignored link value.
+        allowed = list(settings.model_allowlist)
+        st.session_state["model"] = settings.default_model if settings.default_model in allowed else allowed[0]
+        if not settings.arbitrary_models_allowed:
+            state.note_ignored("model", requested, "this server does not allow that model", st.session_state["model"],
+                               where=side)
     name = state.selectbox("Model", settings.model_allowlist, key="model", default=settings.default_model, where=side)
     if settings.arbitrary_models_allowed:
         if "custom_model" not in st.session_state and custom_default:
@@ -357,17 +360,5 @@ def derive_corrupted_prompt(model: Any, prompt: str, answer: str | None = None, 
 
 
 def note_out_of_range_link(key: str, low: int, high: int, what: str, where=st) -> None:
-    """Say so when a link's integer ``key`` is not in ``[low, high]`` (the widget then falls back to its default).
-
-    Call it before drawing the URL-backed widget; it speaks only on the session's first run.
-    """
-    raw = st.query_params.get(key)
-    if key in st.session_state or raw is None:
-        return
-    try:
-        ok = low <= int(raw) <= high
-    except ValueError:
-        ok = False
-    if not ok:
-        where.warning(md_escape(f"The link's {what} {raw!r} is not in {low}–{high} for this model; showing the default instead."),
-                      icon=":material/warning:")
+    """Kept so older pages still import; does nothing. The URL-backed widgets in ``ui.state`` now name
+    every ignored link value themselves (and use the nearest valid one), so a page needs no call here."""

@@ -96,10 +96,12 @@ def test_widget_changes_are_written_to_the_url(app_settings):
     assert at.query_params["prompt"] in ("one two three", ["one two three"])
 
 
-def test_url_values_out_of_range_fall_back_to_defaults(app_settings):
+def test_url_values_out_of_range_use_the_nearest_valid_value_and_say_so(app_settings):
     at = run_app("app_pages/2_Attention.py", prompt=PROMPT, layer="99", head="banana")
     assert not at.exception
-    assert at.slider(key="layer").value == 0 and at.slider(key="head").value == 0
+    assert at.slider(key="layer").value == 1 and at.slider(key="head").value == 0
+    warnings = [w.value.replace("\\", "") for w in at.warning]
+    assert any("layer=99 was ignored" in w for w in warnings) and any("head=banana was ignored" in w for w in warnings)
 
 
 def test_empty_prompt_shows_message_next_to_the_input(app_settings):
@@ -121,7 +123,7 @@ def test_prompt_over_the_token_cap_shows_the_cap(app_settings):
 def test_model_not_in_allowlist_is_refused_in_demo_mode(app_settings, tiny_model_dir):
     at = run_app(model="/etc", prompt=PROMPT)
     assert not at.exception
-    assert any("not allowed" in e.value for e in at.sidebar.error)
+    assert any("does not allow" in w.value for w in at.sidebar.warning)
     assert at.sidebar.selectbox(key="model").value == str(tiny_model_dir)  # fell back to the allowlisted model
 
 

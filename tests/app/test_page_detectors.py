@@ -120,9 +120,10 @@ def test_out_of_range_sequence_length_in_a_link_is_named_and_falls_back(app_sett
     at = run_page(prompt=PROMPT, det_source="random", seq_len="500", det_batch="0")
     assert not at.exception and errors(at) == []
     warnings = [w.value.replace("\\", "") for w in at.warning]
-    assert any("sequence length '500'" in w and "2–19" in w for w in warnings), warnings
-    assert any("number of sequences '0'" in w for w in warnings), warnings
-    assert at.number_input(key="seq_len").value == 19 and at.number_input(key="det_batch").value == 4
+    assert any("seq_len=500 was ignored" in w and "2–19" in w for w in warnings), warnings
+    assert any("det_batch=0 was ignored" in w and "1–16" in w for w in warnings), warnings
+    # the nearest valid values
+    assert at.number_input(key="seq_len").value == 19 and at.number_input(key="det_batch").value == 1
     plotly_figure(at, "detector_chart")
 
 
