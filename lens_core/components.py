@@ -191,8 +191,13 @@ class Attention(nn.Module):
         attention_mask: Optional[torch.Tensor] = None,
         past_kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
         last_query_only: bool = False,
+        split_inputs: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
     ) -> torch.Tensor:
         """x: [batch, pos, d_model] -> attention output [batch, query, d_model].
+
+        ``split_inputs``: normalized inputs one per head, (query [batch, pos, head, d_model],
+        key and value [batch, pos, kv_head, d_model]), used instead of ``x`` (the block's
+        ``hook_q_input``/``hook_k_input``/``hook_v_input`` path, for edge-level patching).
 
         ``past_kv``: keys (after rotary) and values of the positions before ``x``
         ([prefix, kv_head, d_head], or with a batch axis first), so ``x`` holds positions
@@ -201,14 +206,21 @@ class Attention(nn.Module):
         alone is returned), for runs that read nothing else.
         """
         cfg = self.cfg
-        batch, n_new, _ = x.shape
+        if split_inputs is not None:
+            x = split_inputs[0]
+        batch, n_new = x.shape[:2]
         offset = 0 if past_kv is None else past_kv[0].shape[-3]
         n_keys = offset + n_new
-        qkv = torch.addmm(self.b_QKV, x.reshape(-1, cfg.d_model), self.W_QKV).view(batch, n_new, -1)
-        q, k, v = qkv.split(self.split, dim=-1)
-        q = self.hook_q(q.unflatten(-1, (cfg.n_heads, cfg.d_head)))  # [batch, pos, head, d_head]
-        k = self.hook_k(k.unflatten(-1, (cfg.n_key_value_heads, cfg.d_head)))  # [batch, pos, kv_head, d_head]
-        v = self.hook_v(v.unflatten(-1, (cfg.n_key_value_heads, cfg.d_head)))
+        if split_inputs is None:
+            qkv = torch.addmm(self.b_QKV, x.reshape(-1, cfg.d_model), self.W_QKV).view(batch, n_new, -1)
+            q, k, v = qkv.split(self.split, dim=-1)
+            q, k, v = (t.unflatten(-1, (n, cfg.d_head)) for t, n in zip((q, k, v), (cfg.n_heads, cfg.n_key_value_heads, cfg.n_key_value_heads)))
+        else:
+            q, k, v = (torch.einsum("bphd,hde->bphe", inp, w) + b for inp, w, b in
+                       zip(split_inputs, (self.W_Q, self.W_K, self.W_V), (self.b_Q, self.b_K, self.b_V)))
+        q = self.hook_q(q)  # [batch, pos, head, d_head]
+        k = self.hook_k(k)  # [batch, pos, kv_head, d_head]
+        v = self.hook_v(v)
         if cfg.positional_embedding_type == "rotary":
             cos, sin = rotary_cos_sin(cfg, n_keys, x.device)
             q = self.hook_rot_q(apply_rotary(q, cos[offset:], sin[offset:]))
@@ -285,6 +297,11 @@ class TransformerBlock(nn.Module):
         self.mlp = MLP(cfg, layer)
         for point in ("resid_pre", "attn_out", "mlp_out", "resid_post"):
             setattr(self, f"hook_{point}", HookPoint(f"blocks.{layer}.hook_{point}"))
+        # Receivers' inputs (edge-level patching): the residual before ln1, one copy per head
+        # [batch, pos, head or kv_head, d_model], and before ln2 [batch, pos, d_model]. With no
+        # hook on the per-head points the block takes its fused path, unchanged.
+        for point in ("q_input", "k_input", "v_input", "mlp_in"):
+            setattr(self, f"hook_{point}", HookPoint(f"blocks.{layer}.hook_{point}"))
         if not cfg.parallel_attn_mlp:
             self.hook_resid_mid = HookPoint(f"blocks.{layer}.hook_resid_mid")
 
@@ -298,12 +315,21 @@ class TransformerBlock(nn.Module):
         """resid: [batch, pos, d_model]; ``past_kv`` and ``last_query_only`` as in :class:`Attention`
         (with ``last_query_only`` only the last position comes out)."""
         resid = self.hook_resid_pre(resid)  # [batch, pos, d_model]
-        attn_out = self.hook_attn_out(self.attn(self.ln1(resid), attention_mask, past_kv, last_query_only))
+        if self.hook_q_input.is_active() or self.hook_k_input.is_active() or self.hook_v_input.is_active():
+            per_head = (self.cfg.n_heads, self.cfg.n_key_value_heads, self.cfg.n_key_value_heads)
+            inputs = [point(resid[:, :, None].expand(-1, -1, n, -1)) for point, n in
+                      zip((self.hook_q_input, self.hook_k_input, self.hook_v_input), per_head)]
+            # One ln1 call on [batch, pos, head + 2 kv_head, d_model], so its hooks still fire once.
+            split = self.ln1(torch.cat(inputs, dim=2)).split(per_head, dim=2)
+            attn_out = self.attn(None, attention_mask, past_kv, last_query_only, split_inputs=split)
+        else:
+            attn_out = self.attn(self.ln1(resid), attention_mask, past_kv, last_query_only)
+        attn_out = self.hook_attn_out(attn_out)
         if last_query_only:
             resid = resid[:, -1:]
         if self.cfg.parallel_attn_mlp:
-            mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid)))
+            mlp_out = self.hook_mlp_out(self.mlp(self.ln2(self.hook_mlp_in(resid))))
             return self.hook_resid_post(resid + attn_out + mlp_out)
         resid_mid = self.hook_resid_mid(resid + attn_out)
-        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_mid)))
+        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(self.hook_mlp_in(resid_mid))))
         return self.hook_resid_post(resid_mid + mlp_out)
