@@ -13,6 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from ui.auth import require_sign_in
 from ui.errors import guard
 from ui.widgets import sidebar
 
@@ -32,6 +33,8 @@ def discover_pages() -> list[st.Page]:
 
 
 st.set_page_config(page_title="Circuit Explorer", page_icon=":material/hub:", layout="wide")
+with guard("checking the sign-in"):
+    require_sign_in()  # off by default; when on, no page runs for a visitor who is not signed in and allowed
 navigation = st.navigation(discover_pages())
 with guard("setting up the sidebar"):
     sidebar()

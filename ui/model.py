@@ -14,6 +14,7 @@ import streamlit as st
 
 from lens_core.pool import ModelPool, resolve_device
 from lens_core.results import ExperimentResult
+from ui.budget import budgeted
 from ui.settings import Settings, get_settings
 
 
@@ -72,9 +73,11 @@ def run_experiment(
     ``python -m cache_store warm`` command writes, so a warmed view is a hit here.
     ``fn_kwargs`` (a progress callback) must not change the result. While every slot on
     the device is busy the page shows a "queued" notice. Out-of-memory errors come out as
-    ``DeviceOutOfMemoryError`` (shown by ``ui.errors.guard``).
+    ``DeviceOutOfMemoryError`` (shown by ``ui.errors.guard``). With a run budget set
+    (public demo), each new computation is charged first (``ui.budget``); hits are free.
     """
     device = resolve_device(str(getattr(getattr(model, "cfg", None), "device", None) or device))
+    settings = get_settings()
     notice = st.empty()
 
     def queued() -> None:
@@ -84,7 +87,7 @@ def run_experiment(
     try:
         with get_pool().run_slot(device, on_wait=queued, what=f"the {experiment} run") as slot:
             waited = slot.wait_seconds if slot.waited else None
-            return get_store().run_experiment(model, experiment, fn, request, **fn_kwargs)
+            return get_store().run_experiment(model, experiment, budgeted(fn, settings), request, **fn_kwargs)
     finally:
         if waited is None:
             notice.empty()
