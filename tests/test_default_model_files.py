@@ -102,6 +102,17 @@ def test_model_prefers_each_preset_answer(model, tokenizer, presets):
         assert logits[answer] > logits[wrong], p["name"]
 
 
+@torch.no_grad()
+def test_each_preset_answer_is_the_models_top_prediction(model, tokenizer, presets):
+    # A preset shows its point only if the model gets it right: the answer ranks first, not just above the distractor.
+    for p in presets:
+        ids = [tokenizer.bos_token_id] + tokenizer(p["prompt"], add_special_tokens=False).input_ids
+        probs = model(torch.tensor([ids])).logits[0, -1].softmax(-1)
+        answer = _single_token(tokenizer, p["answer"])
+        assert int(probs.argmax()) == answer, (p["name"], tokenizer.decode([int(probs.argmax())]), float(probs[answer]))
+        assert float(probs[answer]) > 0.1, p["name"]
+
+
 def test_induction_preset_answer_continues_the_repeat(tokenizer, presets):
     # The answer is the token that followed the current token's earlier occurrence.
     p = next(p for p in presets if "induction" in p["name"].lower())
