@@ -17,7 +17,7 @@ writes). Weights, TransformerLens/SAELens layout::
     decode(a)   = a @ W_dec + b_dec                  [..., d_out]
 
 Sparsity: "topk" keeps the k largest pre-activations per position (then ReLU), "jumprelu"
-keeps pre-activations above a per-feature threshold, "relu" is a plain ReLU.
+keeps (positive) pre-activations above a per-feature threshold, "relu" is a plain ReLU.
 
 For the bundled model (``from_pretrained("default")`` with LayerNorm folded, so ``ln2`` has no
 weights of its own) layer ``l`` reads ``blocks.{l}.ln2.hook_normalized`` and writes
@@ -118,7 +118,7 @@ class Transcoder(nn.Module):
             values, indices = pre.topk(self.cfg.k, dim=-1)
             return torch.zeros_like(pre).scatter(-1, indices, values.relu())
         if self.cfg.activation == "jumprelu":
-            return pre * (pre > self.threshold)
+            return pre.relu() * (pre > self.threshold)
         return pre.relu()
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
