@@ -2,36 +2,37 @@
 
 Stacks of residual components have the component axis first:
 ``[component, batch, pos, d_model]`` (no batch axis if the cache has none).
+Semantics follow TransformerLens: ``layer`` None, -1 or n_layers means the residual stream
+entering the unembedding (through the final norm); an integer ``pos_slice`` indexes the
+position axis away (``pos_slice=-1`` gives ``[component, batch, d_model]``), a list keeps it.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterator, Optional, Union
 
 import torch
 
-from .utils import get_act_name
+from .cache_neurons import NeuronDecompositionMixin
+from .utils import Slice, get_act_name
 
-PosSlice = Union[None, int, slice, list[int], torch.Tensor]
-
-
-def _slice_pos(tensor: torch.Tensor, pos_slice: PosSlice, pos_dim: int) -> torch.Tensor:
-    if pos_slice is None:
-        return tensor
-    if isinstance(pos_slice, int):
-        return tensor.narrow(pos_dim, pos_slice % tensor.shape[pos_dim], 1)
-    if isinstance(pos_slice, slice):
-        index = [slice(None)] * tensor.dim()
-        index[pos_dim] = pos_slice
-        return tensor[tuple(index)]
-    return tensor.index_select(pos_dim, torch.as_tensor(pos_slice, device=tensor.device))
+PosSlice = Union[None, int, slice, tuple, list, torch.Tensor, Slice]
 
 
-class ActivationCache:
+class ActivationCache(NeuronDecompositionMixin):
     def __init__(self, cache_dict: dict[str, torch.Tensor], model: Any, has_batch_dim: bool = True) -> None:
         self.cache_dict = cache_dict
         self.model = model
         self.has_batch_dim = has_batch_dim
+
+    @property
+    def has_embed(self) -> bool:
+        return "hook_embed" in self.cache_dict
+
+    @property
+    def has_pos_embed(self) -> bool:
+        return "hook_pos_embed" in self.cache_dict
 
     # ------------------------------------------------------------- dict-like
     def _name(self, key: Union[str, tuple]) -> str:
@@ -73,39 +74,61 @@ class ActivationCache:
         return self.cache_dict.items()
 
     def to(self, device: Union[str, torch.device]) -> "ActivationCache":
-        return ActivationCache({k: v.to(device) for k, v in self.cache_dict.items()}, self.model, self.has_batch_dim)
+        """Move every activation (in place, as TransformerLens does) and return the cache."""
+        self.cache_dict = {k: v.to(device) for k, v in self.cache_dict.items()}
+        return self
 
-    def remove_batch_dim(self) -> "ActivationCache":
+    def toggle_autodiff(self, mode: bool = False) -> None:
+        """``torch.set_grad_enabled(mode)``: global state, as in TransformerLens (prefer ``torch.inference_mode``)."""
+        logging.warning("Changed the global state, set autodiff to %s", mode)
+        torch.set_grad_enabled(mode)
+
+    def _batch_size(self) -> int:
+        sizes = [v.shape[0] for v in self.cache_dict.values() if v.dim() > 0]
+        return max(set(sizes), key=sizes.count) if sizes else 1
+
+    def remove_batch_dim(self, batch_size: Optional[int] = None) -> "ActivationCache":
+        """Drop the batch axis of a batch of one, in place (as TransformerLens does); returns the cache."""
         if not self.has_batch_dim:
+            logging.warning("Tried removing batch dimension after already having removed it.")
             return self
-        for value in self.cache_dict.values():
-            if value.shape[0] != 1:
-                raise ValueError("remove_batch_dim needs a batch of one")
-        return ActivationCache({k: v[0] for k, v in self.cache_dict.items()}, self.model, has_batch_dim=False)
+        batch_size = self._batch_size() if batch_size is None else batch_size
+        if batch_size != 1:
+            raise ValueError(f"Cannot remove batch dimension from cache with batch size {batch_size}")
+        self.cache_dict = {k: (v[0] if v.dim() > 0 and v.shape[0] == 1 else v) for k, v in self.cache_dict.items()}
+        self.has_batch_dim = False
+        return self
+
+    def apply_slice_to_batch_dim(self, batch_slice: Any) -> "ActivationCache":
+        """A new cache holding only the selected batch items (an integer drops the batch axis)."""
+        batch_slice = batch_slice if isinstance(batch_slice, Slice) else Slice(batch_slice)
+        if not self.has_batch_dim and batch_slice.mode != "identity":
+            raise ValueError("Cannot index into a cache without a batch dim")
+        batch = self._batch_size()
+        sliced = {k: (batch_slice.apply(v, 0) if v.dim() > 0 and v.shape[0] == batch else v) for k, v in self.cache_dict.items()}
+        return ActivationCache(sliced, self.model, has_batch_dim=self.has_batch_dim and batch_slice.mode != "int")
 
     def __repr__(self) -> str:
         return f"ActivationCache with keys {list(self.cache_dict)}"
 
-    @property
-    def _pos_dim(self) -> int:
-        return 1 if self.has_batch_dim else 0
+    def _layer(self, layer: Optional[int]) -> int:
+        """None and -1 mean n_layers (the unembedding's input); other negatives count from the end."""
+        n_layers = self.model.cfg.n_layers
+        if layer is None or layer == -1:
+            return n_layers
+        return layer + n_layers if layer < 0 else layer
 
     # ------------------------------------------------------------- residual stream
-    def accumulated_resid(
-        self,
-        layer: Optional[int] = None,
-        incl_mid: bool = False,
-        apply_ln: bool = False,
-        pos_slice: PosSlice = None,
-        mlp_input: bool = False,
-        return_labels: bool = False,
-    ):
-        """The residual stream entering each block up to ``layer`` (None: all, plus the final one)."""
+    def accumulated_resid(self, layer: Optional[int] = None, incl_mid: bool = False, apply_ln: bool = False,
+                          pos_slice: PosSlice = None, mlp_input: bool = False, return_labels: bool = False):
+        """The residual stream entering each block up to ``layer`` (None/-1: all, plus the final one).
+
+        ``apply_ln`` at the final layer applies ``ln_final`` to each entry with its own statistics
+        (the logit lens); at an earlier layer, that layer's norm with the cached (frozen) scale.
+        """
+        pos_slice = Slice(pos_slice)
         n_layers = self.model.cfg.n_layers
-        if layer is None or layer == n_layers:
-            layer = n_layers
-        elif layer < 0:
-            layer += n_layers
+        layer = self._layer(layer)
         parts, labels = [], []
         for l in range(layer + 1):
             if l == n_layers:
@@ -117,105 +140,114 @@ class ActivationCache:
             if (incl_mid and l < layer) or (mlp_input and l == layer):
                 parts.append(self[("resid_mid", l)])
                 labels.append(f"{l}_mid")
-        stack = torch.stack([_slice_pos(p, pos_slice, self._pos_dim) for p in parts])
+        stack = torch.stack([pos_slice.apply(p, dim=-2) for p in parts])
         if apply_ln:
-            stack = self.apply_ln_to_stack(stack, None if layer == n_layers else layer, mlp_input=mlp_input, pos_slice=pos_slice)
+            stack = self.apply_ln_to_stack(stack, layer, mlp_input=mlp_input, pos_slice=pos_slice,
+                                           recompute_ln=layer == n_layers)
         return (stack, labels) if return_labels else stack
 
-    def decompose_resid(
-        self,
-        layer: Optional[int] = None,
-        mlp_input: bool = False,
-        mode: str = "all",
-        apply_ln: bool = False,
-        pos_slice: PosSlice = None,
-        incl_embeds: bool = True,
-        return_labels: bool = False,
-    ):
-        """The outputs that sum to the residual stream entering block ``layer`` (None: the final one)."""
-        n_layers = self.model.cfg.n_layers
-        layer = n_layers if layer is None else (layer + n_layers if layer < 0 else layer)
+    def decompose_resid(self, layer: Optional[int] = None, mlp_input: bool = False, mode: str = "all",
+                        apply_ln: bool = False, pos_slice: PosSlice = None, incl_embeds: bool = True,
+                        return_labels: bool = False):
+        """The outputs that sum to the residual stream entering block ``layer`` (None/-1: the final one)."""
+        pos_slice = Slice(pos_slice)
+        layer = self._layer(layer)
+        incl_attn = mode != "mlp"
+        incl_mlp = mode != "attn" and not getattr(self.model.cfg, "attn_only", False)
         parts, labels = [], []
         if incl_embeds:
-            parts.append(self["hook_embed"])
-            labels.append("embed")
-            if "hook_pos_embed" in self.cache_dict:
+            if self.has_embed:
+                parts.append(self["hook_embed"])
+                labels.append("embed")
+            if self.has_pos_embed:
                 parts.append(self["hook_pos_embed"])
                 labels.append("pos_embed")
-        for l in range(layer + (1 if mlp_input else 0)):
-            if mode in ("all", "attn"):
+        for l in range(layer):
+            if incl_attn:
                 parts.append(self[("attn_out", l)])
                 labels.append(f"{l}_attn_out")
-            if mode in ("all", "mlp") and not (mlp_input and l == layer):
+            if incl_mlp:
                 parts.append(self[("mlp_out", l)])
                 labels.append(f"{l}_mlp_out")
-        stack = torch.stack([_slice_pos(p, pos_slice, self._pos_dim) for p in parts])
+        if mlp_input and incl_attn:
+            parts.append(self[("attn_out", layer)])
+            labels.append(f"{layer}_attn_out")
+        stack = torch.stack([pos_slice.apply(p, dim=-2) for p in parts])
         if apply_ln:
-            stack = self.apply_ln_to_stack(stack, None if layer == n_layers else layer, mlp_input=mlp_input, pos_slice=pos_slice)
+            stack = self.apply_ln_to_stack(stack, layer, mlp_input=mlp_input, pos_slice=pos_slice)
         return (stack, labels) if return_labels else stack
 
-    def stack_head_results(
-        self,
-        layer: int = -1,
-        return_labels: bool = False,
-        incl_remainder: bool = False,
-        pos_slice: PosSlice = None,
-        apply_ln: bool = False,
-    ):
-        """Each head's output into the residual stream, for layers before ``layer`` (-1: all).
+    def _head_result(self, layer: int) -> torch.Tensor:
+        """Cached ``hook_result`` of a layer, else derived from ``hook_z`` and ``W_O``: [batch, pos, head, d_model]."""
+        name = get_act_name("result", layer)
+        if name in self.cache_dict:
+            return self.cache_dict[name]
+        z = self[("z", layer)]
+        return torch.einsum("...he,hed->...hd", z, self.model.blocks[layer].attn.W_O.to(z.device, z.dtype))
 
-        Uses cached ``hook_result`` when present, else derives it from ``hook_z`` and ``W_O``
-        (so it need not be cached). The remainder is the residual minus all head outputs
-        (embeddings, MLPs and attention biases).
+    def compute_head_results(self) -> None:
+        """Store every layer's per-head output (``hook_result``) in the cache, derived from ``hook_z``."""
+        for l in range(self.model.cfg.n_layers):
+            self.cache_dict[get_act_name("result", l)] = self._head_result(l)
+
+    def stack_head_results(self, layer: Optional[int] = -1, return_labels: bool = False, incl_remainder: bool = False,
+                           pos_slice: PosSlice = None, apply_ln: bool = False):
+        """Each head's output into the residual stream, for layers before ``layer`` (None/-1: all).
+
+        Uses cached ``hook_result`` when present, else derives it from ``hook_z`` and ``W_O``.
+        The remainder is the residual minus all head outputs (embeddings, MLPs and attention biases).
         """
-        n_layers = self.model.cfg.n_layers
-        layer = n_layers if layer == -1 or layer is None else (layer + n_layers if layer < 0 else layer)
+        pos_slice = Slice(pos_slice)
+        layer = self._layer(layer)
         parts, labels = [], []
         for l in range(layer):
-            name = get_act_name("result", l)
-            if name in self.cache_dict:
-                result = self.cache_dict[name]
-            else:
-                z = self[("z", l)]  # [batch, pos, head, d_head]
-                result = torch.einsum("...he,hed->...hd", z, self.model.blocks[l].attn.W_O.to(z.device, z.dtype))
-            result = _slice_pos(result, pos_slice, self._pos_dim)
-            parts.append(result.movedim(-2, 0))  # [head, batch, pos, d_model]
-            labels.extend(f"L{l}H{h}" for h in range(result.shape[-2]))
-        stack = torch.cat(parts) if parts else torch.zeros(0)
+            parts.append(pos_slice.apply(self._head_result(l), dim=-3).movedim(-2, 0))  # [head, ..., d_model]
+            labels.extend(f"L{l}H{h}" for h in range(self.model.cfg.n_heads))
+        if parts:
+            stack = torch.cat(parts)
+        else:
+            empty = pos_slice.apply(self["hook_embed"], dim=-2)
+            stack = empty.new_zeros((0, *empty.shape))
         if incl_remainder:
-            total = self[("resid_pre", layer)] if layer < n_layers else self[("resid_post", n_layers - 1)]
-            total = _slice_pos(total, pos_slice, self._pos_dim)
+            total = pos_slice.apply(self[("resid_post", layer - 1)], dim=-2)
             stack = torch.cat([stack, (total - stack.sum(0))[None]])
             labels.append("remainder")
         if apply_ln:
-            stack = self.apply_ln_to_stack(stack, None if layer == n_layers else layer, pos_slice=pos_slice)
+            stack = self.apply_ln_to_stack(stack, layer, pos_slice=pos_slice)
         return (stack, labels) if return_labels else stack
 
-    def apply_ln_to_stack(
-        self,
-        residual_stack: torch.Tensor,
-        layer: Optional[int] = None,
-        mlp_input: bool = False,
-        pos_slice: PosSlice = None,
-        batch_slice: Optional[slice] = None,
-        has_batch_dim: bool = True,
-    ) -> torch.Tensor:
-        """Apply the norm read at ``layer`` (None: the final norm) to each component, with its cached scale.
+    def stack_activation(self, activation_name: str, layer: Optional[int] = -1, sublayer_type: Optional[str] = None) -> torch.Tensor:
+        """One activation of every layer before ``layer`` (None/-1: all), stacked: [layer, ...]."""
+        return torch.stack([self[(activation_name, l, sublayer_type)] for l in range(self._layer(layer))])
 
-        The scale is frozen (taken from this run), so the map is linear and the normalised
-        components add up to the normalised residual. LayerNorm also centres each component.
-        If the norm still has a weight (not folded), it is applied too; its bias is not
-        (it belongs to no component).
+    def apply_ln_to_stack(self, residual_stack: torch.Tensor, layer: Optional[int] = None, mlp_input: bool = False,
+                          pos_slice: PosSlice = None, batch_slice: Any = None, has_batch_dim: bool = True,
+                          recompute_ln: bool = False) -> torch.Tensor:
+        """Apply the norm read at ``layer`` (None/-1/n_layers: the final norm) to each component.
+
+        By default with the cached scale of this run (frozen): the map is linear, so the normalised
+        components add up to the normalised residual; LayerNorm also centres each component. If
+        the norm still has a weight (not folded), it is applied too (TransformerLens leaves it
+        out; with folded weights, its default, both agree); its bias belongs to no component.
+        ``recompute_ln`` (final norm only) normalises each component with its own statistics
+        and applies the final norm as the model does, bias included: the logit lens.
         """
+        pos_slice = Slice(pos_slice)
+        batch_slice = batch_slice if isinstance(batch_slice, Slice) else Slice(batch_slice)
         n_layers = self.model.cfg.n_layers
-        if layer is None or layer == n_layers:
-            scale, norm = self["ln_final.hook_scale"], self.model.ln_final
+        layer = self._layer(layer)
+        if has_batch_dim:
+            residual_stack = batch_slice.apply(residual_stack, dim=1)
+        if layer == n_layers:
+            norm, key = self.model.ln_final, "ln_final.hook_scale"
+            if recompute_ln:
+                return _renormalize(norm, residual_stack)
         else:
             which = "ln2" if mlp_input else "ln1"
-            scale, norm = self[("scale", layer, which)], getattr(self.model.blocks[layer], which)
-        scale = _slice_pos(scale, pos_slice, self._pos_dim)
-        if batch_slice is not None and self.has_batch_dim:
-            scale = scale[batch_slice]
+            norm, key = getattr(self.model.blocks[layer], which), f"blocks.{layer}.{which}.hook_scale"
+        scale = pos_slice.apply(self[key], dim=-2)
+        if self.has_batch_dim:
+            scale = batch_slice.apply(scale, dim=0)
         stack = residual_stack
         if norm.centered:
             stack = stack - stack.mean(-1, keepdim=True)
@@ -224,25 +256,39 @@ class ActivationCache:
             stack = stack * norm.w.to(stack.device, stack.dtype)
         return stack
 
-    def logit_attrs(
-        self,
-        residual_stack: torch.Tensor,
-        tokens: Union[int, torch.Tensor],
-        incorrect_tokens: Union[None, int, torch.Tensor] = None,
-        pos_slice: PosSlice = None,
-        batch_slice: Optional[slice] = None,
-        has_batch_dim: bool = True,
-    ) -> torch.Tensor:
+    def logit_attrs(self, residual_stack: torch.Tensor, tokens: Union[str, int, torch.Tensor],
+                    incorrect_tokens: Union[None, str, int, torch.Tensor] = None, pos_slice: PosSlice = None,
+                    batch_slice: Any = None, has_batch_dim: bool = True) -> torch.Tensor:
         """Each component's direct contribution to the logit of ``tokens`` (minus ``incorrect_tokens``),
-        after the final norm with its frozen scale: [component, ...]."""
-        scaled = self.apply_ln_to_stack(residual_stack, None, pos_slice=pos_slice, batch_slice=batch_slice)
+        after the final norm with its frozen scale: [component, ...].
+
+        A [batch] tensor of tokens gives one token per example (broadcast over positions)."""
+        batch_slice = batch_slice if isinstance(batch_slice, Slice) else Slice(batch_slice)
         direction = self.model.tokens_to_residual_directions(tokens)
         if incorrect_tokens is not None:
+            shape = torch.as_tensor(tokens).shape if not isinstance(tokens, str) else ()
+            wrong_shape = torch.as_tensor(incorrect_tokens).shape if not isinstance(incorrect_tokens, str) else ()
+            if shape != wrong_shape:
+                raise ValueError(f"tokens and incorrect_tokens must have the same shape ({tuple(shape)} vs {tuple(wrong_shape)})")
             direction = direction - self.model.tokens_to_residual_directions(incorrect_tokens)
+        scaled = self.apply_ln_to_stack(residual_stack, None, pos_slice=pos_slice, batch_slice=batch_slice,
+                                        has_batch_dim=has_batch_dim)
         direction = direction.to(scaled.device, scaled.dtype)
-        if direction.dim() == 1:
-            return scaled @ direction
-        # One direction per batch item (and position): broadcast over the component axis.
-        while direction.dim() < scaled.dim():
-            direction = direction.unsqueeze(-2) if direction.dim() < scaled.dim() - 1 else direction[None]
+        if (has_batch_dim and batch_slice.mode != "int" and scaled.dim() == 4 and direction.dim() == 2
+                and direction.shape[0] == scaled.shape[1]):
+            direction = direction.unsqueeze(-2)  # one direction per example, broadcast over positions
         return (scaled * direction).sum(-1)
+
+
+def _renormalize(norm: Any, x: torch.Tensor) -> torch.Tensor:
+    """``norm`` applied to each vector with its own statistics, weight and bias (no hooks fire)."""
+    dtype = x.dtype
+    x = x.float()
+    if norm.centered:
+        x = x - x.mean(-1, keepdim=True)
+    x = (x / (x.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt()).to(dtype)
+    if norm.has_weights:
+        x = x * norm.w.to(x.device, x.dtype)
+    if getattr(norm, "b", None) is not None:
+        x = x + norm.b.to(x.device, x.dtype)
+    return x

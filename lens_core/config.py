@@ -45,6 +45,13 @@ class HookedTransformerConfig:
     device: str = "cpu"
     dtype: torch.dtype = torch.float32
     d_vocab_out: Optional[int] = None
+    # Fields TransformerLens notebooks read or set.
+    use_attn_result: bool = False  # run_with_cache(names_filter=None) also keeps hook_result
+    attn_only: bool = False  # no MLPs (not supported by the components: an error says so)
+    seed: Optional[int] = None  # seeds init_weights
+    init_weights: bool = True  # HookedTransformer(cfg) initialises (loading turns it off)
+    init_mode: str = "gpt2"
+    initializer_range: float = -1.0  # -1: 0.8 / sqrt(d_model), TransformerLens's default
 
     def __post_init__(self) -> None:
         if self.n_key_value_heads is None:
@@ -61,6 +68,10 @@ class HookedTransformerConfig:
             raise ValueError(f"positional_embedding_type must be one of {POSITIONAL_TYPES}")
         if self.act_fn not in ACT_FNS:
             raise ValueError(f"act_fn must be one of {ACT_FNS}, got {self.act_fn!r}")
+        if self.attn_only:
+            raise NotImplementedError("attention-only models (attn_only=True) are not supported by lens_core")
+        if self.init_mode != "gpt2":
+            raise NotImplementedError(f"init_mode {self.init_mode!r}: only TransformerLens's 'gpt2' initialisation is supported")
         if self.n_heads % self.n_key_value_heads:
             raise ValueError("n_heads must be a multiple of n_key_value_heads")
 

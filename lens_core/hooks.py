@@ -9,13 +9,18 @@ and nothing stays attached when a hook raises: leaving the ``with`` block
 resets the variable, whatever happened inside.
 
 With no hooks active, a hook point costs one ``ContextVar.get``.
+
+TransformerLens's model-wide hooks (``HookPoint.add_hook``, ``model.add_hook``)
+exist too, for notebooks: they live on the hook point, every thread sees them,
+and they stay until removed. They run before the call's own hooks. The app
+never adds them; an empty tuple on each point keeps them free when unused.
 """
 
 from __future__ import annotations
 
 import contextvars
 import re
-from typing import Callable, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Union
 
 import torch
 
@@ -37,18 +42,26 @@ class HookPoint:
     forward pass passes through hundreds of hook points.
     """
 
-    __slots__ = ("name",)
+    __slots__ = ("name", "ctx", "_wide")
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.ctx: dict = {}  # TransformerLens's scratch space for hooks (shared, like theirs)
+        # Model-wide hooks: (callable, dir, is_permanent, level, user fn), in run order.
+        self._wide: tuple = ()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self._wide:
+            x = self._run(tuple(entry[0] for entry in self._wide), x)
         active = _ACTIVE.get()
         if active is None:
             return x
         fns = active.get(self)
         if fns is None:
             return x
+        return self._run(fns, x)
+
+    def _run(self, fns: tuple, x: torch.Tensor) -> torch.Tensor:
         for fn in fns:
             out = fn(x, self)
             if out is not None:
@@ -58,7 +71,9 @@ class HookPoint:
         return x
 
     def is_active(self) -> bool:
-        """Whether any hook of the current call reads this point (used to skip optional work)."""
+        """Whether any hook reads this point (used to skip optional work)."""
+        if self._wide:
+            return True
         active = _ACTIVE.get()
         return active is not None and self in active
 
@@ -66,8 +81,51 @@ class HookPoint:
         match = _LAYER_RE.match(self.name)
         return int(match.group(1)) if match else None
 
+    # ---- TransformerLens's model-wide hooks (visible to every thread) ------------
+    def add_hook(self, hook: HookFn, dir: str = "fwd", is_permanent: bool = False, level: Optional[int] = None,
+                 prepend: bool = False) -> None:
+        """Attach ``hook(tensor, hook_point)`` to this point for every later run, in every thread."""
+        if dir not in ("fwd", "bwd"):
+            raise ValueError(f"dir must be 'fwd' or 'bwd', got {dir!r}")
+        entry = (hook if dir == "fwd" else grad_hook(hook), dir, is_permanent, level, hook)
+        self._wide = (entry,) + self._wide if prepend else self._wide + (entry,)
+
+    def add_perma_hook(self, hook: HookFn, dir: str = "fwd") -> None:
+        self.add_hook(hook, dir=dir, is_permanent=True)
+
+    def remove_hooks(self, dir: str = "fwd", including_permanent: bool = False, level: Optional[int] = None) -> None:
+        if dir not in ("fwd", "bwd", "both"):
+            raise ValueError(f"dir must be 'fwd', 'bwd' or 'both', got {dir!r}")
+        self._wide = tuple(entry for entry in self._wide if not (
+            dir in ("both", entry[1]) and (including_permanent or not entry[2]) and (level is None or entry[3] == level)))
+
+    def has_hooks(self, dir: str = "both", including_permanent: bool = True, level: Optional[int] = None) -> bool:
+        return any(dir in ("both", entry[1]) and (including_permanent or not entry[2]) and (level is None or entry[3] == level)
+                   for entry in self._wide)
+
+    @property
+    def fwd_hooks(self) -> list[HookFn]:
+        return [entry[4] for entry in self._wide if entry[1] == "fwd"]
+
+    @property
+    def bwd_hooks(self) -> list[HookFn]:
+        return [entry[4] for entry in self._wide if entry[1] == "bwd"]
+
+    def clear_context(self) -> None:
+        self.ctx = {}
+
     def __repr__(self) -> str:
         return f"HookPoint({self.name!r})"
+
+
+def grad_hook(fn: HookFn) -> HookFn:
+    """A forward hook that attaches ``fn(grad, hook)`` to the activation's gradient."""
+
+    def attach(tensor: torch.Tensor, hook: HookPoint) -> None:
+        if tensor.requires_grad:
+            tensor.register_hook(lambda grad: fn(grad, hook))
+
+    return attach
 
 
 def resolve_names(name_filter: NameFilter, all_names: Iterable[str]) -> list[str]:
@@ -97,6 +155,8 @@ class active_hooks:
     def __init__(self, pairs: list[tuple[HookPoint, HookFn]]) -> None:
         self._pairs = pairs
         self._token: Optional[contextvars.Token] = None
+        self.on_exit: Optional[Callable[[], Any]] = None  # e.g. clear the points' ctx
+        self.target: Any = None  # what ``with ... as x`` gives (the model, as in TransformerLens)
 
     def __enter__(self) -> "active_hooks":
         current = _ACTIVE.get()
@@ -104,9 +164,11 @@ class active_hooks:
         for point, fn in self._pairs:
             merged[point] = merged.get(point, ()) + (fn,)
         self._token = _ACTIVE.set(merged if merged else current)
-        return self
+        return self if self.target is None else self.target
 
     def __exit__(self, *exc) -> None:
         assert self._token is not None
         _ACTIVE.reset(self._token)
         self._token = None
+        if self.on_exit is not None:
+            self.on_exit()

@@ -123,6 +123,7 @@ def build_model(
     cfg.dtype = target
     cfg.device = str(torch.device(device)) if device is not None else "cpu"
     cfg.tokenizer_name = model_name
+    cfg.init_weights = False  # every weight is loaded below
     model = HookedTransformer(cfg, tokenizer=tokenizer)
     load_weights(model, weights)
     model.processing = applied

@@ -9,18 +9,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .compat import TransformerLensMixin
 from .components import Embed, Norm, PosEmbed, TransformerBlock, Unembed
 from .config import HookedTransformerConfig
-from .hooks import HookFn, HookPoint, NameFilter, active_hooks, resolve_names
+from .hooks import HookFn, HookPoint, NameFilter, active_hooks, grad_hook, resolve_names
 from .tokens import TokenizerMixin
 
 FwdHooks = list[tuple[Union[str, Callable[[str], bool]], HookFn]]
 
 
-class HookedTransformer(TokenizerMixin, nn.Module):
+class HookedTransformer(TransformerLensMixin, TokenizerMixin, nn.Module):
     """A GPT-2, GPT-NeoX or Llama-family model with TransformerLens's hook names and weight names.
 
-    Build one with :meth:`from_pretrained` or :meth:`from_hf_model` (see ``lens_core.loading``).
+    Build one with :meth:`from_pretrained` or :meth:`from_hf_model` (see ``lens_core.loading``), or
+    ``HookedTransformer(cfg)`` for a model with TransformerLens's initialisation (``cfg.init_weights``).
     """
 
     def __init__(self, cfg: HookedTransformerConfig, tokenizer: Any = None) -> None:
@@ -36,8 +38,11 @@ class HookedTransformer(TokenizerMixin, nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(cfg, layer) for layer in range(cfg.n_layers))
         self.ln_final = Norm(cfg, "ln_final")
         self.unembed = Unembed(cfg)
+        self.unembed.hook_in = HookPoint("unembed.hook_in")  # [batch, pos, d_model], the final norm's output
         self.hook_dict: dict[str, HookPoint] = self._collect_hook_points()
         self._weights_hash: Optional[str] = None
+        if cfg.init_weights:
+            self.init_weights()
         self.eval()
 
     def _collect_hook_points(self) -> dict[str, HookPoint]:
@@ -86,7 +91,7 @@ class HookedTransformer(TokenizerMixin, nn.Module):
             # Still run the final norm so its hooks fire; skip only the unembedding.
             self.ln_final(resid)
             return None
-        logits = self.unembed(self.ln_final(resid))  # [batch, pos, d_vocab]
+        logits = self.unembed(self.unembed.hook_in(self.ln_final(resid)))  # [batch, pos, d_vocab]
         if return_type == "logits":
             return logits
         if tokens is None:
@@ -127,20 +132,31 @@ class HookedTransformer(TokenizerMixin, nn.Module):
                 pairs.append((self.hook_dict[name], fn))
         return pairs
 
-    def hooks(self, fwd_hooks: FwdHooks = (), bwd_hooks: FwdHooks = (), reset_hooks_end: bool = True) -> active_hooks:
+    def hooks(self, fwd_hooks: FwdHooks = (), bwd_hooks: FwdHooks = (), reset_hooks_end: bool = True,
+              clear_contexts: bool = False) -> active_hooks:
         """``with model.hooks(fwd_hooks=[(name, fn)]): ...``: the hooks apply in this thread, inside the block.
 
         A backward hook ``fn(grad, hook)`` is attached to the activation's gradient during the forward pass.
+        ``reset_hooks_end=False`` (TransformerLens's) adds them model-wide instead, for every thread,
+        until ``reset_hooks()``; ``clear_contexts`` empties the touched points' ``hook.ctx`` at the end.
         """
+        fwd, bwd = self._pairs(list(fwd_hooks)), self._pairs(list(bwd_hooks))
         if not reset_hooks_end:
-            raise ValueError("hooks always end with their call here: permanent hooks would leak between sessions")
-        pairs = self._pairs(list(fwd_hooks))
-        for point, fn in self._pairs(list(bwd_hooks)):
-            pairs.append((point, _grad_hook(fn)))
-        return active_hooks(pairs)
+            for point, fn in fwd:
+                point.add_hook(fn)
+            for point, fn in bwd:
+                point.add_hook(fn, dir="bwd")
+            scope = active_hooks([])
+        else:
+            scope = active_hooks(fwd + [(point, grad_hook(fn)) for point, fn in bwd])
+        if clear_contexts:
+            scope.on_exit = lambda: [point.clear_context() for point, _ in fwd + bwd]
+        scope.target = self
+        return scope
 
-    def run_with_hooks(self, *args: Any, fwd_hooks: FwdHooks = (), bwd_hooks: FwdHooks = (), **kwargs: Any) -> Any:
-        with self.hooks(fwd_hooks=fwd_hooks, bwd_hooks=bwd_hooks):
+    def run_with_hooks(self, *args: Any, fwd_hooks: FwdHooks = (), bwd_hooks: FwdHooks = (), reset_hooks_end: bool = True,
+                       clear_contexts: bool = False, **kwargs: Any) -> Any:
+        with self.hooks(fwd_hooks=fwd_hooks, bwd_hooks=bwd_hooks, reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts):
             return self(*args, **kwargs)
 
     def run_with_cache(
@@ -149,22 +165,33 @@ class HookedTransformer(TokenizerMixin, nn.Module):
         names_filter: NameFilter = None,
         device: Optional[Union[str, torch.device]] = None,
         remove_batch_dim: bool = False,
+        pos_slice: Any = None,
         **kwargs: Any,
     ):
         """Run and keep activations. ``names_filter=None`` keeps every hook point except
-        ``hook_result`` (per-head outputs, costly: name it to get it, or use
-        ``cache.stack_head_results``, which derives it from ``hook_z``)."""
+        ``hook_result`` (per-head outputs, costly: name it, set ``cfg.use_attn_result``, or use
+        ``cache.stack_head_results``, which derives it from ``hook_z``) and the receivers'
+        per-head inputs. ``remove_batch_dim`` needs a batch of one. ``pos_slice`` keeps only those
+        positions of every activation (an integer keeps a length-1 axis, as in TransformerLens)."""
         from .cache import ActivationCache
+        from .utils import Slice
 
         if names_filter is None:
-            names = [name for name in self.hook_dict if not name.endswith("hook_result")]
+            skipped = () if self.cfg.use_attn_result else ("hook_result",)
+            skipped += ("hook_q_input", "hook_k_input", "hook_v_input")
+            names = [name for name in self.hook_dict if not name.endswith(skipped)]
         else:
             names = resolve_names(names_filter, self.hook_dict)
         store: dict[str, torch.Tensor] = {}
+        positions = None if pos_slice is None else Slice.unwrap(pos_slice)
 
         def save(tensor: torch.Tensor, hook: HookPoint) -> None:
             kept = tensor.detach()
+            if positions is not None:
+                kept = positions.apply(kept, dim=-2 if hook.name.endswith(("hook_pattern", "hook_attn_scores")) else 1)
             if remove_batch_dim:
+                if kept.shape[0] != 1:
+                    raise ValueError(f"remove_batch_dim needs a batch of one, got {kept.shape[0]}")
                 kept = kept[0]
             store[hook.name] = kept.to(device) if device is not None else kept
 
@@ -210,8 +237,10 @@ class HookedTransformer(TokenizerMixin, nn.Module):
     W_out = property(lambda self: self._stack("mlp", "W_out"))  # [layer, d_mlp, d_model]
     b_out = property(lambda self: self._stack("mlp", "b_out"))
 
-    def tokens_to_residual_directions(self, tokens: Union[int, torch.Tensor]) -> torch.Tensor:
-        """Unembedding columns of the given tokens: [..., d_model]."""
+    def tokens_to_residual_directions(self, tokens: Union[str, int, torch.Tensor]) -> torch.Tensor:
+        """Unembedding columns of the given tokens: [..., d_model] (a string must be one token)."""
+        if isinstance(tokens, str):
+            tokens = self.to_single_token(tokens)
         return self.W_U[:, torch.as_tensor(tokens, device=self.W_U.device)].movedim(0, -1)
 
     def weights_hash(self) -> str:
@@ -260,14 +289,6 @@ def lm_cross_entropy(
     return loss.mean()
 
 
-def _grad_hook(fn: HookFn) -> HookFn:
-    def attach(tensor: torch.Tensor, hook: HookPoint) -> None:
-        if tensor.requires_grad:
-            tensor.register_hook(lambda grad: fn(grad, hook))
-
-    return attach
-
-
 _SUB_ORDER = ["hook_resid_pre", "ln1.hook_scale", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_rot_q", "attn.hook_rot_k",
               "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z", "attn.hook_result", "hook_attn_out",
               "hook_resid_mid", "ln2.hook_scale", "ln2.hook_normalized", "mlp.hook_pre", "mlp.hook_pre_linear", "mlp.hook_post", "hook_mlp_out", "hook_resid_post"]
@@ -279,6 +300,8 @@ def _hook_order(name: str) -> tuple:
         return (0, 0, name)
     if name.startswith("ln_final"):
         return (2, 0, name)
+    if name.startswith("unembed"):
+        return (3, 0, name)
     _, layer, rest = name.split(".", 2)
     rank = next((i for i, prefix in enumerate(_SUB_ORDER) if rest.startswith(prefix)), len(_SUB_ORDER))
     return (1, int(layer), rank, rest)

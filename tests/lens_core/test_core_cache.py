@@ -35,14 +35,14 @@ def test_decompositions_sum_to_the_residual_stream(run):
 def test_logit_attributions_add_up_to_the_logit(run):
     model, tokens, logits, cache = run
     answer = tokens[:, -1]  # any token id per batch item
-    stack = cache.decompose_resid(pos_slice=-1)  # [component, batch, 1, d_model]
-    attrs = cache.logit_attrs(stack, answer[:, None], pos_slice=-1)  # [component, batch, 1]
+    stack = cache.decompose_resid(pos_slice=-1)  # an integer position drops the axis: [component, batch, d_model]
+    attrs = cache.logit_attrs(stack, answer, pos_slice=-1)  # [component, batch]
     # What no component owns: the final norm's bias through W_U, and b_U.
     bias = model.b_U[answer]
     if model.ln_final.has_weights:
         bias = bias + model.ln_final.b @ model.W_U[:, answer]
     expected = logits[torch.arange(2), -1, answer]
-    assert torch.allclose(attrs.sum(0)[:, 0] + bias, expected, atol=1e-4)
+    assert torch.allclose(attrs.sum(0) + bias, expected, atol=1e-4)
 
 
 def test_apply_ln_to_stack_reproduces_the_final_norm(run):
