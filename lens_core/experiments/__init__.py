@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .ablation import AblationRequest, AblationResult, AblationSweepRequest, AblationSweepResult, ablation, ablation_sweep
 from .attention import AttentionRequest, AttentionResult, attention_patterns
+from .attribution_graph import AttributionGraphRequest, AttributionGraphResult, attribution_graph
 from .circuits import (
     CompositionRequest,
     CompositionResult,
@@ -27,12 +28,15 @@ from .circuits import (
 )
 from .detectors import DetectorRequest, DetectorResult, head_detectors
 from .dla import DLARequest, DLAResult, direct_logit_attribution
+from .graph_interventions import GraphInterventionRequest, GraphInterventionResult, graph_intervention
 from .logit_lens import LogitLensRequest, LogitLensResult, logit_lens
 from .patching import SWEEPS, PatchingRequest, PatchingResult, activation_patching
 from .path_patching import PathPatchingRequest, PathPatchingResult, path_patching
 from .predictions import PredictionsRequest, PredictionsResult, predictions
 
 REGISTRY = {
+    "attribution_graph": attribution_graph,
+    "graph_intervention": graph_intervention,
     "predictions": predictions,
     "attention_patterns": attention_patterns,
     "logit_lens": logit_lens,
@@ -47,6 +51,8 @@ REGISTRY = {
 }
 
 REQUEST_TYPES = {
+    "attribution_graph": AttributionGraphRequest,
+    "graph_intervention": GraphInterventionRequest,
     "predictions": PredictionsRequest,
     "attention_patterns": AttentionRequest,
     "logit_lens": LogitLensRequest,

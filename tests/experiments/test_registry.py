@@ -10,6 +10,7 @@ from lens_core.experiments import REGISTRY, REQUEST_TYPES
 from lens_core.results import ExperimentResult
 
 from exp_tiny import tiny
+from graph_support import random_transcoders
 
 TOKS, OTHER = (3, 8, 1, 20, 7), (3, 9, 1, 21, 7)
 REQUESTS = {
@@ -24,7 +25,12 @@ REQUESTS = {
     "head_detectors": dict(seq_len=6, batch=2),
     "head_circuits": dict(layer=1, head=0),
     "composition": dict(),
+    "attribution_graph": dict(tokens=TOKS, targets=(4, 5), check_top=4),
+    "graph_intervention": dict(tokens=TOKS, clamps=((1, 2, 0, 0.0),), targets=(4,)),
 }
+# Experiments that need more than the model (tiny models have no bundled transcoders).
+EXTRA = {"attribution_graph": lambda m: {"transcoders": random_transcoders(m)},
+         "graph_intervention": lambda m: {"transcoders": random_transcoders(m)}}
 
 
 def _same(a, b):
@@ -44,7 +50,7 @@ def test_result_round_trips_through_json_and_tensors(name):
     request = REQUEST_TYPES[name](**REQUESTS[name])
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(request, dataclasses.fields(request)[0].name, None)
-    result = REGISTRY[name](model, request)
+    result = REGISTRY[name](model, request, **EXTRA.get(name, lambda m: {})(model))
     assert isinstance(result, ExperimentResult)
     tensors, meta = result.to_parts()
     meta = json.loads(json.dumps(meta))  # JSON-able, and what a reader gets back

@@ -1,0 +1,336 @@
+"""The frozen replacement model of one prompt, and its exact linear attribution graph.
+
+Replace each MLP by its transcoder plus an error term (what the transcoder misses on this
+prompt, so the replacement reproduces the real model exactly), and freeze the attention
+patterns and every norm's scale at the values of one real forward pass. What is left
+between the residual stream's writers and readers is linear: attention with a fixed
+pattern is a linear map of the values, a norm with a fixed scale is centring (LayerNorm)
+and a division. So each node's input is exactly the sum of its incoming edges plus
+constant terms (biases, positional embeddings).
+
+Nodes, in this order (the rows and columns of ``adjacency``):
+- features: every transcoder feature active at some position, sorted by (layer, pos, feature);
+  its *input* is its pre-activation, its *output* ``activation * W_dec[feature]`` written at
+  ``hook_mlp_out`` of its layer;
+- errors: one per (layer, pos): ``mlp_out - transcoder reconstruction`` (its output; no input);
+- embeddings: one per position: the token embedding (``hook_embed``; positional embeddings
+  count as a constant);
+- logits: the target tokens at the last position; input = the logit minus the mean logit
+  over the vocabulary (the published method's demeaned logit).
+
+``adjacency[t, s]`` is source ``s``'s output carried to target ``t``'s input through the
+frozen attention and the residual stream (no path through another feature: that path is two
+edges). All targets' gradients come from one backward walk per group of targets (all rows at
+once as a batch, grouped by the layer the target reads), written out as the transposed
+frozen model: at each layer, ``g += attnT(g)`` with the frozen pattern.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import torch
+
+# Dense adjacency: n_nodes^2 floats. 8192 nodes are 256 MiB of float32 per graph.
+DEFAULT_MAX_NODES = 8192
+
+
+@dataclasses.dataclass
+class TranscoderView:
+    """The parts of one layer's transcoder the graph needs, float, on the model's device."""
+
+    layer: int
+    hook_in: str
+    W_enc: torch.Tensor  # [d_model, d_sae]
+    b_enc: torch.Tensor  # [d_sae]
+    W_dec: torch.Tensor  # [d_sae, d_model]
+    b_dec: torch.Tensor  # [d_model]
+    b_in: torch.Tensor  # [d_model] (zeros when the transcoder has none)
+    module: object  # the transcoder itself: its encode() decides which features are active
+
+
+def _config(tc) -> object:
+    for name in ("cfg", "config"):
+        if hasattr(tc, name):
+            return getattr(tc, name)
+    raise TypeError(f"{type(tc).__name__} has no cfg/config with layer and hook names")
+
+
+def transcoder_views(model, transcoders) -> list[TranscoderView]:
+    """One view per layer, in layer order, from a mapping layer -> transcoder or a sequence."""
+    items = list(transcoders.values()) if hasattr(transcoders, "values") else list(transcoders)
+    n = model.cfg.n_layers
+    views: dict[int, TranscoderView] = {}
+    for tc in items:
+        cfg = _config(tc)
+        layer = int(cfg.layer)
+        hook_in, hook_out = str(cfg.hook_in), str(cfg.hook_out)
+        if hook_out != f"blocks.{layer}.hook_mlp_out":
+            raise ValueError(f"transcoder for layer {layer} writes {hook_out!r}; the graph needs blocks.{layer}.hook_mlp_out")
+        if hook_in not in (f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_resid_mid"):
+            raise ValueError(f"transcoder for layer {layer} reads {hook_in!r}; the graph supports ln2.hook_normalized or hook_resid_mid")
+        device = model.W_E.device
+
+        def grab(x):
+            return x.detach().float().to(device)
+
+        b_in = getattr(tc, "b_in", None)
+        W_enc = grab(tc.W_enc)
+        views[layer] = TranscoderView(
+            layer=layer, hook_in=hook_in, W_enc=W_enc, b_enc=grab(tc.b_enc), W_dec=grab(tc.W_dec), b_dec=grab(tc.b_dec),
+            b_in=grab(b_in) if b_in is not None else torch.zeros(W_enc.shape[0], device=device), module=tc,
+        )
+    missing = [l for l in range(n) if l not in views]
+    if missing:
+        raise ValueError(f"the graph needs a transcoder for every layer; none for layer(s) {missing}")
+    if model.cfg.parallel_attn_mlp:
+        raise ValueError("attribution graphs need sequential attention then MLP (this model runs them in parallel)")
+    return [views[l] for l in range(n)]
+
+
+@dataclasses.dataclass
+class ReplacementGraph:
+    """The full (unpruned) graph of one prompt. Node order: features, errors, embeddings, logits."""
+
+    tokens: torch.Tensor  # [pos]
+    feature_layer: torch.Tensor  # [n_features]
+    feature_pos: torch.Tensor  # [n_features]
+    feature_index: torch.Tensor  # [n_features]
+    activations: torch.Tensor  # [n_features]
+    logit_tokens: torch.Tensor  # [n_logits]
+    logit_probs: torch.Tensor  # [n_logits]
+    adjacency: torch.Tensor  # [n_nodes, n_nodes]: rows targets, columns sources
+    node_input: torch.Tensor  # [n_nodes]: pre-activation (features), demeaned logit (logits), 0 otherwise
+    node_bias: torch.Tensor  # [n_nodes]: the constant part of each input (biases, positional embeddings)
+    n_layers: int
+
+    @property
+    def n_features(self) -> int:
+        return int(self.feature_layer.numel())
+
+    @property
+    def n_pos(self) -> int:
+        return int(self.tokens.numel())
+
+    @property
+    def n_errors(self) -> int:
+        return self.n_layers * self.n_pos
+
+    @property
+    def n_logits(self) -> int:
+        return int(self.logit_tokens.numel())
+
+    @property
+    def n_nodes(self) -> int:
+        return self.n_features + self.n_errors + self.n_pos + self.n_logits
+
+    def error_node(self, layer: int, pos: int) -> int:
+        return self.n_features + layer * self.n_pos + pos
+
+    def embedding_node(self, pos: int) -> int:
+        return self.n_features + self.n_errors + pos
+
+    def logit_node(self, i: int) -> int:
+        return self.n_features + self.n_errors + self.n_pos + i
+
+    def kinds(self) -> list[str]:
+        return ["feature"] * self.n_features + ["error"] * self.n_errors + ["embedding"] * self.n_pos + ["logit"] * self.n_logits
+
+
+def _norm_t(v: torch.Tensor, scale: torch.Tensor, centered: bool, w: Optional[torch.Tensor]) -> torch.Tensor:
+    """Transpose of the frozen norm ``x -> centre(x) / scale * w`` applied to a gradient ``v [..., pos, d]``."""
+    if w is not None:
+        v = v * w
+    if centered:
+        v = v - v.mean(-1, keepdim=True)
+    return v / scale
+
+
+def select_logits(probs: torch.Tensor, targets: Optional[Sequence[int]], mass: float, max_logits: int) -> torch.Tensor:
+    """The chosen target tokens, or the most probable tokens until their probability reaches ``mass``."""
+    if targets:
+        return torch.as_tensor(list(targets), dtype=torch.long)
+    if not 0.0 < mass <= 1.0:
+        raise ValueError(f"logit probability mass must be in (0, 1], got {mass}")
+    ordered, ids = probs.sort(descending=True)
+    n = int((ordered.cumsum(0) < mass).sum()) + 1
+    return ids[: max(1, min(n, int(max_logits)))].cpu()
+
+
+def node_budget_error(n_nodes: int, max_nodes: int, n_pos: int, per_pos: float) -> str:
+    fit = max(1, int(max_nodes / max(per_pos, 1.0)))
+    mib = max_nodes * max_nodes * 4 / 2**20
+    return (
+        f"this prompt's graph has {n_nodes} nodes, over the budget of {max_nodes}: the graph keeps a dense "
+        f"nodes x nodes matrix of edge weights ({mib:.0f} MiB at the budget) and every node is a backward row. "
+        f"With about {per_pos:.0f} nodes per token here, prompts up to about {fit} tokens fit (this one has {n_pos})."
+    )
+
+
+@torch.no_grad()
+def build_graph(
+    model,
+    transcoders,
+    tokens: torch.Tensor,
+    targets: Optional[Sequence[int]] = None,
+    logit_mass: float = 0.95,
+    max_logits: int = 10,
+    max_nodes: int = DEFAULT_MAX_NODES,
+    batch_size: int = 256,
+) -> ReplacementGraph:
+    """The full attribution graph of ``tokens [1, pos]`` at the last position (see the module docstring)."""
+    cfg = model.cfg
+    views = transcoder_views(model, transcoders)
+    n, P, d = cfg.n_layers, tokens.shape[1], cfg.d_model
+    centered = cfg.normalization_type in ("LN", "LNPre")
+    names = ["hook_embed", "ln_final.hook_scale"]
+    if cfg.positional_embedding_type == "standard":
+        names.append("hook_pos_embed")
+    for l, v in enumerate(views):
+        names += [f"blocks.{l}.ln1.hook_scale", f"blocks.{l}.attn.hook_pattern", f"blocks.{l}.ln2.hook_scale",
+                  f"blocks.{l}.hook_mlp_out", v.hook_in]
+    logits, cache = model.run_with_cache(tokens, names_filter=sorted(set(names)))
+    last = logits[0, -1].float()
+    probs = last.softmax(-1)
+    logit_tokens = select_logits(probs, targets, logit_mass, max_logits)
+
+    # ---- the nodes: active features (and their inputs), errors, embeddings
+    f_layer, f_pos, f_idx, f_act, f_pre = [], [], [], [], []
+    errors = torch.empty(n, P, d, device=last.device)
+    for l, v in enumerate(views):
+        x = cache[v.hook_in][0].float()  # [pos, d_model]
+        acts = v.module.encode(x).float()  # [pos, d_sae]
+        pre = (x - v.b_in) @ v.W_enc + v.b_enc
+        pos_i, feat_i = acts.nonzero(as_tuple=True)
+        f_layer.append(torch.full_like(pos_i, l))
+        f_pos.append(pos_i)
+        f_idx.append(feat_i)
+        f_act.append(acts[pos_i, feat_i])
+        f_pre.append(pre[pos_i, feat_i])
+        errors[l] = cache[f"blocks.{l}.hook_mlp_out"][0].float() - (acts @ v.W_dec + v.b_dec)
+    f_layer, f_pos, f_idx = torch.cat(f_layer), torch.cat(f_pos), torch.cat(f_idx)
+    f_act, f_pre = torch.cat(f_act), torch.cat(f_pre)
+    n_feat, n_logits = f_layer.numel(), logit_tokens.numel()
+    n_nodes = n_feat + n * P + P + n_logits
+    if n_nodes > max_nodes:
+        raise ValueError(node_budget_error(n_nodes, max_nodes, P, n_nodes / P))
+    err0, emb0, logit0 = n_feat, n_feat + n * P, n_feat + n * P + P
+
+    embed = cache["hook_embed"][0].float()
+    pos_embed = cache["hook_pos_embed"][0].float() if "hook_pos_embed" in cache else torch.zeros_like(embed)
+    scale1 = [cache[f"blocks.{l}.ln1.hook_scale"][0].float() for l in range(n)]  # [pos, 1]
+    scale2 = [cache[f"blocks.{l}.ln2.hook_scale"][0].float() for l in range(n)]
+    patterns = [cache[f"blocks.{l}.attn.hook_pattern"][0].float() for l in range(n)]  # [head, q, k]
+    scale_f = cache["ln_final.hook_scale"][0].float()
+
+    # Frozen attention of layer l: out[q] = sum_h sum_k P[h,q,k] ln1(x[k]) W_V[h] W_O[h] + const_l, with
+    # ln1(x) = centre(x) / s[k] * w. Its transpose folds the norm into the weights and the pattern:
+    # W_V_t[h*e, d] = centre_d(w * W_V[h])^T and P_t[h, k, q] = P[h, q, k] / s[k].
+    groups, h_e = cfg.n_kv_groups, cfg.n_heads * cfg.d_head
+    W_O_t, W_V_t, P_t, attn_const = [], [], [], []
+    for l, block in enumerate(model.blocks):
+        W_V = block.attn.W_V.float().repeat_interleave(groups, 0)  # [head, d_model, d_head]
+        b_V = block.attn.b_V.float().repeat_interleave(groups, 0)  # [head, d_head]
+        W_O = block.attn.W_O.float()  # [head, d_head, d_model]
+        ln_w, ln_b = getattr(block.ln1, "w", None), getattr(block.ln1, "b", None)
+        W_eff = W_V * ln_w.float()[None, :, None] if ln_w is not None else W_V
+        if centered:
+            W_eff = W_eff - W_eff.mean(1, keepdim=True)
+        W_V_t.append(W_eff.permute(0, 2, 1).reshape(h_e, d))
+        W_O_t.append(W_O.reshape(h_e, d).T.contiguous())  # [d_model, head*d_head]
+        P_t.append((patterns[l] / scale1[l][None, None, :, 0]).transpose(1, 2).contiguous())  # [head, k, q]
+        value_bias = b_V + torch.einsum("d,hde->he", ln_b.float(), W_V) if ln_b is not None else b_V
+        attn_const.append(block.attn.b_O.float() + torch.einsum("he,hed->d", value_bias, W_O))
+
+    def attn_t(l: int, g: torch.Tensor) -> torch.Tensor:
+        """g [B, q, d] at layer l's attention output -> its part at layer l's input (all positions <= q)."""
+        B, q = g.shape[:2]
+        h, e = cfg.n_heads, cfg.d_head
+        u = (g @ W_O_t[l]).view(B, q, h, e).permute(2, 1, 0, 3).reshape(h, q, B * e)
+        u = torch.bmm(P_t[l][:, :q, :q], u)  # [head, k, B * d_head]
+        u = u.view(h, q, B, e).permute(2, 1, 0, 3).reshape(B, q, h_e)
+        return u @ W_V_t[l]
+
+    # Feature sources of each layer: scaled decoder rows padded to [pos, slots, d_model]; features of a
+    # layer are the contiguous node range [first[l], first[l+1]) sorted by position.
+    first = [0]
+    for l in range(n):
+        first.append(first[-1] + int((f_layer == l).sum()))
+    dec_pad, flat_slot, upto = [], [], []
+    for l in range(n):
+        lo, hi = first[l], first[l + 1]
+        pos_l = f_pos[lo:hi]
+        counts = torch.bincount(pos_l, minlength=P)
+        slots = max(1, int(counts.max()) if counts.numel() else 1)
+        slot = torch.arange(hi - lo, device=pos_l.device) - (torch.cumsum(counts, 0) - counts)[pos_l]
+        pad = torch.zeros(P, slots, d, device=last.device)
+        pad[pos_l, slot] = views[l].W_dec[f_idx[lo:hi]] * f_act[lo:hi, None]
+        dec_pad.append(pad.transpose(1, 2).contiguous())  # [pos, d_model, slots]
+        flat_slot.append(pos_l * slots + slot)
+        upto.append(torch.cumsum(counts, 0))  # features of this layer at positions <= p
+
+    # ---- the targets' seeds and own constants
+    W_U, b_U = model.W_U.float(), model.b_U.float()
+    ids = logit_tokens.to(W_U.device)
+    logit_dirs = (W_U[:, ids] - W_U.mean(1, keepdim=True)).T  # [n_logits, d_model], demeaned
+    logit_const = b_U[ids] - b_U.mean()
+    lnf_w, lnf_b = getattr(model.ln_final, "w", None), getattr(model.ln_final, "b", None)
+    if lnf_b is not None:
+        logit_const = logit_const + logit_dirs @ lnf_b.float()
+    demeaned = last - last.mean()
+
+    adjacency = torch.zeros(n_nodes, n_nodes, device=last.device)
+    node_input = torch.zeros(n_nodes, device=last.device)
+    node_bias = torch.zeros(n_nodes, device=last.device)
+    node_input[:n_feat] = f_pre
+    node_input[logit0:] = demeaned[ids]
+
+    # Target groups (contiguous rows): features of layer L, by position, read resid_mid[L]; then the logits.
+    chunks = [(L, r, min(r + batch_size, first[L + 1])) for L in range(n) for r in range(first[L], first[L + 1], batch_size)]
+    chunks.append((n, logit0, n_nodes))
+    for L, r0, r1 in chunks:
+        B = r1 - r0
+        if B == 0:
+            continue
+        if L < n:
+            pos_r = f_pos[r0:r1]
+            q = int(pos_r.max()) + 1
+            v = views[L]
+            enc = v.W_enc[:, f_idx[r0:r1]].T  # [B, d_model]
+            if v.hook_in.endswith("ln2.hook_normalized"):
+                enc = _norm_t(enc, scale2[L][pos_r], centered, None)
+            g = torch.zeros(B, q, d, device=last.device)
+            g[torch.arange(B), pos_r] = enc
+            bias = v.b_enc[f_idx[r0:r1]] - (v.b_in @ v.W_enc[:, f_idx[r0:r1]])
+            bias = bias + g.sum(1) @ attn_const[L]  # layer L's attention writes resid_mid[L]
+            g = g + attn_t(L, g)
+            top = L - 1
+        else:
+            q = P
+            g = torch.zeros(B, q, d, device=last.device)
+            w = lnf_w.float() if lnf_w is not None else None
+            g[:, -1] = _norm_t(logit_dirs, scale_f[-1], centered, w)
+            bias = logit_const.clone()
+            top = n - 1
+        rows = adjacency[r0:r1]
+        for l in range(top, -1, -1):
+            # g: gradient at resid_post[l], where layer l's features, error and b_dec write.
+            count = int(upto[l][q - 1])
+            if count:
+                slots = dec_pad[l].shape[-1]
+                edges = torch.bmm(g.transpose(0, 1), dec_pad[l][:q])  # [q, B, slots]
+                edges = edges.transpose(0, 1).reshape(B, q * slots)
+                rows[:, first[l] : first[l] + count] = edges[:, flat_slot[l][:count]]
+            rows[:, err0 + l * P : err0 + l * P + q] = torch.einsum("bpd,pd->bp", g, errors[l, :q])
+            bias = bias + g.sum(1) @ (views[l].b_dec + attn_const[l])
+            g = g + attn_t(l, g)
+        rows[:, emb0 : emb0 + q] = torch.einsum("bpd,pd->bp", g, embed[:q])
+        bias = bias + torch.einsum("bpd,pd->b", g, pos_embed[:q])
+        node_bias[r0:r1] = bias
+
+    return ReplacementGraph(
+        tokens=tokens[0].cpu(), feature_layer=f_layer.cpu(), feature_pos=f_pos.cpu(), feature_index=f_idx.cpu(),
+        activations=f_act.cpu(), logit_tokens=logit_tokens.cpu(), logit_probs=probs[ids].cpu(),
+        adjacency=adjacency.cpu(), node_input=node_input.cpu(), node_bias=node_bias.cpu(), n_layers=n,
+    )

@@ -1,0 +1,174 @@
+"""Attribution graphs: the bundled model with transcoders instead of MLPs, made linear, as a pruned graph.
+
+``attribution_graph(model, request)`` builds the full graph of the prompt at its last
+position (``_replacement.build_graph``: active features, one error node per layer and
+position, token embeddings, target logits; exact edges of the frozen replacement model),
+prunes it by influence on the logits (``_graph_prune``), and checks it: the top
+``check_top`` features by influence are each zeroed in the real model (attention not
+frozen, one batch) and the change of the first target's demeaned logit is compared with the
+graph's prediction (Pearson correlation reported).
+
+The result holds the kept nodes and the kept edges among them, each node's input, bias and
+influence, the largest completeness error of the full graph (input minus the sum of incoming
+edges and bias; float rounding only), and the check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Optional
+
+import torch
+
+from lens_core.results import ExperimentResult
+
+from ._common import TokenLike, resolve_token, resolve_tokens, str_tokens
+from ._graph_prune import predicted_effects, prune
+from ._replacement import DEFAULT_MAX_NODES, ReplacementGraph, build_graph
+from .graph_interventions import demeaned, run_interventions
+
+
+@dataclasses.dataclass(frozen=True)
+class AttributionGraphRequest:
+    prompt: Optional[str] = None
+    tokens: Optional[tuple[int, ...]] = None
+    targets: tuple[TokenLike, ...] = ()  # target logits; empty: the top predictions covering logit_mass
+    logit_mass: float = 0.95
+    max_logits: int = 10
+    node_threshold: float = 0.8
+    edge_threshold: float = 0.98
+    check_top: int = 20  # features zeroed one at a time in the real model (0: no check)
+    max_nodes: int = DEFAULT_MAX_NODES
+    transcoders: str = "bundled"  # which transcoders (the fingerprint, from the page, keys the cache)
+
+
+@dataclasses.dataclass
+class AttributionGraphResult(ExperimentResult):
+    kind = "attribution_graph"
+    # Kept nodes, in graph order (features by layer/pos, errors, embeddings, logits).
+    node_kind: list  # "feature" | "error" | "embedding" | "logit"
+    node_layer: list  # feature/error layer; -1 embeddings; n_layers logits
+    node_pos: list
+    node_feature: list  # feature index; -1 errors; token id for embeddings and logits
+    node_activation: torch.Tensor  # [k] features: activation; errors: norm of the error vector; else 0/prob
+    node_influence: torch.Tensor  # [k] influence on the logits (path sum of normalised |edges|)
+    node_input: torch.Tensor  # [k]
+    node_bias: torch.Tensor  # [k]
+    adjacency: torch.Tensor  # [k, k] kept edges (target row, source column); pruned edges are 0
+    logit_ids: list
+    logit_tokens: list
+    logit_probs: list
+    str_tokens: list
+    token_ids: list
+    n_layers: int
+    full_nodes: int
+    full_features: int
+    full_edges: int  # nonzero edges of the full graph
+    completeness_error: float  # max |input - sum(edges) - bias| over the full graph's feature and logit nodes
+    check_nodes: list  # indices into the kept nodes of the features checked
+    check_predicted: torch.Tensor  # [c] graph's predicted change of the first target's demeaned logit when zeroed
+    check_direct: torch.Tensor  # [c] the direct edge alone (minus the edge weight)
+    check_actual: torch.Tensor  # [c] real model, attention not frozen
+    check_correlation: Optional[float]  # Pearson(predicted, actual); None below 3 features
+    settings: dict
+    seconds: dict  # graph, prune, check
+
+
+def _pearson(x: torch.Tensor, y: torch.Tensor) -> Optional[float]:
+    if x.numel() < 3:
+        return None
+    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
+    denom = float(x.norm() * y.norm())
+    return float((x * y).sum()) / denom if denom > 0 else None
+
+
+def feature_check(model, tset, tokens, graph: ReplacementGraph, influence: torch.Tensor, top: int):
+    """Zero each of the ``top`` most influential features: (nodes, predicted, direct, actual) for the first logit."""
+    n_feat = graph.n_features
+    top = min(int(top), n_feat)
+    if top <= 0:
+        empty = torch.zeros(0)
+        return [], empty, empty, empty
+    nodes = influence[:n_feat].topk(top).indices.tolist()
+    target = graph.logit_node(0)
+    predicted = predicted_effects(graph, [[(i, 0.0)] for i in nodes])[target]
+    direct = -graph.adjacency[target, nodes]
+    sets = [[]] + [[(int(graph.feature_layer[i]), int(graph.feature_pos[i]), int(graph.feature_index[i]), 0.0)] for i in nodes]
+    logits = demeaned(run_interventions(model, tset, tokens, sets))
+    token = int(graph.logit_tokens[0])
+    actual = (logits[1:, token] - logits[0, token]).cpu()
+    return nodes, predicted, direct, actual
+
+
+def attribution_graph(model, request: AttributionGraphRequest, transcoders=None) -> AttributionGraphResult:
+    """``transcoders``: a TranscoderSet to use instead of ``load_transcoders(model)`` (tests, your own)."""
+    from lens_core.features import load_transcoders
+
+    tokens = resolve_tokens(model, request.prompt, request.tokens)
+    tset = transcoders if transcoders is not None else load_transcoders(model)
+    targets = [resolve_token(model, t, "target") for t in request.targets]
+    start = time.perf_counter()
+    graph = build_graph(model, tset, tokens, targets or None, request.logit_mass, request.max_logits, request.max_nodes)
+    built = time.perf_counter()
+    keep, edges, influence = prune(graph, request.node_threshold, request.edge_threshold)
+    pruned = time.perf_counter()
+    nodes, predicted, direct, actual = feature_check(model, tset, tokens, graph, influence, request.check_top)
+    checked = time.perf_counter()
+    return package(model, graph, keep, edges, influence, nodes, predicted, direct, actual, request,
+                   {"graph": built - start, "prune": pruned - built, "check": checked - pruned})
+
+
+def package(model, graph, keep, edges, influence, check_nodes, predicted, direct, actual, request, seconds):
+    rows = torch.cat([torch.arange(graph.n_features), torch.arange(graph.logit_node(0), graph.n_nodes)])
+    residual = graph.node_input[rows] - graph.adjacency[rows].sum(1) - graph.node_bias[rows]
+    kinds = graph.kinds()
+    kept = keep.nonzero()[:, 0]
+    new_index = {int(old): new for new, old in enumerate(kept.tolist())}
+    for i in check_nodes:  # the checked features stay in the graph so that the page can show them
+        if i not in new_index:
+            keep[i] = True
+    kept = keep.nonzero()[:, 0]
+    new_index = {int(old): new for new, old in enumerate(kept.tolist())}
+    n_feat, n, P = graph.n_features, graph.n_layers, graph.n_pos
+    layer, pos, feature, activation = [], [], [], torch.zeros(kept.numel())
+    for new, old in enumerate(kept.tolist()):
+        kind = kinds[old]
+        if kind == "feature":
+            layer.append(int(graph.feature_layer[old]))
+            pos.append(int(graph.feature_pos[old]))
+            feature.append(int(graph.feature_index[old]))
+            activation[new] = graph.activations[old]
+        elif kind == "error":
+            e = old - n_feat
+            layer.append(e // P)
+            pos.append(e % P)
+            feature.append(-1)
+            activation[new] = graph.adjacency[:, old].abs().sum()  # how much it feeds, as a size cue
+        elif kind == "embedding":
+            layer.append(-1)
+            pos.append(old - graph.embedding_node(0))
+            feature.append(int(graph.tokens[pos[-1]]))
+        else:
+            j = old - graph.logit_node(0)
+            layer.append(n)
+            pos.append(P - 1)
+            feature.append(int(graph.logit_tokens[j]))
+            activation[new] = graph.logit_probs[j]
+    adjacency = (graph.adjacency * edges)[kept][:, kept]
+    logit_ids = graph.logit_tokens.tolist()
+    return AttributionGraphResult(
+        node_kind=[kinds[i] for i in kept.tolist()], node_layer=layer, node_pos=pos, node_feature=feature,
+        node_activation=activation, node_influence=influence[kept], node_input=graph.node_input[kept],
+        node_bias=graph.node_bias[kept], adjacency=adjacency,
+        logit_ids=logit_ids, logit_tokens=str_tokens(model, logit_ids), logit_probs=graph.logit_probs.tolist(),
+        str_tokens=str_tokens(model, graph.tokens.tolist()), token_ids=graph.tokens.tolist(), n_layers=n,
+        full_nodes=graph.n_nodes, full_features=n_feat, full_edges=int((graph.adjacency != 0).sum()),
+        completeness_error=float(residual.abs().max()) if residual.numel() else 0.0,
+        check_nodes=[new_index[i] for i in check_nodes], check_predicted=predicted.float(), check_direct=direct.float(),
+        check_actual=actual.float(), check_correlation=_pearson(predicted, actual),
+        settings={"node_threshold": request.node_threshold, "edge_threshold": request.edge_threshold,
+                  "logit_mass": request.logit_mass, "max_logits": request.max_logits, "check_top": request.check_top,
+                  "max_nodes": request.max_nodes},
+        seconds={k: float(v) for k, v in seconds.items()},
+    )

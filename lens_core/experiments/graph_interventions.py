@@ -1,0 +1,144 @@
+"""Feature interventions in the real model (attention not frozen), beside the graph's prediction.
+
+A clamp ``(layer, pos, feature, value)`` sets that transcoder feature's activation to
+``value`` (0 zeroes it) at that position: the real MLP output there changes by
+``(value - a) * W_dec[feature]``, where ``a`` is the feature's activation *in that run*
+(so a clamp downstream of another one is still a clamp). Everything else is the real model:
+attention recomputed, the other MLPs real. Several intervention sets run as one batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import torch
+
+from lens_core.results import ExperimentResult
+
+from ._common import TokenLike, resolve_token, resolve_tokens, str_tokens
+
+Clamp = tuple[int, int, int, float]  # layer, pos, feature, value
+
+
+def check_clamps(tset, n_pos: int, clamps: Sequence[Clamp]) -> list[Clamp]:
+    checked = []
+    for clamp in clamps:
+        if len(clamp) != 4:
+            raise ValueError(f"a clamp is (layer, position, feature, value), got {clamp!r}")
+        layer, pos, feature, value = int(clamp[0]), int(clamp[1]), int(clamp[2]), float(clamp[3])
+        tc = tset[layer]
+        tc.check_feature(feature)
+        if not 0 <= pos < n_pos:
+            raise ValueError(f"clamp position {pos} is outside the prompt's {n_pos} tokens")
+        checked.append((layer, pos, feature, value))
+    return checked
+
+
+@torch.no_grad()
+def run_interventions(model, tset, tokens: torch.Tensor, sets: Sequence[Sequence[Clamp]]) -> torch.Tensor:
+    """Last-position logits [m, d_vocab] of the real model under each set of clamps (a set may be empty)."""
+    m = len(sets)
+    batch = tokens.expand(m, -1)
+    sets = [check_clamps(tset, tokens.shape[1], s) for s in sets]
+    layers = sorted({c[0] for s in sets for c in s})
+    inputs: dict[int, torch.Tensor] = {}
+
+    def keep_input(x, hook):
+        inputs[_layer_of(hook.name)] = x
+
+    def edit_output(y, hook):
+        layer = hook.layer()
+        tc = tset[layer]
+        acts = tc.encode(inputs[layer].to(tc.W_enc.dtype))  # [m, pos, d_sae], this run's activations
+        y = y.clone()
+        for row, items in enumerate(sets):
+            for l, pos, feature, value in items:
+                if l == layer:
+                    y[row, pos] += ((value - acts[row, pos, feature]) * tc.W_dec[feature]).to(y.dtype)
+        return y
+
+    hooks = []
+    for layer in layers:
+        hooks += [(tset[layer].cfg.hook_in, keep_input), (tset[layer].cfg.hook_out, edit_output)]
+    logits = model.run_with_hooks(batch, fwd_hooks=hooks)
+    return logits[:, -1].float()
+
+
+def _layer_of(name: str) -> int:
+    return int(name.split(".")[1])
+
+
+def demeaned(logits: torch.Tensor) -> torch.Tensor:
+    return logits - logits.mean(-1, keepdim=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphInterventionRequest:
+    """Clamp features of the bundled transcoders and read the new predictions; the graph built with the
+    same targets and limits predicts the change of each target logit (frozen attention)."""
+
+    prompt: Optional[str] = None
+    tokens: Optional[tuple[int, ...]] = None
+    clamps: tuple[Clamp, ...] = ()
+    targets: tuple[TokenLike, ...] = ()
+    logit_mass: float = 0.95
+    max_logits: int = 10
+    top_k: int = 10
+    max_nodes: int = 8192
+    transcoders: str = "bundled"  # which transcoders (the fingerprint, from the page, keys the cache)
+
+
+@dataclasses.dataclass
+class GraphInterventionResult(ExperimentResult):
+    kind = "graph_intervention"
+    before_ids: torch.Tensor  # [k] top predictions without the clamps
+    before_probs: torch.Tensor
+    after_ids: torch.Tensor  # [k] with the clamps
+    after_probs: torch.Tensor
+    target_ids: torch.Tensor  # [n_targets]
+    actual_change: torch.Tensor  # [n_targets] demeaned logit change in the real model
+    predicted_change: torch.Tensor  # [n_targets] the graph's prediction (frozen attention, linear)
+    before_tokens: list
+    after_tokens: list
+    target_tokens: list
+    clamps: list
+    str_tokens: list
+
+
+def graph_intervention(model, request: GraphInterventionRequest, transcoders=None) -> GraphInterventionResult:
+    """``transcoders``: a TranscoderSet to use instead of ``load_transcoders(model)``."""
+    from lens_core.features import load_transcoders
+
+    from ._graph_prune import predicted_effects
+    from ._replacement import build_graph
+
+    tokens = resolve_tokens(model, request.prompt, request.tokens)
+    tset = transcoders if transcoders is not None else load_transcoders(model)
+    clamps = check_clamps(tset, tokens.shape[1], request.clamps)
+    if not clamps:
+        raise ValueError("choose at least one feature to clamp")
+    targets = [resolve_token(model, t, "target") for t in request.targets]
+    graph = build_graph(model, tset, tokens, targets or None, request.logit_mass, request.max_logits, request.max_nodes)
+    index = {(int(l), int(p), int(f)): i for i, (l, p, f) in
+             enumerate(zip(graph.feature_layer.tolist(), graph.feature_pos.tolist(), graph.feature_index.tolist()))}
+    nodes = []
+    for layer, pos, feature, value in clamps:
+        if (layer, pos, feature) not in index:
+            raise ValueError(f"feature {feature} of layer {layer} is not active at position {pos}: the graph has no "
+                             "node for it (clamping an inactive feature is an addition the graph cannot predict)")
+        nodes.append((index[(layer, pos, feature)], value))
+    predicted = predicted_effects(graph, [nodes])[graph.logit_node(0):, 0]
+    logits = run_interventions(model, tset, tokens, [[], clamps])
+    actual = demeaned(logits[1]) - demeaned(logits[0])
+    ids = graph.logit_tokens
+    k = max(1, min(int(request.top_k), logits.shape[-1]))
+    before = logits[0].softmax(-1).topk(k)
+    after = logits[1].softmax(-1).topk(k)
+    return GraphInterventionResult(
+        before_ids=before.indices.cpu(), before_probs=before.values.cpu(), after_ids=after.indices.cpu(),
+        after_probs=after.values.cpu(), target_ids=ids, actual_change=actual[ids.to(actual.device)].cpu(),
+        predicted_change=predicted.cpu(), before_tokens=str_tokens(model, before.indices.tolist()),
+        after_tokens=str_tokens(model, after.indices.tolist()), target_tokens=str_tokens(model, ids.tolist()),
+        clamps=[list(c) for c in clamps], str_tokens=str_tokens(model, tokens[0].tolist()),
+    )
