@@ -15,6 +15,7 @@ import streamlit as st
 from lens_core.pool import ModelPool, resolve_device
 from lens_core.results import ExperimentResult
 from ui.budget import budgeted
+from ui.compute import compute_fn, remember_model
 from ui.settings import Settings, get_settings
 
 
@@ -54,9 +55,12 @@ def load_model(name: str, dtype: str, device: str, settings: Settings | None = N
     """The shared model for (name, dtype, device), with a spinner the first time it loads."""
     pool = get_pool(settings)
     if pool.is_loaded(name, dtype, device):
-        return pool.get(name, dtype, device)
-    with st.spinner(f"Loading {name} ({dtype}, {resolve_device(device)}): first use on this server…"):
-        return pool.get(name, dtype, device)
+        model = pool.get(name, dtype, device)
+    else:
+        with st.spinner(f"Loading {name} ({dtype}, {resolve_device(device)}): first use on this server…"):
+            model = pool.get(name, dtype, device)
+    remember_model(model, name, dtype)  # the name a remote model worker loads it by
+    return model
 
 
 def run_experiment(
@@ -75,6 +79,7 @@ def run_experiment(
     the device is busy the page shows a "queued" notice. Out-of-memory errors come out as
     ``DeviceOutOfMemoryError`` (shown by ``ui.errors.guard``). With a run budget set
     (public demo), each new computation is charged first (``ui.budget``); hits are free.
+    A miss runs here or on the Ray Serve model workers, per ``[compute] backend`` (``ui.compute``).
     """
     device = resolve_device(str(getattr(getattr(model, "cfg", None), "device", None) or device))
     settings = get_settings()
@@ -87,7 +92,8 @@ def run_experiment(
     try:
         with get_pool().run_slot(device, on_wait=queued, what=f"the {experiment} run") as slot:
             waited = slot.wait_seconds if slot.waited else None
-            return get_store().run_experiment(model, experiment, budgeted(fn, settings), request, **fn_kwargs)
+            run = budgeted(compute_fn(model, experiment, fn, settings), settings)
+            return get_store().run_experiment(model, experiment, run, request, **fn_kwargs)
     finally:
         if waited is None:
             notice.empty()
