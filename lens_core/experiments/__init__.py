@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .ablation import AblationRequest, AblationResult, AblationSweepRequest, AblationSweepResult, ablation, ablation_sweep
 from .attention import AttentionRequest, AttentionResult, attention_patterns
+from .attribution import AttributionPatchingRequest, AttributionPatchingResult, attribution_patching
 from .attribution_graph import AttributionGraphRequest, AttributionGraphResult, attribution_graph
 from .circuits import (
     CompositionRequest,
@@ -28,6 +29,8 @@ from .circuits import (
 )
 from .detectors import DetectorRequest, DetectorResult, head_detectors
 from .dla import DLARequest, DLAResult, direct_logit_attribution
+from .edges import EdgeAttributionRequest, EdgeAttributionResult, edge_attribution
+from .faithfulness import FaithfulnessRequest, FaithfulnessResult, circuit_faithfulness
 from .graph_interventions import GraphInterventionRequest, GraphInterventionResult, graph_intervention
 from .logit_lens import LogitLensRequest, LogitLensResult, logit_lens
 from .patching import SWEEPS, PatchingRequest, PatchingResult, activation_patching
@@ -42,6 +45,9 @@ REGISTRY = {
     "logit_lens": logit_lens,
     "dla": direct_logit_attribution,
     "activation_patching": activation_patching,
+    "attribution_patching": attribution_patching,
+    "edge_attribution": edge_attribution,
+    "circuit_faithfulness": circuit_faithfulness,
     "path_patching": path_patching,
     "ablation": ablation,
     "ablation_sweep": ablation_sweep,
@@ -58,6 +64,9 @@ REQUEST_TYPES = {
     "logit_lens": LogitLensRequest,
     "dla": DLARequest,
     "activation_patching": PatchingRequest,
+    "attribution_patching": AttributionPatchingRequest,
+    "edge_attribution": EdgeAttributionRequest,
+    "circuit_faithfulness": FaithfulnessRequest,
     "path_patching": PathPatchingRequest,
     "ablation": AblationRequest,
     "ablation_sweep": AblationSweepRequest,
