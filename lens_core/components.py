@@ -328,8 +328,13 @@ class TransformerBlock(nn.Module):
         if last_query_only:
             resid = resid[:, -1:]
         if self.cfg.parallel_attn_mlp:
-            mlp_out = self.hook_mlp_out(self.mlp(self.ln2(self.hook_mlp_in(resid))))
+            mlp_out = self.hook_mlp_out(self.mlp(self.ln2(self._mlp_in(resid))))
             return self.hook_resid_post(resid + attn_out + mlp_out)
         resid_mid = self.hook_resid_mid(resid + attn_out)
-        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(self.hook_mlp_in(resid_mid))))
+        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(self._mlp_in(resid_mid))))
         return self.hook_resid_post(resid_mid + mlp_out)
+
+    def _mlp_in(self, resid: torch.Tensor) -> torch.Tensor:
+        # A copy when hooked, so a hook's change (or a gradient taken there) is the MLP's input
+        # alone, not the residual stream that also flows past the MLP.
+        return self.hook_mlp_in(resid.clone()) if self.hook_mlp_in.is_active() else resid
