@@ -5,7 +5,7 @@ import streamlit as st
 
 from lens_core.experiments.dla import DLARequest, direct_logit_attribution
 from ui import charts, state
-from ui.errors import guard
+from ui.errors import guard, md_escape
 from ui.export import experiment_snippet, export_bar
 from ui.model import run_experiment
 from ui.widgets import (
@@ -47,10 +47,10 @@ metric = (f"logit({charts.visible(answer_text)}) − logit({charts.visible(wrong
           else f"logit({charts.visible(answer_text)})")
 at_token = charts.visible(result.str_tokens[position])
 cols = st.columns(3)
-cols[0].metric(f"Model's {metric}", f"{result.logit_diff:.3f}")
+cols[0].metric(md_escape(f"Model's {metric}"), f"{result.logit_diff:.3f}")
 cols[1].metric("Sum of the components", f"{float(result.decomposed.sum()):.3f}")
 cols[2].metric("Biases (final norm + unembedding)", f"{result.bias_total:.3f}")
-st.caption(f"At position {position} ({at_token}), the final norm's scale is frozen at the value the model used, so "
+st.caption(f"At position {position} ({md_escape(at_token)}), the final norm's scale is frozen at the value the model used, so "
            "the metric is the components' sum plus the biases.")
 
 # -- by layer component ------------------------------------------------------------------

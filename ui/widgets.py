@@ -71,14 +71,46 @@ def app_context() -> AppContext:
 
 # -- validation ----------------------------------------------------------------------
 def count_tokens(model: Any, text: str) -> int:
+    """How many tokens the app runs for ``text``: BOS included once (see :func:`starts_with_bos`)."""
+    once = 1 if starts_with_bos(model, text) else 0
     try:
-        return int(model.to_tokens(text, truncate=False).shape[-1])
+        return int(model.to_tokens(text, truncate=False).shape[-1]) - once
     except ValueError as too_long:  # lens_core's PromptTooLongError carries the count
         if getattr(too_long, "n_tokens", None) is None:
             raise
-        return int(too_long.n_tokens)
+        return int(too_long.n_tokens) - once
     except TypeError:  # a to_tokens without the truncate option
-        return int(model.to_tokens(text).shape[-1])
+        return int(model.to_tokens(text).shape[-1]) - once
+
+
+def starts_with_bos(model: Any, text: str) -> bool:
+    """Whether the text itself begins with the BOS token while the model also prepends one (it would be doubled)."""
+    bos = getattr(model, "bos_token_id", None)
+    if bos is None or not getattr(model.cfg, "default_prepend_bos", False) or not text:
+        return False
+    first = model.to_tokens(text, prepend_bos=False, truncate=True)[0][:1].tolist()
+    return first == [bos]
+
+
+def bos_note(model: Any, text: str) -> str | None:
+    """What to tell the user about BOS for this prompt (it starts with BOS, or is only special tokens), else None."""
+    bos = getattr(model, "bos_token_id", None)
+    if bos is None or not getattr(model.cfg, "default_prepend_bos", False) or not text.strip():
+        return None
+    tokenizer = getattr(model, "tokenizer", None)
+    special = set(getattr(tokenizer, "all_special_ids", None) or [bos])
+    ids = model.to_tokens(text, prepend_bos=False, truncate=True)[0].tolist()
+    bos_text = model.to_string([bos])
+    if ids and all(i in special for i in ids):
+        if ids == [bos]:
+            return (f"The prompt is only the BOS token {bos_text!r}, which the app adds at the start of every prompt "
+                    "itself: the model runs on BOS alone, once.")
+        return (f"The prompt is only special tokens ({', '.join(repr(model.to_string([i])) for i in ids)}); the app adds "
+                f"BOS {bos_text!r} at the start{', and uses the one you typed instead of doubling it' if ids[0] == bos else ''}.")
+    if ids[:1] == [bos]:
+        return (f"The prompt starts with BOS {bos_text!r}; the app adds BOS at the start of every prompt itself, "
+                "so it is used once, not twice.")
+    return None
 
 
 def validate_prompt(model: Any, text: str, settings: Settings) -> tuple[torch.Tensor | None, str | None]:
@@ -90,6 +122,8 @@ def validate_prompt(model: Any, text: str, settings: Settings) -> tuple[torch.Te
     if n_tokens > cap:
         why = "this server's cap" if settings.max_prompt_tokens <= model.cfg.n_ctx else "the model's context length"
         return None, f"The prompt is {n_tokens} tokens long; the limit is {cap} ({why}). Shorten it."
+    if starts_with_bos(model, text):  # the typed BOS is the one the model gets: not twice
+        return model.to_tokens(text, prepend_bos=False), None
     return model.to_tokens(text), None
 
 
@@ -104,7 +138,22 @@ def prompt_input(label: str, key: str, model: Any, default: str = DEFAULT_PROMPT
     tokens, error = validate_prompt(model, text, settings)
     if error:
         where.error(md_escape(error), icon=":material/error:")
+    elif (note := bos_note(model, text)) is not None:
+        where.info(md_escape(note), icon=":material/info:")
     return text, tokens
+
+
+def not_one_token_message(model: Any, text: str) -> str:
+    """Why ``text`` is not a single token, said once: its pieces and what to enter instead."""
+    try:
+        pieces = list(model.to_str_tokens(text, prepend_bos=False))
+    except Exception:  # noqa: BLE001 - the message must not fail
+        pieces = []
+    if not pieces:
+        return f"{text!r} is no token for this model. Enter exactly one token."
+    shown = " | ".join(repr(p) for p in pieces[:8]) + (" | …" if len(pieces) > 8 else "")
+    return (f"{text!r} is not a single token for this model: it is {len(pieces)} ({shown}). "
+            "Enter exactly one token; mind the leading space.")
 
 
 def answer_token_input(label: str, key: str, model: Any, default: str = "", where=st) -> tuple[str, int | None]:
@@ -116,8 +165,8 @@ def answer_token_input(label: str, key: str, model: Any, default: str = "", wher
         return text, None
     try:
         return text, int(model.to_single_token(text))
-    except (ValueError, KeyError, AssertionError) as exc:
-        where.error(md_escape(f"{text!r} is not a single token for this model: {exc}"), icon=":material/error:")
+    except (ValueError, KeyError, AssertionError):
+        where.error(md_escape(not_one_token_message(model, text)), icon=":material/error:")
         return text, None
 
 
@@ -158,7 +207,7 @@ def preset_picker(page: str, fields: dict[str, str], ctx: AppContext, where=st, 
     cols[0].markdown("**Presets**")
     for i, preset in enumerate(presets):
         cols[1 + i % 4].button(str(preset["name"]), key=f"preset_{page}_{i}", on_click=apply, args=(preset,),
-                               help=str(preset.get("prompt", "")))
+                               help=md_escape(str(preset.get("prompt", ""))))
 
 
 # -- the sidebar ---------------------------------------------------------------------
@@ -261,8 +310,8 @@ def optional_token_input(label: str, key: str, model: Any, default: str = "", wh
         return text, None
     try:
         return text, int(model.to_single_token(text))
-    except (ValueError, KeyError, AssertionError) as exc:
-        where.error(md_escape(f"{text!r} is not a single token for this model: {exc}"), icon=":material/error:")
+    except (ValueError, KeyError, AssertionError):
+        where.error(md_escape(not_one_token_message(model, text)), icon=":material/error:")
         return text, None
 
 
@@ -279,6 +328,10 @@ def answer_pair_inputs(model: Any, tokens: torch.Tensor, guesses: list[str] | No
     answer_text, answer = answer_token_input("Answer token", key="answer", model=model, default=guesses[0], where=cols[0])
     wrong_text, wrong = optional_token_input("Wrong-answer token (empty: the answer's logit alone)", key="wrong_answer",
                                              model=model, default=guesses[1], where=cols[1])
+    if answer is not None and answer == wrong:
+        st.warning(md_escape(f"The answer and the wrong answer are the same token ({answer_text!r}): their logit "
+                             "difference is 0 by definition, so every value below is 0. Pick another wrong answer, "
+                             "or clear it to see the answer's logit alone."), icon=":material/warning:")
     return answer_text, answer, wrong_text, wrong
 
 
