@@ -180,6 +180,28 @@ def load_default_corpus(window_len: int = 128) -> Corpus:
     return _DEFAULT_MEMO[window_len]
 
 
+def vocab_digest(vocab: dict) -> str:
+    """sha256 of a tokenizer's vocabulary (token string -> id), order-independent."""
+    return hashlib.sha256(json.dumps(sorted(vocab.items()), ensure_ascii=False).encode()).hexdigest()
+
+
+_TOKENIZER_MATCH: dict[int, tuple[Any, bool]] = {}
+
+
+def default_corpus_tokenizer_matches(model: Any) -> bool:
+    """Whether ``model``'s tokenizer is the one the shipped corpus was tokenized with."""
+    tok = getattr(model, "tokenizer", None)
+    if tok is None:
+        return False
+    hit = _TOKENIZER_MATCH.get(id(tok))
+    if hit is not None and hit[0] is tok:
+        return hit[1]
+    index = json.loads(DEFAULT_INDEX_FILE.read_text())
+    same = len(tok) == index["vocab_size"] and vocab_digest(tok.get_vocab()) == index["vocab_sha256"]
+    _TOKENIZER_MATCH[id(tok)] = (tok, same)
+    return same
+
+
 # ----------------------------------------------------------------------------- uploads
 
 def decode_text(data: Union[bytes, bytearray, str], max_bytes: int = DEFAULT_MAX_BYTES) -> str:

@@ -32,6 +32,7 @@ OUT_DIR = REPO / "lens_core" / "default_model"
 def build() -> tuple[torch.Tensor, dict]:
     from tokenizers import Tokenizer
 
+    from lens_core.corpus import vocab_digest
     from training.train_default_model import read_text, stdlib_files
 
     root, _, held = stdlib_files()
@@ -56,6 +57,8 @@ def build() -> tuple[torch.Tensor, dict]:
         "description": "Held-out split of the bundled model's training data (Python 3.11.7 stdlib files with "
                        "crc32(relative path) % 20 == 0), each file followed by <|endoftext|> (id 0).",
         "bos_token_id": 0,
+        "vocab_size": tok.get_vocab_size(),
+        "vocab_sha256": vocab_digest(tok.get_vocab()),
         "n_tokens": len(ids),
         "stream_sha256": hashlib.sha256(stream.numpy().tobytes()).hexdigest(),
         "documents": documents,

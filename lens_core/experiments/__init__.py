@@ -14,6 +14,8 @@ from .ablation import AblationRequest, AblationResult, AblationSweepRequest, Abl
 from .attention import AttentionRequest, AttentionResult, attention_patterns
 from .attribution import AttributionPatchingRequest, AttributionPatchingResult, attribution_patching
 from .attribution_graph import AttributionGraphRequest, AttributionGraphResult, attribution_graph
+from .browse import BrowseRequest, BrowseResult, browse
+from .browse_example import BrowseExampleRequest, BrowseExampleResult, browse_example
 from .circuits import (
     CompositionRequest,
     CompositionResult,
@@ -54,6 +56,8 @@ REGISTRY = {
     "head_detectors": head_detectors,
     "head_circuits": head_circuits,
     "composition": composition,
+    "browse": browse,
+    "browse_example": browse_example,
 }
 
 REQUEST_TYPES = {
@@ -73,4 +77,6 @@ REQUEST_TYPES = {
     "head_detectors": DetectorRequest,
     "head_circuits": HeadCircuitsRequest,
     "composition": CompositionRequest,
+    "browse": BrowseRequest,
+    "browse_example": BrowseExampleRequest,
 }

@@ -28,6 +28,9 @@ REQUESTS = {
     "head_detectors": dict(seq_len=6, batch=2),
     "head_circuits": dict(layer=1, head=0),
     "composition": dict(),
+    "browse": dict(component=("head", 1, 2), method="resample", corpus_tokens=tuple(range(1, 40)), window_len=8, top_k=5),
+    "browse_example": dict(component=("head", 1, 2), method="mean", corpus_tokens=tuple(range(1, 40)), window_len=8,
+                           window=2, position=3),
     "attribution_graph": dict(tokens=TOKS, targets=(4, 5), check_top=4),
     "graph_intervention": dict(tokens=TOKS, clamps=((1, 2, 0, 0.0),), targets=(4,)),
 }
