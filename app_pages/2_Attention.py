@@ -2,8 +2,10 @@
 
 import pandas as pd
 import streamlit as st
+import torch
 
 from lens_core.experiments.attention import AttentionRequest, attention_patterns
+from lens_core.experiments.detectors import DetectorRequest, head_detectors
 from ui import charts, state
 from ui.errors import guard
 from ui.export import export_bar, python_literal
@@ -14,7 +16,23 @@ GRID_MAX_HEADS = 48  # above this many heads the overview shows the selected lay
 
 st.title("Attention patterns")
 ctx = app_context()
-preset_picker("attention", {"prompt": "prompt"}, ctx)
+
+
+def with_induction_head(preset: dict) -> dict:
+    """An induction preset also selects the head the induction detector scores highest on its prompt."""
+    if ctx.model is None or "induction" not in str(preset.get("name", "")).lower():
+        return preset
+    with guard("finding the induction head"):
+        ids = tuple(int(t) for t in ctx.model.to_tokens(preset["prompt"])[0].tolist())
+        scores = run_experiment(ctx.model, "head_detectors", head_detectors, DetectorRequest(tokens=ids),
+                                device=ctx.device).induction
+    if torch.isnan(scores).all():
+        return preset
+    best = int(torch.nan_to_num(scores, nan=-1.0).flatten().argmax())
+    return {**preset, "layer": best // scores.shape[1], "head": best % scores.shape[1]}
+
+
+preset_picker("attention", {"prompt": "prompt", "layer": "layer", "head": "head"}, ctx, derive=with_induction_head)
 model, tokens = ctx.require_prompt()
 cfg = model.cfg
 

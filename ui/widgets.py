@@ -171,6 +171,16 @@ def answer_token_input(label: str, key: str, model: Any, default: str = "", wher
 
 
 # -- presets -------------------------------------------------------------------------
+EXAMPLE_KEY = "_example_prompt"  # session_state: the example prompt last offered (to follow a model change)
+
+
+def example_prompt(model_name: str) -> str:
+    """The prompt a first visit opens on: the model's first preset (the bundled model's induction sequence), else a
+    general English sentence."""
+    presets = load_presets(model_name)
+    return str(presets[0]["prompt"]) if presets and presets[0].get("prompt") else DEFAULT_PROMPT
+
+
 def load_presets(model_name: str) -> list[dict]:
     presets: list[dict] = []
     if model_name == "default" and PRESETS_FILE.exists():
@@ -266,7 +276,15 @@ def sidebar(settings: Settings | None = None) -> AppContext:
         side.caption(f"{cfg.n_layers} layers · {cfg.n_heads} heads · d_model {cfg.d_model} · vocab {cfg.d_vocab} · context {cfg.n_ctx}")
 
     side.header("Prompt")
-    ctx.prompt, ctx.tokens = prompt_input("Prompt", key="prompt", model=ctx.model, where=side, settings=settings)
+    example = example_prompt(name)
+    shown = st.session_state.get(EXAMPLE_KEY)
+    if shown is not None and shown != example and st.session_state.get("prompt") == shown:
+        # Another model: its own example replaces the last one's (a prompt the user typed is kept).
+        state.set_value("prompt", example)
+        side.caption(md_escape(f"Switched the prompt to {name}'s example."))
+    st.session_state[EXAMPLE_KEY] = example
+    ctx.prompt, ctx.tokens = prompt_input("Prompt", key="prompt", model=ctx.model, where=side, settings=settings,
+                                          default=example)
     if ctx.model is None:
         ctx.prompt_error = ctx.model_error
     elif ctx.tokens is None:

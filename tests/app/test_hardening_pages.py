@@ -148,3 +148,52 @@ def test_a_small_clean_corrupted_gap_is_warned_and_shows_the_raw_logit_differenc
     at.text_input(key="corrupted").set_value(ADD.replace("(a, b)", "(a, a)")).run()  # a real contrast: no warning
     assert not any("differ by only" in w for w in warnings(at))
     assert plotly_figure(at, "patching_resid_pre")["layout"]["title"]["text"].endswith("normalized")
+
+
+# -- presets and the first screen -------------------------------------------------------------
+@needs_bundled
+def test_the_attention_pages_induction_preset_selects_the_detectors_induction_head(bundled_settings):
+    from test_page_detectors import hf_attentions, loop_scores
+
+    presets = json.loads((BUNDLED / "presets.json").read_text())
+    preset = next(p for p in presets if "induction" in p["name"].lower())
+    at = open_page("app_pages/2_Attention.py")
+    button = next(b for b in at.button if (b.key or "").startswith("preset_") and b.label == preset["name"])
+    button.click().run()
+    assert not at.exception and errors(at) == []
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(BUNDLED)
+    tokens = torch.tensor([[tok.bos_token_id] + tok.encode(preset["prompt"], add_special_tokens=False)])
+    scores = loop_scores(hf_attentions(BUNDLED, tokens), tokens, "induction", exclude_bos=True, exclude_current=False)
+    best = int(scores.flatten().argmax())
+    layer, head = divmod(best, scores.shape[1])
+    assert (layer, head) != (0, 0) and float(scores[layer, head]) > 0.5
+    assert (at.slider(key="layer").value, at.slider(key="head").value) == (layer, head)
+    assert plotly_figure(at, "pattern_chart")["layout"]["title"]["text"].startswith(f"L{layer}H{head}")
+
+
+@needs_bundled
+def test_the_first_screen_opens_on_the_bundled_models_first_preset(bundled_settings):
+    at = AppTest.from_file(APP, default_timeout=300).run()
+    assert not at.exception and errors(at) == []
+    first = json.loads((BUNDLED / "presets.json").read_text())[0]
+    assert at.sidebar.text_area(key="prompt").value == first["prompt"]
+    assert "Mary" not in at.sidebar.text_area(key="prompt").value
+
+
+@needs_bundled
+def test_changing_the_model_switches_to_its_own_example_but_keeps_a_typed_prompt(bundled_settings, tiny_model_dir):
+    from ui.widgets import DEFAULT_PROMPT
+
+    text = bundled_settings.read_text().replace('allowlist = ["default"]', f'allowlist = ["default", {str(tiny_model_dir)!r}]')
+    bundled_settings.write_text(text)
+    first = json.loads((BUNDLED / "presets.json").read_text())[0]["prompt"]
+    at = AppTest.from_file(APP, default_timeout=300).run()
+    assert at.sidebar.text_area(key="prompt").value == first
+    at.sidebar.selectbox(key="model").set_value(str(tiny_model_dir)).run()
+    assert not at.exception
+    assert at.sidebar.text_area(key="prompt").value == DEFAULT_PROMPT  # the tiny model has no presets of its own
+    at.sidebar.text_area(key="prompt").set_value("one two three").run()
+    at.sidebar.selectbox(key="model").set_value("default").run()
+    assert at.sidebar.text_area(key="prompt").value == "one two three"  # typed by the user: kept
