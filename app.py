@@ -18,6 +18,7 @@ from ui.errors import guard
 from ui.widgets import sidebar
 
 PAGES_DIR = Path(__file__).resolve().parent / "app_pages"
+PAGE_ICON = Path(__file__).resolve().parent / "ui" / "static" / "icon.svg"
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -32,7 +33,9 @@ def discover_pages() -> list[st.Page]:
     return pages
 
 
-st.set_page_config(page_title="Circuit Explorer", page_icon=":material/hub:", layout="wide")
+# A local SVG (sent inline as a data: URL): a ":material/..." page icon makes the browser fetch it from
+# fonts.gstatic.com, which fails offline and leaks a request from a private deployment.
+st.set_page_config(page_title="Circuit Explorer", page_icon=str(PAGE_ICON), layout="wide")
 with guard("checking the sign-in"):
     require_sign_in()  # off by default; when on, no page runs for a visitor who is not signed in and allowed
 navigation = st.navigation(discover_pages())
