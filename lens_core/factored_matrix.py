@@ -13,9 +13,15 @@ Shapes: ``A [..., ldim, mdim]``, ``B [..., mdim, rdim]``; leading dims broadcast
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Union
 
 import torch
+
+
+def _linalg_dtype(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision factors are decomposed in float32 (LAPACK has no half kernels)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 Index = Union[int, slice, torch.Tensor, tuple]
 
@@ -49,6 +55,10 @@ class FactoredMatrix:
     def ndim(self) -> int:
         return len(self.shape)
 
+    @property
+    def has_leading_dims(self) -> bool:
+        return self.ndim > 2
+
     def __repr__(self) -> str:
         return f"FactoredMatrix(shape={tuple(self.shape)}, mdim={self.mdim})"
 
@@ -72,22 +82,35 @@ class FactoredMatrix:
     def transpose(self) -> "FactoredMatrix":
         return self.T
 
+    @property
+    def pair(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.A, self.B
+
     def __matmul__(self, other: Union[torch.Tensor, "FactoredMatrix"]) -> Union[torch.Tensor, "FactoredMatrix"]:
+        # TransformerLens's rule for the new inner dimension: keep the factors while that keeps it
+        # small (rdim > mdim), else multiply out the side that is no bigger than a factor.
         if isinstance(other, FactoredMatrix):
-            # Keep the smaller inner dimension as the new mdim.
-            if self.mdim <= other.mdim:
-                return FactoredMatrix(self.A, (self.B @ other.A) @ other.B)
-            return FactoredMatrix(self.A @ (self.B @ other.A), other.B)
-        if other.dim() == 1:
-            return (self.A @ (self.B @ other).unsqueeze(-1)).squeeze(-1)  # a vector: the result is dense
-        return FactoredMatrix(self.A, self.B @ other)
+            return (self @ other.A) @ other.B
+        if other.dim() < 2:
+            return (self.A @ (self.B @ other.unsqueeze(-1))).squeeze(-1)  # a vector: the result is dense
+        if other.shape[-2] != self.rdim:
+            raise ValueError(f"inner dimensions differ: {tuple(self.shape)} @ {tuple(other.shape)}")
+        if self.rdim > self.mdim:
+            return FactoredMatrix(self.A, self.B @ other)
+        return FactoredMatrix(self.AB, other)
 
     def __rmatmul__(self, other: torch.Tensor) -> Union[torch.Tensor, "FactoredMatrix"]:
-        if other.dim() == 1:
-            return ((other @ self.A).unsqueeze(-2) @ self.B).squeeze(-2)
-        return FactoredMatrix(other @ self.A, self.B)
+        if other.shape[-1] != self.ldim:
+            raise ValueError(f"inner dimensions differ: {tuple(other.shape)} @ {tuple(self.shape)}")
+        if other.dim() < 2:
+            return ((other.unsqueeze(-2) @ self.A) @ self.B).squeeze(-2)
+        if self.ldim > self.mdim:
+            return FactoredMatrix(other @ self.A, self.B)
+        return FactoredMatrix(other, self.AB)
 
-    def __mul__(self, scalar: float) -> "FactoredMatrix":
+    def __mul__(self, scalar: Union[float, torch.Tensor]) -> "FactoredMatrix":
+        if isinstance(scalar, torch.Tensor) and scalar.numel() != 1:
+            raise ValueError(f"* takes a scalar, got shape {tuple(scalar.shape)}: use @ for matrix products")
         return FactoredMatrix(self.A * scalar, self.B)
 
     __rmul__ = __mul__
@@ -113,36 +136,71 @@ class FactoredMatrix:
             B = B[..., :, _keep_dim(rest[1], self.rdim)]
         return FactoredMatrix(A, B)
 
+    def unsqueeze(self, k: int) -> "FactoredMatrix":
+        return FactoredMatrix(self.A.unsqueeze(k), self.B.unsqueeze(k))
+
     # ---- spectra -------------------------------------------------------------
+    @cached_property
+    def _svd(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        A, B = _linalg_dtype(self.A), _linalg_dtype(self.B)
+        Qa, Ra = torch.linalg.qr(A)  # [..., ldim, ka], [..., ka, mdim]
+        Qb, Rb = torch.linalg.qr(B.transpose(-1, -2))  # [..., rdim, kb], [..., kb, mdim]
+        U_core, S, Vh_core = torch.linalg.svd(Ra @ Rb.transpose(-1, -2), full_matrices=False)
+        k = min(self.ldim, self.mdim, self.rdim)
+        return (Qa @ U_core)[..., :k], S[..., :k], (Qb @ Vh_core.transpose(-1, -2))[..., :k]
+
     def svd(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Thin SVD ``AB = U diag(S) V^T`` with ``U [..., ldim, k]``, ``S [..., k]``, ``V [..., rdim, k]``.
 
         ``k = min(ldim, mdim, rdim)``. Computed from QR factors: with ``A = Qa Ra`` and
         ``B^T = Qb Rb``, ``AB = Qa (Ra Rb^T) Qb^T`` and only the small middle matrix is decomposed.
+        Computed once per matrix (cached), in float32 for half-precision factors.
         """
-        Qa, Ra = torch.linalg.qr(self.A)  # [..., ldim, ka], [..., ka, mdim]
-        Qb, Rb = torch.linalg.qr(self.B.transpose(-1, -2))  # [..., rdim, kb], [..., kb, mdim]
-        U_core, S, Vh_core = torch.linalg.svd(Ra @ Rb.transpose(-1, -2), full_matrices=False)
-        U = Qa @ U_core
-        V = Qb @ Vh_core.transpose(-1, -2)
-        k = min(self.ldim, self.mdim, self.rdim)
-        return U[..., :k], S[..., :k], V[..., :k]
+        return self._svd
+
+    @property
+    def U(self) -> torch.Tensor:
+        return self._svd[0]
 
     @property
     def S(self) -> torch.Tensor:
-        return self.svd()[1]
+        return self._svd[1]
+
+    @property
+    def V(self) -> torch.Tensor:
+        return self._svd[2]
+
+    @property
+    def Vh(self) -> torch.Tensor:
+        """TransformerLens's name for ``V`` (it has always returned V, [..., rdim, k], not its transpose)."""
+        return self._svd[2]
+
+    def collapse_l(self) -> torch.Tensor:
+        """``diag(S) V^T`` [..., k, rdim]: the product with its left orthogonal factor ``U`` removed."""
+        return self.S[..., :, None] * self.V.transpose(-1, -2)
+
+    def collapse_r(self) -> torch.Tensor:
+        """``U diag(S)`` [..., ldim, k]: the product with its right orthogonal factor removed."""
+        return self.U * self.S[..., None, :]
+
+    def make_even(self) -> "FactoredMatrix":
+        """The same matrix as ``(U sqrt(S), sqrt(S) V^T)``: each factor carries half of the spectrum."""
+        root = self.S.sqrt()
+        return FactoredMatrix(self.U * root[..., None, :], root[..., :, None] * self.V.transpose(-1, -2))
 
     @property
     def eigenvalues(self) -> torch.Tensor:
         """The ``mdim`` eigenvalues of ``BA`` (complex): the nonzero eigenvalues of ``AB`` plus zeros."""
-        return torch.linalg.eigvals(self.BA)
+        return torch.linalg.eigvals(_linalg_dtype(self.BA))
 
     def norm(self) -> torch.Tensor:
         """Frobenius norm of ``AB`` without forming it: ``||AB||^2 = sum((A^T A) * (B B^T))``."""
-        gram_a = self.A.transpose(-1, -2) @ self.A  # [..., mdim, mdim]
-        gram_b = self.B @ self.B.transpose(-1, -2)  # [..., mdim, mdim]
+        A, B = _linalg_dtype(self.A), _linalg_dtype(self.B)
+        gram_a = A.transpose(-1, -2) @ A  # [..., mdim, mdim]
+        gram_b = B @ B.transpose(-1, -2)  # [..., mdim, mdim]
         return (gram_a * gram_b).sum(dim=(-1, -2)).clamp_min(0).sqrt()
 
     def get_corner(self, k: int = 3) -> torch.Tensor:
-        """The top-left ``k x k`` block of the dense product (for a quick look)."""
-        return self.A[..., :k, :] @ self.B[..., :, :k]
+        """The first ``k`` entries along every axis of the dense product (for a quick look)."""
+        corner = self.A[..., :k, :] @ self.B[..., :, :k]
+        return corner[tuple(slice(k) for _ in range(corner.dim()))]
