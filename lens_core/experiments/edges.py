@@ -378,9 +378,36 @@ def prune(kept: torch.Tensor, receiver_owners: Sequence[Sequence[int]]) -> torch
     return kept & fed[:, None] & useful_receiver[None, :]
 
 
+def top_circuit(scores: torch.Tensor, allowed: torch.Tensor, receiver_owners, n_edges: int,
+                order: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, int]:
+    """The circuit of at most ``n_edges`` edges taken from the top of the ranking: (mask, prefix length).
+
+    Pruning drops edges that lie on no embed -> logits path, so the mask is ``prune(top k)`` for
+    the largest ``k`` whose pruned circuit still has at most ``n_edges`` edges (the pruned size
+    only grows with ``k``, so a binary search finds it)."""
+    order = rank_edges(scores, allowed) if order is None else order
+
+    def pruned(k: int) -> torch.Tensor:
+        kept = torch.zeros_like(allowed)
+        kept.view(-1)[order[:k]] = True
+        return prune(kept, receiver_owners)
+
+    low, high = n_edges, len(order)  # pruned(low) has at most n_edges edges
+    best = pruned(low)
+    while low < high:
+        middle = (low + high + 1) // 2
+        candidate = pruned(middle)
+        if int(candidate.sum()) <= n_edges:
+            low, best = middle, candidate
+        else:
+            high = middle - 1
+    return best, low
+
+
 def select_circuit(result: EdgeAttributionResult, n_edges: Optional[int] = None, threshold: Optional[float] = None) -> torch.Tensor:
-    """``[S, R]`` bool: the top ``n_edges`` edges by ``|score|`` (or those with ``|score| >= threshold``),
-    pruned to the edges on a path from the embeddings to the logits."""
+    """``[S, R]`` bool: a circuit of at most ``n_edges`` edges from the top of the ``|score|`` ranking
+    (see :func:`top_circuit`), or the edges with ``|score| >= threshold``; either way only edges on
+    a path from the embeddings to the logits."""
     if (n_edges is None) == (threshold is None):
         raise ValueError("give exactly one of n_edges or threshold")
     total = result.n_edges
@@ -388,7 +415,7 @@ def select_circuit(result: EdgeAttributionResult, n_edges: Optional[int] = None,
     if n_edges is not None:
         if not 1 <= n_edges <= total:
             raise ValueError(f"the circuit size must be between 1 and the graph's {total} edges, got {n_edges}")
-        kept.view(-1)[rank_edges(result.scores, result.allowed)[:n_edges]] = True
+        return top_circuit(result.scores, result.allowed, result.receiver_owners, n_edges)[0]
     else:
         if not threshold >= 0:
             raise ValueError(f"the score threshold must be a number >= 0, got {threshold}")

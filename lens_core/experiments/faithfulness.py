@@ -34,6 +34,7 @@ from .edges import (
     prune,
     rank_edges,
     sender_hooks,
+    top_circuit,
     sender_outputs,
     task_from_request,
     task_metric,
@@ -129,7 +130,7 @@ def curve_sizes(total: int, points: int) -> list[int]:
 # ---- the experiment ---------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class FaithfulnessRequest(EdgeAttributionRequest):
-    n_edges: int = 0  # the circuit's size before pruning (top edges by |score|); 0: use threshold
+    n_edges: int = 0  # the circuit's size (at most this many edges, see edges.top_circuit); 0: use threshold
     threshold: Optional[float] = None
     curve_points: int = 10
     memory_budget_mb: float = 512.0
@@ -141,8 +142,8 @@ class FaithfulnessResult(ExperimentResult):
     circuit: torch.Tensor  # [S, R] bool: the selected circuit, pruned
     circuit_metric: float  # its exact mean logit difference
     circuit_normalized: float
-    curve_top_n: list  # top-n edges chosen per curve point (before pruning)
-    curve_edges: list  # edges kept after pruning
+    curve_top_n: list  # per curve point: how many top-ranked edges were taken (before pruning)
+    curve_edges: list  # per curve point: edges in the circuit (after pruning; at most the size asked)
     curve_metric: list  # exact mean logit difference per point
     curve_normalized: list  # (metric - corrupted) / (clean - corrupted)
     clean_metric: float
@@ -170,22 +171,21 @@ def circuit_faithfulness(model, request: FaithfulnessRequest, progress: Progress
     order = rank_edges(scores.scores, scores.allowed)
     sizes = curve_sizes(total, request.curve_points)
 
-    def top(k: int) -> torch.Tensor:
-        kept = torch.zeros_like(scores.allowed)
-        kept.view(-1)[order[:k]] = True
-        return prune(kept, scores.receiver_owners)
+    def top(k: int) -> tuple[torch.Tensor, int]:
+        return top_circuit(scores.scores, scores.allowed, scores.receiver_owners, k, order)
 
     if request.threshold is None:
-        selected = top(request.n_edges)
+        selected = top(request.n_edges)[0]
     else:
         selected = prune(scores.allowed & (scores.scores.abs() >= request.threshold), scores.receiver_owners)
-    masks = torch.stack([top(k) for k in sizes] + [selected])
+    curve = [top(k) for k in sizes]
+    masks = torch.stack([mask for mask, _ in curve] + [selected])
     corrupt_out = sender_outputs(model, graph, task.corrupted)[0]
     metric = patched_metric(model, graph, task, masks, corrupt_out, request.memory_budget_mb, progress).tolist()
     clean, corrupted = scores.clean_metric, scores.corrupted_metric
     return FaithfulnessResult(
         circuit=selected, circuit_metric=metric[-1], circuit_normalized=normalized(metric[-1], clean, corrupted),
-        curve_top_n=sizes, curve_edges=[int(m.sum()) for m in masks[:-1]], curve_metric=metric[:-1],
+        curve_top_n=[k for _, k in curve], curve_edges=[int(m.sum()) for m in masks[:-1]], curve_metric=metric[:-1],
         curve_normalized=[normalized(v, clean, corrupted) for v in metric[:-1]], clean_metric=clean,
         corrupted_metric=corrupted, total_edges=total, method=request.method,
     )
