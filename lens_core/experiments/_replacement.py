@@ -243,32 +243,48 @@ def build_graph(
         value_bias = b_V + torch.einsum("d,hde->he", ln_b.float(), W_V) if ln_b is not None else b_V
         attn_const.append(block.attn.b_O.float() + torch.einsum("he,hed->d", value_bias, W_O))
 
+    h, e = cfg.n_heads, cfg.d_head
+
     def attn_t(l: int, g: torch.Tensor) -> torch.Tensor:
-        """g [B, q, d] at layer l's attention output -> its part at layer l's input (all positions <= q)."""
-        B, q = g.shape[:2]
-        h, e = cfg.n_heads, cfg.d_head
-        u = (g @ W_O_t[l]).view(B, q, h, e).permute(2, 1, 0, 3).reshape(h, q, B * e)
+        """g [q, B, d] at layer l's attention output -> its part at layer l's input (positions < q)."""
+        q, B = g.shape[:2]
+        u = (g @ W_O_t[l]).view(q, B, h, e).permute(2, 0, 1, 3).reshape(h, q, B * e)
         u = torch.bmm(P_t[l][:, :q, :q], u)  # [head, k, B * d_head]
-        u = u.view(h, q, B, e).permute(2, 1, 0, 3).reshape(B, q, h_e)
+        u = u.view(h, q, B, e).permute(1, 2, 0, 3).reshape(q, B, h_e)
         return u @ W_V_t[l]
 
-    # Feature sources of each layer: scaled decoder rows padded to [pos, slots, d_model]; features of a
-    # layer are the contiguous node range [first[l], first[l+1]) sorted by position.
+    def attn_t_one(l: int, seed: torch.Tensor, pos: torch.Tensor, q: int) -> torch.Tensor:
+        """attn_t of a gradient that is ``seed [B, d]`` at one position per row: no zero rows multiplied."""
+        y = torch.bmm((seed @ W_O_t[l]).view(-1, h, e).transpose(0, 1), W_V_t[l].view(h, e, d))  # [head, B, d]
+        coef = P_t[l][:, :q, :][:, :, pos]  # [head, k, B]: attention of each row's query to each key
+        x = coef[0, :, :, None] * y[0]
+        for head in range(1, h):  # a sum over 4-ish heads: faster as a loop than as a batched product
+            x += coef[head, :, :, None] * y[head]
+        return x  # [k, B, d]
+
+    # Sources written at resid_post[l], as columns of one batched product per layer: each position's
+    # scaled decoder rows of the layer's active features (padded to ``slots``), then the error vector,
+    # then the constants (b_dec + the next attention's bias, the same at every position). Features of
+    # a layer are the contiguous node range [first[l], first[l+1]), sorted by position.
     first = [0]
     for l in range(n):
         first.append(first[-1] + int((f_layer == l).sum()))
-    dec_pad, flat_slot, upto = [], [], []
+    src, flat_slot, upto, n_slots = [], [], [], []
     for l in range(n):
         lo, hi = first[l], first[l + 1]
         pos_l = f_pos[lo:hi]
         counts = torch.bincount(pos_l, minlength=P)
-        slots = max(1, int(counts.max()) if counts.numel() else 1)
+        slots = int(counts.max()) if counts.numel() else 0
         slot = torch.arange(hi - lo, device=pos_l.device) - (torch.cumsum(counts, 0) - counts)[pos_l]
-        pad = torch.zeros(P, slots, d, device=last.device)
+        pad = torch.zeros(P, slots + 2, d, device=last.device)
         pad[pos_l, slot] = views[l].W_dec[f_idx[lo:hi]] * f_act[lo:hi, None]
-        dec_pad.append(pad.transpose(1, 2).contiguous())  # [pos, d_model, slots]
-        flat_slot.append(pos_l * slots + slot)
+        pad[:, slots] = errors[l]
+        pad[:, slots + 1] = views[l].b_dec + attn_const[l]
+        src.append(pad.transpose(1, 2).contiguous())  # [pos, d_model, slots + 2]
+        flat_slot.append(pos_l * (slots + 2) + slot)
         upto.append(torch.cumsum(counts, 0))  # features of this layer at positions <= p
+        n_slots.append(slots)
+    emb_src = torch.stack([embed, pos_embed], -1)  # [pos, d_model, 2]
 
     # ---- the targets' seeds and own constants
     W_U, b_U = model.W_U.float(), model.b_U.float()
@@ -287,6 +303,7 @@ def build_graph(
     node_input[logit0:] = demeaned[ids]
 
     # Target groups (contiguous rows): features of layer L, by position, read resid_mid[L]; then the logits.
+    # g is the gradient of each row's input, position-major [pos, row, d_model].
     chunks = [(L, r, min(r + batch_size, first[L + 1])) for L in range(n) for r in range(first[L], first[L + 1], batch_size)]
     chunks.append((n, logit0, n_nodes))
     for L, r0, r1 in chunks:
@@ -300,33 +317,36 @@ def build_graph(
             enc = v.W_enc[:, f_idx[r0:r1]].T  # [B, d_model]
             if v.hook_in.endswith("ln2.hook_normalized"):
                 enc = _norm_t(enc, scale2[L][pos_r], centered, None)
-            g = torch.zeros(B, q, d, device=last.device)
-            g[torch.arange(B), pos_r] = enc
             bias = v.b_enc[f_idx[r0:r1]] - (v.b_in @ v.W_enc[:, f_idx[r0:r1]])
-            bias = bias + g.sum(1) @ attn_const[L]  # layer L's attention writes resid_mid[L]
-            g = g + attn_t(L, g)
+            bias = bias + enc @ attn_const[L]  # layer L's attention writes resid_mid[L]
+            g = attn_t_one(L, enc, pos_r, q)
+            g[pos_r, torch.arange(B)] += enc
             top = L - 1
         else:
             q = P
-            g = torch.zeros(B, q, d, device=last.device)
+            g = torch.zeros(q, B, d, device=last.device)
             w = lnf_w.float() if lnf_w is not None else None
-            g[:, -1] = _norm_t(logit_dirs, scale_f[-1], centered, w)
+            g[-1] = _norm_t(logit_dirs, scale_f[-1], centered, w)
             bias = logit_const.clone()
             top = n - 1
         rows = adjacency[r0:r1]
         for l in range(top, -1, -1):
-            # g: gradient at resid_post[l], where layer l's features, error and b_dec write.
-            count = int(upto[l][q - 1])
+            # g: gradient at resid_post[l], where layer l's features, error and constants write.
+            out = torch.bmm(g, src[l][:q])  # [q, B, slots + 2]
+            slots, count = n_slots[l], int(upto[l][q - 1])
             if count:
-                slots = dec_pad[l].shape[-1]
-                edges = torch.bmm(g.transpose(0, 1), dec_pad[l][:q])  # [q, B, slots]
-                edges = edges.transpose(0, 1).reshape(B, q * slots)
-                rows[:, first[l] : first[l] + count] = edges[:, flat_slot[l][:count]]
-            rows[:, err0 + l * P : err0 + l * P + q] = torch.einsum("bpd,pd->bp", g, errors[l, :q])
-            bias = bias + g.sum(1) @ (views[l].b_dec + attn_const[l])
+                feats = out[:, :, :slots].permute(1, 0, 2)  # [B, q, slots]
+                if count == q * slots:  # every slot filled (top-k): no gather needed
+                    rows[:, first[l] : first[l] + count] = feats.reshape(B, count)
+                else:
+                    flat = out.permute(1, 0, 2).reshape(B, q * (slots + 2))
+                    rows[:, first[l] : first[l] + count] = flat[:, flat_slot[l][:count]]
+            rows[:, err0 + l * P : err0 + l * P + q] = out[:, :, slots].T
+            bias = bias + out[:, :, slots + 1].sum(0)
             g = g + attn_t(l, g)
-        rows[:, emb0 : emb0 + q] = torch.einsum("bpd,pd->bp", g, embed[:q])
-        bias = bias + torch.einsum("bpd,pd->b", g, pos_embed[:q])
+        out = torch.bmm(g, emb_src[:q])  # [q, B, 2]
+        rows[:, emb0 : emb0 + q] = out[:, :, 0].T
+        bias = bias + out[:, :, 1].sum(0)
         node_bias[r0:r1] = bias
 
     return ReplacementGraph(
