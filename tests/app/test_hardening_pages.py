@@ -197,3 +197,23 @@ def test_changing_the_model_switches_to_its_own_example_but_keeps_a_typed_prompt
     at.sidebar.text_area(key="prompt").set_value("one two three").run()
     at.sidebar.selectbox(key="model").set_value("default").run()
     assert at.sidebar.text_area(key="prompt").value == "one two three"  # typed by the user: kept
+
+
+# -- the lab profile ----------------------------------------------------------------------------
+def test_the_lab_profile_offers_gpt2_pythia_and_a_llama_family_model_with_free_text_models():
+    import re
+
+    from lens_core.loading import ALIASES
+    from ui.settings import load_settings
+
+    lab = load_settings(REPO_ROOT / "settings.lab.toml")
+    demo = load_settings(REPO_ROOT / "settings.toml")
+    names = [m.lower() for m in lab.model_allowlist]
+    assert lab.model_allowlist[0] == "default"  # opens on the bundled model, no download needed
+    assert any(n.startswith("gpt2") for n in names) and any("pythia" in n for n in names)
+    assert any("llama" in n or "smollm" in n for n in names)
+    assert lab.arbitrary_models_allowed and not lab.demo_mode
+    assert demo.demo_mode and demo.model_allowlist == ("default",)
+    hub_name = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+    for name in lab.model_allowlist[1:]:
+        assert hub_name.match(ALIASES.get(name, name)), name  # each is a hub name (or a known alias of one)
