@@ -4,7 +4,9 @@
 
 GPT-2-small shape (12 layers, d_model 768, 12 heads, vocab 50257), random weights, batch 1.
 Goals (issue 2): forward <= 1.05x HF at 16 and 64 tokens; run_with_cache (all hooks)
-<= 1.10x our forward; load with processing <= 4x HF from_pretrained.
+<= 1.10x our forward; load with processing <= 4x HF from_pretrained. Issue 15: the peak
+memory of a load, in a fresh process, <= 1.3x the loaded model's parameter bytes
+(bench/load_memory.py, printed here too).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from bench import load_memory
 from lens_core import HookedTransformer
 
 
@@ -90,6 +93,7 @@ def main() -> None:
         for thp in ("", "1"):
             print(f"  first and second load in a fresh process, THP_MEM_ALLOC_ENABLE={thp or 'unset'}: "
                   f"{first_and_second_load(directory, thp)}")
+        load_memory.report(directory)
 
     model = HookedTransformer.from_hf_model(hf)
     for n_tokens in (16, 64):

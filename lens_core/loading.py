@@ -6,6 +6,10 @@ weights and tokenizer files only), or an in-memory ``transformers`` model.
 Weights are read straight from safetensors (no ``transformers`` model is built),
 converted by the architecture's family module, checked tensor by tensor,
 processed in float32, then cast to the requested dtype and device.
+Memory: the checkpoint is read into buffers of its own (not memory-mapped), each
+tensor is handed over to the converter (dropped from the reader once read) and
+processed in place, and the model's parameters are those same tensors, so a
+float32 load peaks near the final model's size (``bench/forward.py`` prints it).
 ``trust_remote_code`` is off unless the caller turns it on.
 """
 
@@ -23,6 +27,7 @@ from .families import family_for
 from .families.reader import WeightReader
 from .model import HookedTransformer
 from .processing import process_weights
+from .safetensors_io import SafetensorsError, read_file
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 
@@ -80,19 +85,21 @@ def resolve_source(name_or_path: str, revision: Optional[str] = None) -> Path:
 
 
 def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
-    """Weights from safetensors (single file or sharded); pickled .bin only with weights_only loading."""
-    from safetensors.torch import load_file
-
+    """Weights from safetensors (single file or sharded), each tensor in a buffer of its own (the
+    caller may change them in place); pickled .bin only with weights_only loading."""
     single = directory / "model.safetensors"
     index = directory / "model.safetensors.index.json"
-    if single.exists():
-        return load_file(single)
-    if index.exists():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        tensors: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            tensors.update(load_file(directory / shard))
-        return tensors
+    try:
+        if single.exists():
+            return read_file(single)
+        if index.exists():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            tensors: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                tensors.update(read_file(directory / shard))
+            return tensors
+    except SafetensorsError as exc:
+        raise ModelLoadError(f"cannot read the weights in {directory}: {exc}") from exc
     legacy = directory / "pytorch_model.bin"
     if legacy.exists():
         return torch.load(legacy, map_location="cpu", weights_only=True)
@@ -106,19 +113,28 @@ def build_model(
     model_name: str = "custom",
     dtype: Union[str, torch.dtype, None] = None,
     device: Optional[Union[str, torch.device]] = None,
+    owned: bool = False,
     **processing: bool,
 ) -> HookedTransformer:
     """Convert, check and process HF weights into a model. ``processing``: the steps of
-    :func:`lens_core.processing.process_weights` (all on unless turned off)."""
+    :func:`lens_core.processing.process_weights` (all on unless turned off).
+
+    ``owned=True``: ``tensors`` is a dict of tensors this call may consume and overwrite (nothing
+    else refers to them), so the weights are processed in place and no second copy is made.
+    """
     family = family_for(hf_config.model_type)
     cfg: HookedTransformerConfig = family.config_from_hf(hf_config)
     cfg.model_name = model_name
-    reader = WeightReader(tensors, family.PREFIXES)
+    names = list(tensors)
+    reader = WeightReader(tensors, family.PREFIXES, consume=owned)
     weights = family.convert(reader, cfg)
-    unused = [name for name in tensors if name not in reader.used and not _IGNORED.search(name)]
+    unused = [name for name in names if name not in reader.used and not _IGNORED.search(name)]
     if unused:
         raise ModelLoadError(f"checkpoint has tensors this {hf_config.model_type} config does not use, e.g. {unused[0]!r}")
-    applied = process_weights(weights, cfg, **processing)
+    if owned:
+        tensors.clear()  # the ignored ones (attention masks, rotary tables): not needed
+    del reader
+    applied = process_weights(weights, cfg, inplace=owned, **processing)
     target = as_dtype(dtype)
     cfg.dtype = target
     cfg.device = str(torch.device(device)) if device is not None else "cpu"
@@ -166,14 +182,14 @@ def load_pretrained(
         hf_config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
     except Exception as exc:
         raise ModelLoadError(f"could not read the config in {directory}: {exc}") from exc
-    tensors = read_state_dict(directory)
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
     except Exception:
         tokenizer = None  # weights without a tokenizer still work with token ids
     try:
-        return build_model(hf_config, tensors, tokenizer, name_or_path, dtype, device, fold_ln=fold_ln,
-                           center_writing_weights=center_writing_weights, center_unembed=center_unembed,
+        # owned: the tensors just read are ours alone, consumed and processed in place.
+        return build_model(hf_config, read_state_dict(directory), tokenizer, name_or_path, dtype, device, owned=True,
+                           fold_ln=fold_ln, center_writing_weights=center_writing_weights, center_unembed=center_unembed,
                            fold_value_biases=fold_value_biases)
     except ModelLoadError:
         raise
@@ -186,4 +202,4 @@ def load_from_hf_model(hf_model: Any, tokenizer: Any = None, model_name: Optiona
     name = model_name or getattr(hf_model.config, "_name_or_path", "") or type(hf_model).__name__
     # Cloned so that our weights never alias the caller's model.
     state = {name_: tensor.detach().clone() for name_, tensor in hf_model.state_dict().items()}
-    return build_model(hf_model.config, state, tokenizer, name, **kwargs)
+    return build_model(hf_model.config, state, tokenizer, name, owned=True, **kwargs)

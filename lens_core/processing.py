@@ -14,10 +14,16 @@ unchanged while making the weights easier to read, as in TransformerLens:
   (each pattern row sums to 1), so it moves into ``b_O``.
 
 Readers are stored [d_model, out] (``W_QKV``, ``W_in``, ``W_gate``) except the
-unembedding, stored [d_vocab, d_model]. Loaded tensors are never written in
-place: they may be memory-mapped from the checkpoint (a write would copy each
-page) or shared (tied embeddings). Each step reads a weight as few times as it
-can, because this runs over every weight at load time.
+unembedding, stored [d_vocab, d_model]. Each step reads a weight as few times as
+it can, because this runs over every weight at load time.
+
+Memory: with ``inplace=False`` (the default) the given tensors are never written:
+they may be the caller's, memory-mapped from a checkpoint (a write would copy each
+page) or shared. The loader passes ``inplace=True`` with tensors it owns (read into
+buffers of their own, see :mod:`lens_core.safetensors_io`): each large weight is
+then changed where it lies, so processing needs no second copy of the model. A
+tensor that shares memory with another entry (tied embeddings) is still never
+written: its processed value is a new tensor.
 """
 
 from __future__ import annotations
@@ -29,66 +35,77 @@ from .config import HookedTransformerConfig
 Weights = dict[str, torch.Tensor]
 
 
+def _writable(sd: Weights, name: str, inplace: bool) -> bool:
+    """May ``sd[name]`` be changed in place: ``inplace`` and no other entry shares its memory."""
+    if not inplace:
+        return False
+    storage = sd[name].untyped_storage().data_ptr()
+    return sum(1 for t in sd.values() if t.untyped_storage().data_ptr() == storage) == 1
+
+
+def _scale_rows(weight: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """``weight * scale (+ shift)`` (broadcast), written into ``weight`` when ``inplace``: one pass either way."""
+    out = weight if inplace else None
+    if shift is None:
+        return torch.mul(weight, scale, out=out)
+    return torch.addcmul(shift, weight, scale, out=out)
+
+
 def _fold_into_columns(sd: Weights, weight_name: str, bias_name: str | None, w: torch.Tensor,
-                       b: torch.Tensor | None, center: bool) -> None:
+                       b: torch.Tensor | None, center: bool, inplace: bool) -> None:
     """Fold a norm into a reader stored [d_model, out]; one read of the weight for the bias
     and the column means (the mean of ``W * w`` over d_model is ``w @ W / d_model``)."""
     weight = sd[weight_name]
     proj = torch.stack([w] if b is None else [w, b]) @ weight  # [1 or 2, out]
     if b is not None and bias_name is not None:
         sd[bias_name] = sd[bias_name] + proj[1]
-    if center:
-        sd[weight_name] = torch.addcmul(-(proj[0] / weight.shape[0])[None, :], weight, w[:, None])
-    else:
-        sd[weight_name] = weight * w[:, None]
+    shift = -(proj[0] / weight.shape[0])[None, :] if center else None
+    sd[weight_name] = _scale_rows(weight, shift, w[:, None], _writable(sd, weight_name, inplace))
 
 
-def _fold_layer_norm(sd: Weights, cfg: HookedTransformerConfig) -> None:
+def _fold_layer_norm(sd: Weights, cfg: HookedTransformerConfig, inplace: bool) -> None:
     center = cfg.normalization_type == "LN"
     for layer in range(cfg.n_layers):
         attn, mlp = f"blocks.{layer}.attn", f"blocks.{layer}.mlp"
         w, b = sd.pop(f"blocks.{layer}.ln1.w"), sd.pop(f"blocks.{layer}.ln1.b", None)
-        _fold_into_columns(sd, f"{attn}.W_QKV", f"{attn}.b_QKV", w, b, center)
+        _fold_into_columns(sd, f"{attn}.W_QKV", f"{attn}.b_QKV", w, b, center, inplace)
         w, b = sd.pop(f"blocks.{layer}.ln2.w"), sd.pop(f"blocks.{layer}.ln2.b", None)
-        _fold_into_columns(sd, f"{mlp}.W_in", f"{mlp}.b_in", w, b, center)
+        _fold_into_columns(sd, f"{mlp}.W_in", f"{mlp}.b_in", w, b, center, inplace)
         if cfg.gated_mlp:
             if b is not None:
                 raise ValueError("cannot fold a LayerNorm bias into a gate that has no bias")
-            _fold_into_columns(sd, f"{mlp}.W_gate", None, w, None, center)
+            _fold_into_columns(sd, f"{mlp}.W_gate", None, w, None, center, inplace)
     w, b = sd.pop("ln_final.w"), sd.pop("ln_final.b", None)
     unembed = sd["unembed.weight"]  # [d_vocab, d_model]: the same fold, transposed
     proj = unembed @ torch.stack([w] if b is None else [w, b], dim=1)  # [d_vocab, 1 or 2]
     if b is not None:
         sd["unembed.b_U"] = sd["unembed.b_U"] + proj[:, 1]
-    if center:
-        sd["unembed.weight"] = torch.addcmul(-(proj[:, :1] / unembed.shape[1]), unembed, w[None, :])
-    else:
-        sd["unembed.weight"] = unembed * w[None, :]
+    shift = -(proj[:, :1] / unembed.shape[1]) if center else None
+    sd["unembed.weight"] = _scale_rows(unembed, shift, w[None, :], _writable(sd, "unembed.weight", inplace))
     cfg.normalization_type = "LNPre" if center else "RMSPre"
 
 
-def _center_last(sd: Weights, name: str) -> None:
-    sd[name] = sd[name] - sd[name].mean(-1, keepdim=True)
+def _center_last(sd: Weights, name: str, inplace: bool) -> None:
+    tensor = sd[name]
+    mean = tensor.mean(-1, keepdim=True)
+    sd[name] = tensor.sub_(mean) if _writable(sd, name, inplace) else tensor - mean
 
 
-def _center_writing_weights(sd: Weights, cfg: HookedTransformerConfig) -> None:
+def _center_writing_weights(sd: Weights, cfg: HookedTransformerConfig, inplace: bool) -> None:
     if cfg.normalization_type not in ("LN", "LNPre"):
         raise ValueError("center_writing_weights needs LayerNorm: RMSNorm does not remove the mean")
     for name in ("embed.W_E", "pos_embed.W_pos"):
         if name in sd:
-            _center_last(sd, name)
+            _center_last(sd, name, inplace)
     for layer in range(cfg.n_layers):
         for name in ("attn.W_O", "attn.b_O", "mlp.W_out", "mlp.b_out"):
-            _center_last(sd, f"blocks.{layer}.{name}")
+            _center_last(sd, f"blocks.{layer}.{name}", inplace)
 
 
-def _center_unembed(sd: Weights, cfg: HookedTransformerConfig, owned: bool = False) -> None:
-    """``owned``: the unembedding is a tensor made by an earlier step, safe to change in place."""
+def _center_unembed(sd: Weights, cfg: HookedTransformerConfig, inplace: bool) -> None:
     unembed = sd["unembed.weight"]
-    if owned:
-        unembed -= unembed.mean(dim=0, keepdim=True)
-    else:
-        sd["unembed.weight"] = unembed - unembed.mean(dim=0, keepdim=True)
+    mean = unembed.mean(dim=0, keepdim=True)
+    sd["unembed.weight"] = unembed.sub_(mean) if _writable(sd, "unembed.weight", inplace) else unembed - mean
     sd["unembed.b_U"] = sd["unembed.b_U"] - sd["unembed.b_U"].mean()
 
 
@@ -110,19 +127,25 @@ def process_weights(
     center_writing_weights: bool = True,
     center_unembed: bool = True,
     fold_value_biases: bool = True,
+    inplace: bool = False,
 ) -> dict[str, bool]:
-    """Apply the chosen steps (float32); returns what was applied, for fingerprints and display."""
+    """Apply the chosen steps (float32); returns what was applied, for fingerprints and display.
+
+    ``inplace``: the tensors of ``sd`` belong to the caller's load alone and may be overwritten
+    (see the module docstring); ``sd`` itself is updated either way.
+    """
     is_layernorm = cfg.normalization_type in ("LN", "LNPre")
     applied = {"fold_ln": False, "center_writing_weights": False, "center_unembed": False, "fold_value_biases": False}
     if fold_ln and cfg.normalization_type in ("LN", "RMS"):
-        _fold_layer_norm(sd, cfg)
+        _fold_layer_norm(sd, cfg, inplace)
         applied["fold_ln"] = True
     if center_writing_weights and is_layernorm:
         # RMSNorm keeps the mean, so centring would change the model: skipped (as TransformerLens does).
-        _center_writing_weights(sd, cfg)
+        _center_writing_weights(sd, cfg, inplace)
         applied["center_writing_weights"] = True
     if center_unembed:
-        _center_unembed(sd, cfg, owned=applied["fold_ln"])
+        # A step above made a new unembedding (folding): it is ours to change in place.
+        _center_unembed(sd, cfg, inplace or applied["fold_ln"])
         applied["center_unembed"] = True
     if fold_value_biases:
         _fold_value_biases(sd, cfg)

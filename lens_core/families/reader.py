@@ -8,14 +8,18 @@ import torch
 
 
 class WeightReader:
-    def __init__(self, tensors: Mapping[str, torch.Tensor], prefixes: tuple[str, ...] = ()) -> None:
-        self.tensors = dict(tensors)
+    """``consume=True``: ``tensors`` is a dict the reader may empty; each tensor is removed from it
+    when read, so the checkpoint's copy is freed as soon as the converted weight no longer needs it."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor], prefixes: tuple[str, ...] = (), consume: bool = False) -> None:
+        self.tensors = tensors if consume and isinstance(tensors, dict) else dict(tensors)
+        self.consume = consume
         self.prefixes = prefixes
         self.used: set[str] = set()
 
     def _key(self, name: str) -> Optional[str]:
         for prefix in ("",) + self.prefixes:
-            if prefix + name in self.tensors:
+            if prefix + name in self.tensors or prefix + name in self.used:
                 return prefix + name
         return None
 
@@ -26,12 +30,16 @@ class WeightReader:
         key = self._key(name)
         if key is None:
             raise ValueError(f"checkpoint is missing tensor {name!r} (expected shape {tuple(shape)})")
+        if key not in self.tensors:
+            raise RuntimeError(f"tensor {key!r} was already consumed: a converter reads each tensor once")
         tensor = self.tensors[key]
         if tuple(tensor.shape) != tuple(shape):
             raise ValueError(
                 f"checkpoint tensor {key!r} has shape {tuple(tensor.shape)}, but the config implies {tuple(shape)}"
             )
         self.used.add(key)
+        if self.consume:
+            del self.tensors[key]
         return tensor.float()
 
     def optional(self, name: str, shape: tuple[int, ...]) -> Optional[torch.Tensor]:

@@ -1,0 +1,80 @@
+"""Peak memory of one model load, in a fresh process: ours against transformers' ``from_pretrained``.
+
+    .venv/bin/python -m bench.load_memory [DIR]   (from the repository root; bench.forward runs it too)
+
+Without DIR: a GPT-2-small-shaped random model is saved to a temporary directory
+(safetensors, no hub). Each loader runs in a fresh process: imports first, then the
+kernel's peak-RSS counter is reset (``/proc/self/clear_refs``), then one load. The
+figure is (peak RSS during the load - RSS before it) / the loaded model's parameter
+bytes. Goal (issue 15): ours <= 1.3x.
+
+transformers 5 maps the checkpoint and copies nothing: its parameters are pages of
+the file, counted in RSS only once something reads them. So its figure is printed
+twice: right after ``from_pretrained``, and after reading every parameter once
+(what a first forward pass does), which is the memory it holds in use.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+
+CHILD = r"""
+import re, sys, time
+import torch, transformers
+from transformers import AutoConfig, AutoTokenizer, GPT2LMHeadModel  # imports are not part of a load
+from lens_core import HookedTransformer
+
+def status(field):
+    return int(re.search(field + r":\s+(\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+
+which, directory = sys.argv[1], sys.argv[2]
+open("/proc/self/clear_refs", "w").write("5")  # VmHWM := VmRSS
+before = status("VmRSS")
+start = time.perf_counter()
+model = HookedTransformer.from_pretrained(directory) if which == "ours" else GPT2LMHeadModel.from_pretrained(directory)
+seconds = time.perf_counter() - start
+peak = status("VmHWM")
+size = sum(p.numel() * p.element_size() for p in model.parameters())
+line = f"{which}: peak +{(peak - before) / 2**20:.0f} MiB for {size / 2**20:.0f} MiB of parameters = {(peak - before) / size:.2f}x"
+if which == "hf":
+    with torch.no_grad():
+        for p in model.parameters():
+            p.sum()
+    line += f"; after reading every parameter once +{(status('VmHWM') - before) / 2**20:.0f} MiB = {(status('VmHWM') - before) / size:.2f}x"
+print(line + f" ({seconds * 1e3:.0f} ms)")
+"""
+
+
+def measure(which: str, directory: str) -> str:
+    out = subprocess.run([sys.executable, "-c", CHILD, which, directory], capture_output=True, text=True)
+    lines = out.stdout.strip().splitlines() or out.stderr.strip().splitlines() or ["no output"]
+    return lines[-1]
+
+
+def save_gpt2_small(directory: str) -> None:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config()).save_pretrained(directory)
+
+
+def report(directory: str) -> None:
+    print("peak RSS increase during one load, in a fresh process / the loaded parameter bytes (goal: ours <= 1.3x):")
+    for which in ("ours", "hf"):
+        print("  " + measure(which, directory))
+
+
+def main() -> None:
+    if len(sys.argv) > 1:
+        report(sys.argv[1])
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        save_gpt2_small(directory)
+        report(directory)
+
+
+if __name__ == "__main__":
+    main()

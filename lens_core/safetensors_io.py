@@ -1,0 +1,94 @@
+"""Read a safetensors file into tensors that own their memory, without memory-mapping it.
+
+``safetensors.torch.load_file`` returns tensors backed by a private memory map of
+the file: every page they touch counts in the process's memory for as long as
+any of them lives, and writing one in place copies the page. The loader instead
+processes each weight in place and hands it to the model, so it reads each
+tensor with ordinary file reads straight into a buffer of its own: the
+checkpoint is in memory once, as the model's parameters, never twice.
+
+The format (https://github.com/huggingface/safetensors): an 8-byte little-endian
+header length, a JSON header mapping each name to ``dtype``, ``shape`` and
+``data_offsets`` (relative to the end of the header), then the raw little-endian
+bytes. The header is checked (offsets inside the file, sizes matching shapes)
+before anything is read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import sys
+from pathlib import Path
+
+import torch
+
+DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+    **({"F8_E4M3": torch.float8_e4m3fn} if hasattr(torch, "float8_e4m3fn") else {}),
+    **({"F8_E5M2": torch.float8_e5m2} if hasattr(torch, "float8_e5m2") else {}),
+}
+MAX_HEADER_BYTES = 100 * 2**20
+
+
+class SafetensorsError(ValueError):
+    """The file is not a readable safetensors file; the message says what is wrong."""
+
+
+def read_header(path: Path) -> tuple[int, dict]:
+    """(offset of the data section, {name: {"dtype", "shape", "data_offsets"}}), checked against the file size."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise SafetensorsError(f"{path} is too short to be a safetensors file")
+        (n,) = struct.unpack("<Q", raw)
+        if n > min(MAX_HEADER_BYTES, size - 8):
+            raise SafetensorsError(f"{path}: header length {n} does not fit the file")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SafetensorsError(f"{path}: the header is not JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise SafetensorsError(f"{path}: the header is not a JSON object")
+    header.pop("__metadata__", None)
+    base = 8 + n
+    for name, info in header.items():
+        try:
+            dtype = DTYPES[info["dtype"]]
+            shape = [int(s) for s in info["shape"]]
+            start, end = (int(o) for o in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise SafetensorsError(f"{path}: tensor {name!r} has an unsupported or malformed entry {info!r}") from None
+        expected = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        if min(shape, default=0) < 0 or not 0 <= start <= end <= size - base or end - start != expected:
+            raise SafetensorsError(f"{path}: tensor {name!r} ({info['dtype']} {shape}) has offsets {start}-{end} "
+                                   f"that do not match its size or the file")
+    return base, header
+
+
+def read_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file, each in its own (not memory-mapped) buffer, in file order."""
+    if sys.byteorder != "little":
+        raise SafetensorsError("reading safetensors on a big-endian machine is not supported")
+    path = Path(path)
+    base, header = read_header(path)
+    tensors: dict[str, torch.Tensor] = {}
+    with open(path, "rb", buffering=0) as f:
+        for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
+            start, end = info["data_offsets"]
+            tensor = torch.empty([int(s) for s in info["shape"]], dtype=DTYPES[info["dtype"]])
+            if end > start:
+                buffer = memoryview(tensor.view(-1).view(torch.uint8).numpy()).cast("B")
+                f.seek(base + start)
+                done = 0
+                while done < len(buffer):
+                    got = f.readinto(buffer[done:])
+                    if not got:
+                        raise SafetensorsError(f"{path}: the file ended inside tensor {name!r}")
+                    done += got
+            tensors[name] = tensor
+    return tensors
