@@ -7,7 +7,7 @@ tables (pandas DataFrames or lists of dicts):
 nodes: ``id`` (str, unique), ``x``, ``y`` (numbers), ``label`` (short text drawn on the
     node, escaped here), and optionally ``hover`` (already-safe HTML shown on hover),
     ``size`` (marker diameter in px), ``color`` (a number, mapped through ``node_colorscale``,
-    or a CSS colour string).
+    or a CSS colour string), ``text`` (drawn on the node instead of the label, escaped here).
 edges: ``source``, ``target`` (node ids), ``weight`` (signed number), and optionally
     ``hover`` (already-safe HTML) and ``id`` (str, returned by selection; default
     ``"source->target"``).
@@ -137,10 +137,12 @@ def layered_graph(
             marker["color"] = "rgb(240, 240, 240)"
         hovers = nodes["hover"].astype(str).tolist() if "hover" in nodes else [""] * len(nodes)
         names = [labels[str(i)] for i in nodes["id"]]
+        # Optional ``text``: what is drawn on the node, when it should be shorter than the label (default: label).
+        drawn = [html.escape(str(t)) for t in nodes["text"].fillna("")] if "text" in nodes else names
         fig.add_trace(go.Scatter(
             x=nodes["x"].astype(float).tolist(), y=nodes["y"].astype(float).tolist(),
             mode="markers+text" if show_labels else "markers", name="nodes", showlegend=False,
-            text=names, textposition="top center", textfont={"size": 10},
+            text=drawn, textposition="top center", textfont={"size": 10},
             customdata=[["node", str(i)] for i in nodes["id"]],
             hovertext=[f"<b>{n}</b>" + (f"<br>{h}" if h else "") for n, h in zip(names, hovers)], hoverinfo="text",
             marker=marker,
