@@ -1,0 +1,48 @@
+"""The Compare prompts page through streamlit.testing: both prompts from one URL, numbers and differences equal lens_core's."""
+
+from __future__ import annotations
+
+import torch
+
+from app_testkit import errors, open_page, plotly_array, plotly_figure
+
+PAGE = "app_pages/15_Compare_prompts.py"
+A = "The cat sat on the mat. The dog"
+B = "The dog sat on the mat. The cat"
+
+
+def ids(model, text):
+    return tuple(int(t) for t in model.to_tokens(text)[0].tolist())
+
+
+def test_two_prompts_from_one_url_match_lens_core(app_settings, model):
+    from lens_core.experiments.attention import AttentionRequest, attention_patterns
+    from lens_core.experiments.dla import DLARequest, direct_logit_attribution
+    from lens_core.experiments.logit_lens import LogitLensRequest, logit_lens
+
+    at = open_page(PAGE, prompt=A, prompt_b=B, answer=" sat", wrong_answer=" the", layer="1", head="2")
+    assert not at.exception, [e.value for e in at.exception]
+    assert errors(at) == []
+    assert at.text_area(key="prompt_b").value == B
+    sat, the = model.to_single_token(" sat"), model.to_single_token(" the")
+    dla = {s: direct_logit_attribution(model, DLARequest(tokens=ids(model, t), answer=sat, wrong_answer=the))
+           for s, t in (("A", A), ("B", B))}
+    diff = torch.tensor(plotly_array(plotly_figure(at, "dla_heads_A − B")["data"][0]["z"]))
+    torch.testing.assert_close(diff, (dla["A"].heads - dla["B"].heads).double(), atol=1e-5, rtol=0)
+    assert diff.abs().max() > 0
+    lens = {s: logit_lens(model, LogitLensRequest(tokens=ids(model, t), targets=(sat,))) for s, t in (("A", A), ("B", B))}
+    traces = {tr["name"]: torch.tensor(plotly_array(tr["y"])) for tr in plotly_figure(at, "lens")["data"]}
+    torch.testing.assert_close(traces["A − B"], (lens["A"].target_probs[:, -1, 0] - lens["B"].target_probs[:, -1, 0]).double(),
+                               atol=1e-6, rtol=0)
+    att = {s: attention_patterns(model, AttentionRequest(tokens=ids(model, t))).patterns[1, 2] for s, t in (("A", A), ("B", B))}
+    shown = torch.tensor(plotly_array(plotly_figure(at, "attention_diff")["data"][0]["z"]))
+    expected = (att["A"] - att["B"]).double()
+    mask = torch.isfinite(shown)
+    torch.testing.assert_close(shown[mask], expected[mask], atol=1e-6, rtol=0)
+    assert float(at.metric[2].value) == round(dla["A"].logit_diff - dla["B"].logit_diff, 3)
+
+
+def test_prompt_b_too_long_gets_a_message(app_settings):
+    at = open_page(PAGE, prompt=A, prompt_b="word " * 200, answer=" sat")
+    assert not at.exception
+    assert errors(at)
