@@ -22,7 +22,8 @@ gradients: more runs than this budget allows.
 - Data: windows of the training split only (``stdlib_files()`` of ``train_default_model``; the
   held-out files are used only for evaluation), BOS first, plus a ``--repeat-frac`` share of
   random token sequences repeated (as the model was trained on). Activations are streamed from the
-  model in buffers of ``--buffer-rows`` rows, shuffled across rows; every buffer and every
+  model in buffers of ``--buffer-rows`` rows, shuffled across rows, each used ``--buffer-reuse`` times
+  (a new order each pass: the model's forward pass costs about as much as a training step); every buffer and every
   initialisation is a function of (seed, step), so resumed legs see the same data.
 """
 from __future__ import annotations
@@ -134,7 +135,10 @@ def normalize_decoder(tc: Transcoder) -> None:
 
 def step_losses(tc: Transcoder, x: torch.Tensor, y: torch.Tensor, variance: float, dead: torch.Tensor,
                 aux_k: int, aux_coef: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(main loss ~ FVU, aux loss, fired mask [d_sae])."""
+    """(main loss ~ FVU, aux loss, fired mask [d_sae]).
+
+    Dense matrix products throughout: on a CPU with d_sae = 1024 they measured 5x faster than gathering
+    only the k chosen encoder columns and decoder rows (PyTorch's CPU index backward is slow)."""
     pre = tc.pre_acts(x)
     acts = tc.activate(pre)
     recon = tc.decode(acts)
@@ -168,7 +172,8 @@ def train(model, stream: np.ndarray, args, eval_rows: Optional[torch.Tensor] = N
     """Train to ``args.steps`` (or stop after ``args.stop_at``), checkpointing into ``args.work_dir``."""
     torch.manual_seed(args.seed)
     layers = list(range(model.cfg.n_layers))
-    steps_per_buffer = max(1, args.buffer_rows * model.cfg.n_ctx // args.batch_tokens)
+    steps_per_pass = max(1, args.buffer_rows * model.cfg.n_ctx // args.batch_tokens)
+    steps_per_buffer = steps_per_pass * args.buffer_reuse
     ckpt_path = Path(args.work_dir) / "checkpoint.pt"
     first_rows = buffer_rows(stream, args.seed, 0, args.buffer_rows, model.cfg.n_ctx, model.cfg.d_vocab, args.repeat_frac)
     tset, variances = init_transcoders(model, args, activations(model, first_rows, layers))
@@ -195,8 +200,9 @@ def train(model, stream: np.ndarray, args, eval_rows: Optional[torch.Tensor] = N
             rows = buffer_rows(stream, args.seed, buf_index, args.buffer_rows, model.cfg.n_ctx, model.cfg.d_vocab,
                                args.repeat_frac)
             acts = activations(model, rows, layers)
-            order = torch.randperm(len(rows) * model.cfg.n_ctx, generator=torch.Generator().manual_seed(
-                args.seed * 1_000_003 + buf_index))
+            gen = torch.Generator().manual_seed(args.seed * 1_000_003 + buf_index)
+            order = torch.cat([torch.randperm(len(rows) * model.cfg.n_ctx, generator=gen)[:steps_per_pass * args.batch_tokens]
+                               for _ in range(args.buffer_reuse)])
             buf = {l: (x[order], y[order]) for l, (x, y) in acts.items()}
         lo = (step % steps_per_buffer) * args.batch_tokens
         for group in opt.param_groups:
@@ -251,6 +257,7 @@ def parse_args(argv=None):
     p.add_argument("--stop-at", type=int, default=None, help="end this leg at this step (the schedule still uses --steps)")
     p.add_argument("--batch-tokens", type=int, default=4096)
     p.add_argument("--buffer-rows", type=int, default=256)
+    p.add_argument("--buffer-reuse", type=int, default=1, help="passes over each activation buffer (new order each)")
     p.add_argument("--repeat-frac", type=float, default=0.1)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=100)
