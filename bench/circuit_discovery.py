@@ -1,0 +1,112 @@
+"""Circuit discovery costs, as multiples of one forward pass, in one run.
+
+    PYTHONPATH=. .venv/bin/python -m bench.circuit_discovery          (from the repository root)
+
+GPT-2-small shape (12 layers, d_model 768, 12 heads, vocab 50257), random weights, one
+clean/corrupted pair of 16 tokens, metric = logit difference at the last position. Reported
+against the median time of one plain forward pass of the clean prompt, measured here:
+
+- EAP over every edge (2 forward passes, 1 backward; goal <= 5x);
+- EAP-IG with 5 steps (goal <= 25x);
+- the exact 10-point faithfulness curve (10 circuits in one batch; goal <= 15x);
+- exact per-edge patching (one patched run per edge), estimated from a timed batch of single-edge
+  removals, for scale.
+
+The timings are medians of ``--repeats`` runs, after one warm-up run each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from lens_core import HookedTransformer
+from lens_core.experiments.edges import (
+    EdgeAttributionRequest,
+    build_graph,
+    edge_attribution,
+    rank_edges,
+    sender_outputs,
+    task_from_request,
+    top_circuit,
+)
+from lens_core.experiments.faithfulness import curve_sizes, patched_metric
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--d-model", type=int, default=768)
+    parser.add_argument("--heads", type=int, default=12)
+    parser.add_argument("--vocab", type=int, default=50257)
+    parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(n_layer=args.layers, n_embd=args.d_model, n_head=args.heads, vocab_size=args.vocab,
+                                    n_positions=max(64, args.tokens))).eval()
+    model = HookedTransformer.from_hf_model(hf)
+    gen = torch.Generator().manual_seed(1)
+    clean = torch.randint(1, args.vocab, (args.tokens,), generator=gen)
+    corrupted = clean.clone()
+    corrupted[args.tokens // 2] = (clean[args.tokens // 2] + 1) % args.vocab
+    pair = dict(clean_tokens=tuple(clean.tolist()), corrupted_tokens=tuple(corrupted.tolist()), answer=5, wrong_answer=6)
+    graph = build_graph(model.cfg)
+    n_edges = int(graph.allowed.sum())
+    print(f"model: {args.layers} layers, d_model {args.d_model}, {args.heads} heads, vocab {args.vocab}; "
+          f"{args.tokens} tokens; graph: {len(graph.senders)} senders, {len(graph.receivers)} receivers, {n_edges} edges; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    tokens = clean[None]
+    with torch.no_grad():
+        forward = timed(lambda: model(tokens), args.repeats * 3)
+    eap_request = EdgeAttributionRequest(**pair, method="eap")
+    eap = timed(lambda: edge_attribution(model, eap_request), args.repeats)
+    ig_request = EdgeAttributionRequest(**pair, method="eap_ig", ig_steps=5)
+    eap_ig = timed(lambda: edge_attribution(model, ig_request), args.repeats)
+
+    scores = edge_attribution(model, eap_request)
+    task = task_from_request(model, eap_request)
+    order = rank_edges(scores.scores, scores.allowed)
+    sizes = curve_sizes(n_edges, 10)
+    masks = torch.stack([top_circuit(scores.scores, scores.allowed, scores.receiver_owners, k, order)[0] for k in sizes])
+    corrupt_out = sender_outputs(model, graph, task.corrupted)[0]
+    curve = timed(lambda: patched_metric(model, graph, task, masks, corrupt_out), args.repeats)
+    curve_total = timed(lambda: (sender_outputs(model, graph, task.corrupted), patched_metric(model, graph, task, masks, corrupt_out)),
+                        1)
+
+    # Exact per-edge patching: every edge removed alone; timed on a batch of 16 single-edge circuits.
+    singles = graph.allowed[None].repeat(16, 1, 1)
+    for row, flat in enumerate(order[:16].tolist()):
+        singles[row].view(-1)[flat] = False
+    per_16 = timed(lambda: patched_metric(model, graph, task, singles, corrupt_out), 1)
+    per_edge_total = per_16 / 16 * n_edges
+
+    print(f"one forward pass:               {forward * 1e3:8.1f} ms")
+    print(f"EAP, all {n_edges} edges:        {eap * 1e3:8.1f} ms  = {eap / forward:5.1f}x forward (goal <= 5x)")
+    print(f"EAP-IG, 5 steps:                {eap_ig * 1e3:8.1f} ms  = {eap_ig / forward:5.1f}x forward (goal <= 25x)")
+    print(f"faithfulness curve, {len(sizes)} points:  {curve * 1e3:8.1f} ms  = {curve / forward:5.1f}x forward (goal <= 15x); "
+          f"with the corrupted run: {curve_total / forward:5.1f}x")
+    print(f"exact per-edge patching (est.): {per_edge_total:8.1f} s   = {per_edge_total / forward:7.0f}x forward "
+          f"({per_16 / 16 * 1e3:.1f} ms per edge, batched 16 at a time)")
+
+
+if __name__ == "__main__":
+    main()
