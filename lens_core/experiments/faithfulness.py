@@ -19,22 +19,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import torch
 
 from lens_core.results import ExperimentResult
 
+from .circuit_graph import prune, rank_edges, top_circuit
 from .edges import (
     EdgeAttributionRequest,
     Graph,
     Task,
     build_graph,
     edge_attribution,
-    prune,
-    rank_edges,
     sender_hooks,
-    top_circuit,
     sender_outputs,
     task_from_request,
     task_metric,

@@ -4,14 +4,8 @@ import pytest
 import torch
 from exp_tiny import tiny
 
-from lens_core.experiments.edges import (
-    EdgeAttributionRequest,
-    build_graph,
-    edge_attribution,
-    edge_table,
-    prune,
-    select_circuit,
-)
+from lens_core.experiments.circuit_graph import circuit_json, edge_table, prune, select_circuit
+from lens_core.experiments.edges import EdgeAttributionRequest, build_graph, edge_attribution
 
 CLEAN, CORRUPTED = (3, 8, 1, 20, 7, 11), (3, 9, 1, 21, 7, 12)
 ANSWER, WRONG = 4, 5
@@ -128,3 +122,20 @@ def test_selection_by_size_or_threshold_and_its_errors():
         edge_attribution(model, EdgeAttributionRequest(clean_tokens=CLEAN, corrupted_tokens=CORRUPTED, answer=4, method="acdc"))
     with pytest.raises(ValueError, match="same number of tokens"):
         edge_attribution(model, EdgeAttributionRequest(clean_tokens=CLEAN, corrupted_tokens=CORRUPTED[:-1], answer=4))
+
+
+def test_circuit_json_follows_its_schema():
+    model = tiny("llama")  # grouped-query: a key receiver is shared by two heads
+    result = edge_attribution(model, EdgeAttributionRequest(clean_tokens=CLEAN, corrupted_tokens=CORRUPTED,
+                                                            answer=ANSWER, wrong_answer=WRONG))
+    mask = select_circuit(result, n_edges=result.n_edges)
+    graph = circuit_json(result, mask, model_name="tiny")
+    assert graph["schema"] == "circuit-explorer/circuit-graph@1" and graph["total_edges"] == result.n_edges
+    ids = {n["id"] for n in graph["nodes"]}
+    assert {"embed", "logits", "L0H0", "MLP2"} <= ids
+    assert all(e["source"] in ids and e["target"] in ids for e in graph["edges"])
+    shared = [e for e in graph["edges"] if e["receiver"] == "L1KV0.k" and e["source"] == "embed"]
+    assert sorted(e["target"] for e in shared) == ["L1H0", "L1H1"] and {e["input"] for e in shared} == {"k"}
+    # one JSON edge per (edge, reading head): grouped key/value receivers count once per head
+    extra = sum(len(result.receiver_owners[r]) - 1 for s, r in mask.nonzero().tolist() if result.receivers[r][-1] in "kv")
+    assert len(graph["edges"]) == int(mask.sum()) + extra

@@ -11,7 +11,8 @@ from exp_tiny import tiny
 
 from lens_core import HookedTransformer
 from lens_core.experiments.detectors import DetectorRequest, head_detectors
-from lens_core.experiments.edges import EdgeAttributionRequest, build_graph, edge_attribution, select_circuit, task_from_request
+from lens_core.experiments.circuit_graph import select_circuit
+from lens_core.experiments.edges import EdgeAttributionRequest, build_graph, edge_attribution, task_from_request
 from lens_core.experiments.faithfulness import FaithfulnessRequest, circuit_faithfulness, curve_sizes, patched_metric
 
 CLEAN, CORRUPTED = (3, 8, 1, 20, 7, 11), (3, 9, 1, 21, 7, 12)
