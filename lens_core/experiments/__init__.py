@@ -33,6 +33,17 @@ from .detectors import DetectorRequest, DetectorResult, head_detectors
 from .dla import DLARequest, DLAResult, direct_logit_attribution
 from .edges import EdgeAttributionRequest, EdgeAttributionResult, edge_attribution
 from .faithfulness import FaithfulnessRequest, FaithfulnessResult, circuit_faithfulness
+from .features import (
+    FeatureActivationsRequest,
+    FeatureActivationsResult,
+    SteeringRequest,
+    SteeringResult,
+    UnitActivationRequest,
+    UnitActivationResult,
+    feature_activations_on_prompt,
+    feature_steering,
+    unit_activation,
+)
 from .graph_interventions import GraphInterventionRequest, GraphInterventionResult, graph_intervention
 from .logit_lens import LogitLensRequest, LogitLensResult, logit_lens
 from .patching import SWEEPS, PatchingRequest, PatchingResult, activation_patching
@@ -58,6 +69,9 @@ REGISTRY = {
     "composition": composition,
     "browse": browse,
     "browse_example": browse_example,
+    "feature_activations": feature_activations_on_prompt,
+    "unit_activation": unit_activation,
+    "feature_steering": feature_steering,
 }
 
 REQUEST_TYPES = {
@@ -79,4 +93,7 @@ REQUEST_TYPES = {
     "composition": CompositionRequest,
     "browse": BrowseRequest,
     "browse_example": BrowseExampleRequest,
+    "feature_activations": FeatureActivationsRequest,
+    "unit_activation": UnitActivationRequest,
+    "feature_steering": SteeringRequest,
 }

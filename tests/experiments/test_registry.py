@@ -33,10 +33,15 @@ REQUESTS = {
                            window=2, position=3),
     "attribution_graph": dict(tokens=TOKS, targets=(4, 5), check_top=4),
     "graph_intervention": dict(tokens=TOKS, clamps=((1, 2, 0, 0.0),), targets=(4,)),
+    "feature_activations": dict(tokens=TOKS, top_per_token=3),
+    "unit_activation": dict(tokens=TOKS, kind="feature", layer=1, index=2),
+    "feature_steering": dict(tokens=TOKS, edits=((1, 2, 3.0),)),
 }
 # Experiments that need more than the model (tiny models have no bundled transcoders).
 EXTRA = {"attribution_graph": lambda m: {"transcoders": random_transcoders(m)},
-         "graph_intervention": lambda m: {"transcoders": random_transcoders(m)}}
+         "graph_intervention": lambda m: {"transcoders": random_transcoders(m)},
+         **{name: (lambda m: {"transcoders": random_transcoders(m)})
+            for name in ("feature_activations", "unit_activation", "feature_steering")}}
 
 
 def _same(a, b):
