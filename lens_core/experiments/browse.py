@@ -14,7 +14,8 @@ A component is ``("head", layer, head)`` (its ``hook_z``), ``("attn", layer)``
 Engine, per batch of windows: one plain forward (the residual entering the component's
 layer is kept; when the plain loss of these windows is already known it stops there), then
 one ablated forward that *starts* at that layer. Resample adds a forward of the source
-windows up to the end of the component's layer. The plain loss per (model, corpus) and the
+windows up to the end of the component's layer; mean, once per corpus, a pass over the corpus
+up to the end of that layer. The plain loss per (model, corpus) and the
 corpus means per (model, corpus, hook) are remembered in-process (``_MEMO``, weakly keyed
 by the model object, bounded); whole results go through ``cache_store`` at the app.
 
@@ -232,8 +233,8 @@ def _device(model):
 
 
 def corpus_mean(model, corpus: Corpus, target: Target, budget_mb: float = 512.0) -> torch.Tensor:
-    """Mean of the hook's activation over the corpus per position ``[pos, ...]`` (one full forward
-    over the corpus, which also records the plain loss of every window)."""
+    """Mean of the hook's activation over the corpus per position ``[pos, ...]`` (one pass over the
+    corpus that stops after the component's layer: no unembedding)."""
     memo = _memo(model)
     key = (corpus.digest, target.hook)
     if key in memo.means:
@@ -241,8 +242,7 @@ def corpus_mean(model, corpus: Corpus, target: Target, budget_mb: float = 512.0)
     dev = _device(model)
     batch = _batch_size(model, corpus.window_len, budget_mb)
     total, count = None, torch.zeros(corpus.window_len, device=dev)
-    losses = torch.empty(corpus.n_windows, corpus.window_len - 1)
-    mask_all, tmask_all = corpus.mask(), corpus.target_mask()
+    mask_all = corpus.mask()
     for start in range(0, corpus.n_windows, batch):
         rows = slice(start, min(start + batch, corpus.n_windows))
         tokens, mask = corpus.tokens[rows].to(dev), mask_all[rows].to(dev)
@@ -251,17 +251,15 @@ def corpus_mean(model, corpus: Corpus, target: Target, budget_mb: float = 512.0)
         def grab(act, hook):
             grabbed["act"] = act
 
-        logits = model.run_with_hooks(tokens, fwd_hooks=[(target.hook, grab)])
+        model.run_with_hooks(tokens, fwd_hooks=[(target.hook, grab)], stop_at_layer=target.layer + 1)
         act = grabbed["act"].float()
         m = mask.view(*mask.shape, *([1] * (act.dim() - 2))).to(act.dtype)
         part = (act * m).sum(0)
         total = part if total is None else total + part
         count += mask.sum(0)
-        losses[rows] = token_losses(logits, tokens, tmask_all[rows].to(dev)).cpu()
     mean = total / count.clamp(min=1).view(-1, *([1] * (total.dim() - 1)))
     with _LOCK:
         memo.means[key] = mean
-        memo.loss[corpus.digest] = (losses, torch.ones(corpus.n_windows, dtype=torch.bool))
         memo.trim()
     return mean
 

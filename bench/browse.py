@@ -1,0 +1,91 @@
+"""Benchmark: one head's ablation over the whole default corpus against the plain forward passes over it,
+and the time of a cached re-visit (the app's path: the corpus in pieces through the result store).
+
+The bundled model, its held-out corpus (1160 windows of 128 tokens, 147,194 predicted tokens), the
+head L1H3. The reference is ``model(tokens)`` (logits) over every window in the batches ``browse``
+uses. Each measurement is repeated and the fastest run kept (the machine may be shared); the
+plain-forward reference and the browse runs are interleaved so both see the same load.
+Goal (issue 14): browse ≤ 2.5x the plain forward passes.
+
+    .venv/bin/python -m bench.browse [--repeats N] [--windows N] [--methods zero,mean,resample]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+
+from lens_core import HookedTransformer
+from lens_core.corpus import load_default_corpus
+from lens_core.experiments.browse import (BrowseRequest, _batch_size, browse, chunk_requests, clear_memo, combine,
+                                          request_corpus)
+
+
+def plain_passes(model, tokens: torch.Tensor, batch: int) -> float:
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for first in range(0, tokens.shape[0], batch):
+            model(tokens[first:first + batch])
+    return time.perf_counter() - start
+
+
+def page_visit(model, store, request: BrowseRequest, n_windows: int) -> float:
+    """What the Browse page does: every cached piece through the store, then the join."""
+    corpus = request_corpus(model, request)
+    start = time.perf_counter()
+    parts = [store.run_experiment(model, "browse", browse, piece) for piece in chunk_requests(request, n_windows, 128)]
+    combine(request, parts, corpus)
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--windows", type=int, default=None, help="first N windows only (default: all)")
+    parser.add_argument("--methods", default="zero,mean")
+    args = parser.parse_args(argv)
+
+    model = HookedTransformer.from_pretrained("default")
+    corpus = load_default_corpus()
+    n = corpus.n_windows if args.windows is None else min(args.windows, corpus.n_windows)
+    batch = _batch_size(model, corpus.window_len, BrowseRequest().memory_budget_mb)
+    print(f"bundled model, {n} windows x {corpus.window_len} tokens, batch {batch}, torch threads {torch.get_num_threads()}")
+    plain_passes(model, corpus.tokens[:batch], batch)  # warm-up
+
+    plain_times: list[float] = []
+    for method in args.methods.split(","):
+        request = BrowseRequest(component=("head", 1, 3), method=method, window_stop=n)
+        cold, warm = [], []
+        for _ in range(args.repeats):
+            plain_times.append(plain_passes(model, corpus.tokens[:n], batch))
+            clear_memo()  # cold: no remembered plain loss, no corpus mean
+            start = time.perf_counter()
+            browse(model, request)
+            cold.append(time.perf_counter() - start)
+            other = BrowseRequest(component=("head", 1, 2), method=method, window_stop=n)
+            start = time.perf_counter()
+            browse(model, other)  # the plain loss (and for mean, the corpus pass) remembered in-process
+            warm.append(time.perf_counter() - start)
+        plain = min(plain_times)
+        print(f"{method:>8}: plain forward passes {plain:.2f} s | browse L1H3 {min(cold):.2f} s = {min(cold) / plain:.2f}x "
+              f"(first head on this corpus) | another head after it {min(warm):.2f} s = {min(warm) / plain:.2f}x")
+
+    from cache_store import ResultStore
+
+    with tempfile.TemporaryDirectory() as directory:
+        store = ResultStore(directory)
+        request = BrowseRequest(component=("head", 1, 3), method="zero", window_stop=n)
+        clear_memo()
+        first = page_visit(model, store, request, n)
+        revisits = [page_visit(model, store, request, n) for _ in range(3)]
+        store.close()
+    print(f"page visit, zero ablation of L1H3 over {n} windows: first {first:.2f} s, cached re-visit "
+          f"{min(revisits) * 1000:.0f} ms ({first / min(revisits):.0f}x faster)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
