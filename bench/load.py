@@ -17,7 +17,8 @@ measure the browsers on a 2-core machine, and ``AppTest`` runs no server at all.
 
 Each session opens ``--views`` page views in turn (a prompt of its own: cold, every
 view computes), then the same views again (warm: every view is a result-cache hit).
-"Time to chart" is from sending the page request to the first plotly chart arriving;
+"app CPU s/view" is the app server process's CPU time over the phase divided by its views
+(robust to a busy machine, unlike wall time). "Time to chart" is from sending the page request to the first plotly chart arriving;
 an error is an exception element, an error alert, or no chart before the deadline.
 The reference in the same run is one session alone (N = 1), so the printed ratio
 p50(N) / p50(1) is the slowdown from sharing the server.
@@ -106,6 +107,13 @@ class App:
         except psutil.Error:
             return 0
 
+    def cpu_seconds(self) -> float:
+        try:
+            times = self.ps.cpu_times()
+            return times.user + times.system
+        except psutil.Error:
+            return 0.0
+
     def sample(self) -> None:
         self.peak_rss = max(self.peak_rss, self.rss())
 
@@ -170,7 +178,7 @@ async def run_sessions(app: App, n: int, views: int, page: str, deadline: float,
     for phase in ("cold", "warm"):
         stop = asyncio.Event()
         watcher = asyncio.create_task(sampler(stop))
-        started = time.monotonic()
+        started, cpu = time.monotonic(), app.cpu_seconds()
         done = await asyncio.gather(*(session(i) for i in range(n)))
         stop.set()
         await watcher
@@ -181,6 +189,7 @@ async def run_sessions(app: App, n: int, views: int, page: str, deadline: float,
             "p50": statistics.median(times) if times else float("nan"),
             "p95": statistics.quantiles(times, n=20)[18] if len(times) >= 2 else (times[0] if times else float("nan")),
             "wall": time.monotonic() - started,
+            "cpu_per_view": (app.cpu_seconds() - cpu) / max(1, len(views_done)),
         }
     return results
 
@@ -236,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"backend={args.backend} page={args.page} views/session/phase={args.views} "
                   f"app RSS after start {idle / 2**20:.0f} MiB")
             print(f"{'N':>3} {'phase':>5} {'views':>5} {'errors':>6} {'p50 s':>7} {'p95 s':>7} {'p50/p50(1)':>10} "
-                  f"{'wall s':>7} {'app peak MiB':>12} {'ray MiB':>8}")
+                  f"{'wall s':>7} {'app CPU s/view':>14} {'app peak MiB':>12} {'ray MiB':>8}")
             for n, res in [(1, reference)] + [(n, None) for n in args.sessions]:
                 if res is None:
                     res = asyncio.run(run_sessions(app, n, args.views, args.page, time.monotonic() + args.deadline_s,
@@ -246,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                     ratio = r["p50"] / reference[phase]["p50"] if reference[phase]["p50"] else float("nan")
                     ray_mib = ray_workers_rss() / 2**20 if args.backend == "ray" else 0
                     print(f"{n:>3} {phase:>5} {r['views']:>5} {len(r['errors']):>6} {r['p50']:>7.2f} {r['p95']:>7.2f} "
-                          f"{ratio:>10.2f} {r['wall']:>7.1f} {app.peak_rss / 2**20:>12.0f} {ray_mib:>8.0f}")
+                          f"{ratio:>10.2f} {r['wall']:>7.1f} {r['cpu_per_view']:>14.3f} {app.peak_rss / 2**20:>12.0f} {ray_mib:>8.0f}")
                     for err in sorted(set(r["errors"]))[:3]:
                         print(f"      error: {err}")
         finally:
