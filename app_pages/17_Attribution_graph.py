@@ -1,0 +1,161 @@
+"""Attribution graph: the model with transcoders instead of MLPs, made linear, drawn as a pruned graph of
+features, errors, token embeddings and target logits; supernodes; interventions in the real model."""
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from lens_core.experiments.attribution_graph import AttributionGraphRequest, attribution_graph
+from lens_core.experiments.graph_interventions import GraphInterventionRequest, graph_intervention
+from lens_core.experiments.graph_json import graph_json, node_ids
+from ui import attribution_graph_view as view
+from ui import state
+from ui.errors import guard, md_escape
+from ui.export import experiment_snippet, export_bar
+from ui.graph_chart import layered_graph, selected_ids
+from ui.model import run_experiment
+from ui.widgets import app_context, optional_token_input, preset_picker
+
+st.title("Attribution graph")
+ctx = app_context()
+model = ctx.require_model()
+
+tset, fingerprint = view.transcoders_for(ctx)
+if tset is None:
+    st.warning(md_escape(f"No attribution graph for this model: {fingerprint}"), icon=":material/warning:")
+    if ctx.settings.model_allowed("default") and ctx.model_name != "default":
+        def use_bundled() -> None:
+            st.session_state["model"] = "default"
+            st.query_params["model"] = "default"
+        st.button("Use the bundled model (it has transcoders)", on_click=use_bundled, key="use_bundled")
+    st.stop()
+
+preset_picker("attribution_graph", {"prompt": "prompt", "answer": "target"}, ctx)
+model, tokens = ctx.require_prompt()
+ids = [int(t) for t in tokens[0].tolist()]
+
+# -- inputs -------------------------------------------------------------------------------
+cols = st.columns(4)
+target_text, target = optional_token_input("Target token (empty: the top predictions)", key="target", model=model,
+                                           where=cols[0])
+mass = state.int_slider("Top predictions cover (% probability)", 50, 99, key="mass", default=95, where=cols[1])
+node_pct = state.int_slider("Keep nodes with (% of influence)", 10, 99, key="node_t", default=80, where=cols[2])
+edge_pct = state.int_slider("Keep edges with (‰ of influence)", 500, 999, key="edge_t", default=980, where=cols[3])
+if target_text and target is None:
+    st.stop()
+
+request = AttributionGraphRequest(tokens=tuple(ids), targets=(target,) if target is not None else (),
+                                  logit_mass=mass / 100, node_threshold=node_pct / 100, edge_threshold=edge_pct / 1000,
+                                  transcoders=fingerprint)
+with guard("building the attribution graph"):
+    result = run_experiment(model, "attribution_graph", attribution_graph, request, device=ctx.device)
+
+dash = view.dashboards_for(ctx)
+labels = view.node_labels(model, result, dash)
+all_ids = node_ids(result)
+supernodes, note = view.read_supernodes(set(all_ids))
+if note:
+    st.info(md_escape(note), icon=":material/info:")
+
+cols = st.columns(5)
+cols[0].metric("Nodes kept / all", f"{len(result.node_kind)} / {result.full_nodes}")
+cols[1].metric("Edges kept / all", f"{int((result.adjacency != 0).sum())} / {result.full_edges}")
+cols[2].metric("Completeness error", f"{result.completeness_error:.1e}",
+               help="Largest |node input − incoming edges − bias| over the full graph (exact up to float rounding).")
+corr = result.check_correlation
+cols[3].metric(f"Check: top {len(result.check_nodes)} features", "n/a" if corr is None else f"r = {corr:.2f}",
+               help="Each feature zeroed in the real model (attention not frozen): correlation of the real change of the "
+                    "first target's logit with the graph's prediction.")
+cols[4].metric("Time", f"{sum(result.seconds.values()):.1f} s")
+targets_text = ", ".join(f"{md_escape(repr(t))} ({p:.2f})" for t, p in zip(result.logit_tokens, result.logit_probs))
+st.caption(f"Targets (demeaned logits at the last position, with their probability): {targets_text}. Nodes: transcoder "
+           "features (blue), MLP errors (grey), token embeddings (bottom), logits (top); size by influence on the "
+           "targets; edges blue positive, red negative. Click a feature or drag a box to select.")
+
+# -- the graph ----------------------------------------------------------------------------------
+nodes, edges = view.graph_tables(result, labels, supernodes)
+ticks_x = [(p, f"{p}: {t!r}") for p, t in enumerate(view.visible(s) for s in result.str_tokens)]
+ticks_y = [(0, "embed")] + [(l + 1, f"L{l}") for l in range(result.n_layers)] + [(result.n_layers + 1, "logits")]
+fig = layered_graph(nodes, edges, title="Attribution graph", x_title="token position", y_title="layer",
+                    x_ticks=ticks_x, y_ticks=ticks_y, weight_name="edge weight", height=560)
+event = st.plotly_chart(fig, key="graph_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
+picked, _ = selected_ids(event)
+choices = {node_id: f"{label} [{node_id}]" for node_id, label in zip(all_ids, labels)}
+if picked:
+    st.session_state["selected"] = [i for i in picked if i in choices]
+selection = state.multiselect("Selected nodes", list(choices), key="selected", format_func=lambda i: choices[i])
+
+edge_rows = edges.assign(source_label=[labels[all_ids.index(s)] for s in edges["source"]],
+                         target_label=[labels[all_ids.index(t)] for t in edges["target"]])
+snippet = experiment_snippet(ctx, attribution_graph, request, "print(result.node_kind, result.adjacency.shape)",
+                             prompt=ctx.prompt)
+export_bar("attribution_graph", df=edge_rows, fig=fig, snippet=snippet)
+viewer = graph_json(result, "circuit-explorer-graph", ctx.prompt, labels=dict(enumerate(labels)),
+                    supernodes=[(g[0], [all_ids.index(m) for m in g[1:]]) for g in supernodes],
+                    pinned=[all_ids.index(i) for i in selection], model_name=ctx.model_name)
+cols = st.columns(2)
+cols[0].download_button("Graph (viewer JSON)", data=json.dumps(viewer), file_name="attribution_graph.json",
+                        mime="application/json", key="json_graph", on_click="ignore", icon=":material/download:",
+                        help="The circuit-tracer / Neuronpedia graph format (metadata, qParams, nodes, links).")
+cols[1].download_button("Nodes (CSV)", data=nodes.drop(columns=["hover", "color", "size"]).to_csv(index=False),
+                        file_name="attribution_graph_nodes.csv", mime="text/csv", key="csv_nodes", on_click="ignore",
+                        icon=":material/download:")
+
+# -- a clicked feature's dashboard ----------------------------------------------------------------------
+features = [i for i in selection if result.node_kind[all_ids.index(i)] == "feature"]
+if len(selection) == 1 and features:
+    i = all_ids.index(features[0])
+    view.feature_card(model, dash, result.node_layer[i], result.node_feature[i])
+
+# -- supernodes ----------------------------------------------------------------------------------
+st.subheader("Supernodes")
+cols = st.columns([2, 1, 1])
+name = cols[0].text_input("Name for the selected nodes", key="supernode_name", max_chars=60)
+if cols[1].button("Group selected", key="group", disabled=not (selection and name.strip())):
+    supernodes = [g for g in supernodes if g[0] != name.strip()] + [[name.strip()] + list(selection)]
+    view.write_supernodes(supernodes)
+    st.rerun()  # redraw the graph with the new group's colour
+if cols[2].button("Clear supernodes", key="clear_groups", disabled=not supernodes):
+    view.write_supernodes([])
+    st.rerun()
+if supernodes:
+    influence = dict(zip(all_ids, result.node_influence.tolist()))
+    st.dataframe(pd.DataFrame([{"supernode": g[0], "members": len(g) - 1,
+                                "influence (sum)": round(sum(influence[m] for m in g[1:]), 4),
+                                "nodes": ", ".join(labels[all_ids.index(m)] for m in g[1:])} for g in supernodes]),
+                 hide_index=True, key="supernodes_table")
+
+# -- interventions -----------------------------------------------------------------------------------
+st.subheader("Intervene on the selected features")
+if not features:
+    st.caption("Select feature nodes (click, box or the list above) to zero or scale them in the real model.")
+    st.stop()
+cols = st.columns(2)
+mode = state.radio("Set them to", ["zero", "a multiple of their activation"], key="mode", default="zero", where=cols[0],
+                   horizontal=True)
+factor = state.int_slider("Multiple (%)", -200, 500, key="factor", default=200, where=cols[1]) / 100
+clamps = []
+for node_id in features:
+    i = all_ids.index(node_id)
+    value = 0.0 if mode == "zero" else factor * float(result.node_activation[i])
+    clamps.append((result.node_layer[i], result.node_pos[i], result.node_feature[i], value))
+intervention = GraphInterventionRequest(tokens=tuple(ids), clamps=tuple(clamps), targets=request.targets,
+                                        logit_mass=request.logit_mass, transcoders=fingerprint)
+with guard("running the intervention"):
+    change = run_experiment(model, "graph_intervention", graph_intervention, intervention, device=ctx.device)
+cols = st.columns(2)
+cols[0].markdown("**Top predictions, before → after**")
+cols[0].dataframe(pd.DataFrame({"before": [view.visible(t) for t in change.before_tokens],
+                                "p before": [round(p, 4) for p in change.before_probs.tolist()],
+                                "after": [view.visible(t) for t in change.after_tokens],
+                                "p after": [round(p, 4) for p in change.after_probs.tolist()]}), hide_index=True,
+                  key="intervention_predictions")
+changes = pd.DataFrame({"target": [view.visible(t) for t in change.target_tokens],
+                        "real model (attention recomputed)": [round(v, 4) for v in change.actual_change.tolist()],
+                        "graph's prediction (frozen attention)": [round(v, 4) for v in change.predicted_change.tolist()]})
+cols[1].markdown("**Change of each target's demeaned logit**")
+cols[1].dataframe(changes, hide_index=True, key="intervention_changes")
+export_bar("graph_intervention", df=changes,
+           snippet=experiment_snippet(ctx, graph_intervention, intervention, "print(result.actual_change, result.predicted_change)",
+                                      prompt=ctx.prompt))

@@ -1,0 +1,85 @@
+"""Attribution-graph page: no transcoders (message + the bundled model offered), the graph on the bundled model with
+transcoders saved to a temporary directory, supernodes and selection from the URL, interventions, bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from app_testkit import APP, REPO_ROOT, errors, open_page, plotly_figure
+
+PAGE = "app_pages/17_Attribution_graph.py"
+PRESET = json.loads((REPO_ROOT / "lens_core" / "default_model" / "presets.json").read_text())[0]
+
+
+def test_a_model_without_transcoders_says_so(app_settings):
+    at = open_page(PAGE, prompt="the cat sat on the mat")
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("no transcoders are bundled" in w.value for w in at.warning)
+    assert errors(at) == []
+
+
+@pytest.fixture
+def bundled_with_transcoders(tmp_path, monkeypatch):
+    """The bundled model with random top-k transcoders in a temporary directory (the real ones are trained
+    separately); the app's settings point the cache into tmp_path."""
+    from lens_core import HookedTransformer
+    from lens_core.features import TranscoderSet, save_transcoders, transcoder
+    from graph_support import random_transcoders
+
+    model = HookedTransformer.from_pretrained("default")
+    tset = random_transcoders(model, d_sae=256, k=48, seed=1)  # 148 nodes a token: 8192 fit 55
+    directory = save_transcoders(TranscoderSet(tset.by_layer, model_name="default", processing=model.processing),
+                                 tmp_path / "transcoders")
+    monkeypatch.setattr(transcoder, "DEFAULT_TRANSCODERS_DIR", directory)
+    text = (REPO_ROOT / "settings.toml").read_text(encoding="utf-8")
+    text = text.replace('directory = ".cache/results"', f"directory = {str(tmp_path / 'cache')!r}")
+    (tmp_path / "settings.toml").write_text(text, encoding="utf-8")
+    monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(tmp_path / "settings.toml"))
+    return model
+
+
+def _open(**query):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=300)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    at.switch_page(PAGE)
+    at.run()
+    return at
+
+
+def test_graph_selection_supernodes_and_intervention(bundled_with_transcoders):
+    at = _open(prompt=PRESET["prompt"], target=PRESET["answer"])
+    assert not at.exception, [e.value for e in at.exception]
+    assert errors(at) == []
+    fig = plotly_figure(at, "graph_chart")
+    nodes = [t for t in fig["data"] if t.get("name") == "nodes"][0]
+    ids = [c[1] for c in nodes["customdata"]]
+    assert any(i.startswith("E_") for i in ids) and any(i.startswith("4_") for i in ids)  # embeddings, logits
+    feature_ids = [i for i in ids if not i.startswith(("E_", "4_")) and "_-1_" not in i]
+    assert feature_ids
+    # Selection and a supernode from the URL: the intervention tables and the supernode table appear.
+    groups = json.dumps([["my group", feature_ids[0]]])
+    at = _open(prompt=PRESET["prompt"], target=PRESET["answer"], selected=feature_ids[0], supernodes=groups)
+    assert not at.exception and errors(at) == [], [e.value for e in at.exception] + errors(at)
+    assert at.multiselect(key="selected").value == [feature_ids[0]]
+    tables = {tuple(d.value.columns)[0]: d.value for d in at.dataframe}
+    assert "my group" in tables["supernode"]["supernode"].tolist()
+    changes = tables["target"]
+    assert len(changes) == 1 and changes.iloc[0]["target"] == "␣example"
+    assert at.query_params["supernodes"] == [groups] or at.query_params["supernodes"] == groups
+
+
+def test_bad_inputs(bundled_with_transcoders):
+    at = _open(prompt=PRESET["prompt"], target=" example example")
+    assert not at.exception
+    assert any("not a single token" in e for e in errors(at))
+    long_prompt = " ".join(["own thread sequences stdout non example useful"] * 15)
+    at = _open(prompt=long_prompt)
+    assert not at.exception
+    assert any("over the budget of" in e and "tokens fit" in e for e in errors(at)), errors(at)

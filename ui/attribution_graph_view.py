@@ -1,0 +1,211 @@
+"""What the attribution-graph page draws: node/edge tables for ``ui.graph_chart``, feature labels from the
+dashboards, a compact feature card, supernodes kept in the URL. No model math here."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+import streamlit as st
+
+from lens_core.experiments._common import str_tokens
+from lens_core.experiments.graph_json import node_ids
+from lens_core.features import FeaturesUnavailable, load_transcoders
+from ui.charts import visible
+
+KIND_COLORS = {"feature": "rgb(76, 120, 168)", "error": "rgb(190, 190, 190)", "embedding": "rgb(114, 183, 178)",
+               "logit": "rgb(245, 133, 24)"}
+SUPERNODE_COLORS = ["rgb(228, 26, 28)", "rgb(152, 78, 163)", "rgb(77, 175, 74)", "rgb(255, 127, 0)", "rgb(166, 86, 40)",
+                    "rgb(247, 129, 191)"]
+SUPERNODES_KEY = "supernodes"
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _transcoders(name: str, dtype: str, device: str, stamp: tuple, _model: Any):
+    """(transcoders, fingerprint) of a loaded model, or (None, why not). ``stamp`` names the files' version."""
+    try:
+        tset = load_transcoders(_model)
+    except FeaturesUnavailable as exc:
+        return None, str(exc)
+    return tset, tset.fingerprint()
+
+
+def _stamp() -> tuple:
+    from lens_core.features import transcoder
+
+    directory = Path(transcoder.DEFAULT_TRANSCODERS_DIR)  # read at call time: new files are new entries
+    weights = directory / transcoder.WEIGHTS_FILE
+    return str(directory), weights.stat().st_mtime_ns if weights.is_file() else None
+
+
+def transcoders_for(ctx) -> tuple[Any, str]:
+    return _transcoders(ctx.model_name, ctx.dtype, ctx.device, _stamp(), ctx.model)
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _dashboards(directory: str, version):
+    from lens_core.features.dashboards import Dashboards
+
+    try:
+        return Dashboards(directory)
+    except FeaturesUnavailable:
+        return None
+
+
+def dashboards_for(ctx) -> Any:
+    """The bundled transcoders' dashboards (None when absent or for another model)."""
+    if getattr(ctx.model.cfg, "model_name", None) != "default":
+        return None
+    return _dashboards(*_stamp())
+
+
+def _token_text(model, ids: list[int]) -> list[str]:
+    return [visible(t) for t in str_tokens(model, ids)]
+
+
+def feature_label(model, dash, layer: int, index: int) -> str:
+    """``L1#42`` plus the tokens it fires on most and the tokens it promotes most (from its dashboard)."""
+    name = f"L{layer}#{index}"
+    if dash is None:
+        return name
+    try:
+        unit = dash.unit("feature", layer, index)
+    except FeaturesUnavailable:
+        return name
+    inputs = [i["token"] for i in unit.get("inputs", [])[:3]]
+    outputs = [t for t, _ in unit.get("logits_up", [])[:3]]
+    parts = [name]
+    if inputs:
+        parts.append("on " + " ".join(repr(t) for t in _token_text(model, inputs)))
+    if outputs:
+        parts.append("→ " + " ".join(repr(t) for t in _token_text(model, outputs)))
+    return " ".join(parts)
+
+
+def node_labels(model, result, dash) -> list[str]:
+    labels = []
+    for kind, layer, pos, feature in zip(result.node_kind, result.node_layer, result.node_pos, result.node_feature):
+        token = visible(result.str_tokens[pos])
+        if kind == "feature":
+            labels.append(feature_label(model, dash, layer, feature))
+        elif kind == "error":
+            labels.append(f"error L{layer} @{pos} {token!r}")
+        elif kind == "embedding":
+            labels.append(f"{token!r} @{pos}")
+        else:
+            labels.append(f"logit {visible(result.logit_tokens[result.logit_ids.index(feature)])!r}")
+    return labels
+
+
+# ---- supernodes in the URL: JSON [[name, node_id, ...], ...] -------------------------------------
+def read_supernodes(valid_ids: set[str]) -> tuple[list[list[str]], Optional[str]]:
+    """The URL's supernodes restricted to this graph's node ids, and a note when some were dropped."""
+    raw = st.query_params.get(SUPERNODES_KEY, "")
+    if not raw:
+        return [], None
+    try:
+        data = json.loads(raw)
+        groups = [[str(x) for x in g] for g in data if isinstance(g, list) and g]
+    except (ValueError, TypeError):
+        return [], "The link's supernodes could not be read (not a JSON list of [name, node ids...]); none shown."
+    kept, dropped = [], 0
+    for g in groups:
+        members = [i for i in g[1:] if i in valid_ids]
+        dropped += len(g) - 1 - len(members)
+        if members:
+            kept.append([g[0]] + members)
+    note = (f"{dropped} supernode member(s) from the link are not in this graph (other prompt or thresholds) and are not shown."
+            if dropped else None)
+    return kept, note
+
+
+def write_supernodes(groups: list[list[str]]) -> None:
+    if groups:
+        st.query_params[SUPERNODES_KEY] = json.dumps(groups, separators=(",", ":"))
+    elif SUPERNODES_KEY in st.query_params:
+        del st.query_params[SUPERNODES_KEY]
+
+
+# ---- the chart's tables ------------------------------------------------------------------------
+def graph_tables(result, labels: list[str], supernodes: list[list[str]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Nodes at x = position (spread within a cell), y = layer (embeddings 0, logits on top); size by influence."""
+    ids = node_ids(result)
+    n = result.n_layers
+    influence = result.node_influence.tolist()
+    top = max([v for v, k in zip(influence, result.node_kind) if k in ("feature", "error")] or [1.0]) or 1.0
+    group_of = {member: gi for gi, g in enumerate(supernodes) for member in g[1:]}
+    cells: dict[tuple[int, int], list[int]] = {}
+    for i, (kind, layer, pos) in enumerate(zip(result.node_kind, result.node_layer, result.node_pos)):
+        cells.setdefault((layer, pos), []).append(i)
+    x = [0.0] * len(ids)
+    for members in cells.values():
+        members.sort(key=lambda i: -influence[i])
+        step = min(0.8 / max(len(members), 1), 0.18)
+        for j, i in enumerate(members):
+            x[i] = result.node_pos[i] + (j - (len(members) - 1) / 2) * step
+    rows = []
+    for i, node_id in enumerate(ids):
+        kind, layer, pos = result.node_kind[i], result.node_layer[i], result.node_pos[i]
+        if kind == "logit":
+            size = 10 + 20 * math.sqrt(float(result.node_activation[i]))
+        elif kind == "embedding":
+            size = 12
+        else:
+            size = 6 + 20 * math.sqrt(max(influence[i], 0.0) / top)
+        group = group_of.get(node_id)
+        color = SUPERNODE_COLORS[group % len(SUPERNODE_COLORS)] if group is not None else KIND_COLORS[kind]
+        details = [f"{kind}, position {pos} ({html.escape(repr(visible(result.str_tokens[pos])))})",
+                   f"influence {influence[i]:.3g}"]
+        if kind == "feature":
+            details.append(f"activation {float(result.node_activation[i]):.3g}, input {float(result.node_input[i]):.3g}")
+        elif kind == "logit":
+            details.append(f"probability {float(result.node_activation[i]):.3g}")
+        if group is not None:
+            details.append(f"supernode {html.escape(supernodes[group][0])}")
+        text = {"embedding": visible(result.str_tokens[pos]), "logit": labels[i].removeprefix("logit ")}.get(kind, "")
+        rows.append({"id": node_id, "x": x[i], "y": {"embedding": 0, "logit": n + 1}.get(kind, layer + 1),
+                     "label": labels[i], "text": text, "hover": "<br>".join(details), "size": size, "color": color,
+                     "kind": kind, "layer": layer, "pos": pos, "feature": result.node_feature[i],
+                     "influence": influence[i], "activation": float(result.node_activation[i])})
+    nodes = pd.DataFrame(rows)
+    targets, sources = result.adjacency.nonzero(as_tuple=True)
+    edges = pd.DataFrame({"source": [ids[s] for s in sources.tolist()], "target": [ids[t] for t in targets.tolist()],
+                          "weight": [float(result.adjacency[t, s]) for t, s in zip(targets.tolist(), sources.tolist())]})
+    return nodes, edges
+
+
+def feature_card(model, dash, layer: int, index: int, where=st) -> None:
+    """A compact dashboard: tokens it fires on, tokens it promotes/suppresses, its top contexts."""
+    where.markdown(f"**Feature L{layer}#{index}**")
+    if dash is None:
+        where.caption("No dashboards for these transcoders (training/build_feature_dashboards.py writes them).")
+        return
+    try:
+        unit = dash.unit("feature", layer, index)
+    except FeaturesUnavailable as exc:
+        where.caption(html.escape(str(exc)))
+        return
+    where.caption(f"Fires on {100 * unit['density']:.2f}% of held-out positions.")
+    cols = where.columns(3)
+    inputs = unit.get("inputs", [])[:8]
+    cols[0].dataframe(pd.DataFrame({"fires on": _token_text(model, [i["token"] for i in inputs]),
+                                    "total activation": [round(i["sum"], 2) for i in inputs]}), hide_index=True)
+    up, down = unit["logits_up"][:8], unit["logits_down"][:8]
+    cols[1].dataframe(pd.DataFrame({"promotes": _token_text(model, [t for t, _ in up]), "logit": [round(v, 3) for _, v in up]}),
+                      hide_index=True)
+    cols[2].dataframe(pd.DataFrame({"suppresses": _token_text(model, [t for t, _ in down]),
+                                    "logit": [round(v, 3) for _, v in down]}), hide_index=True)
+    contexts = []
+    for example in unit["top"][:6]:
+        tokens = [t for t in example["tokens"] if t >= 0]
+        acts = [a for t, a in zip(example["tokens"], example["acts"]) if t >= 0]
+        shown = _token_text(model, tokens)
+        peak = max(range(len(acts)), key=lambda j: acts[j]) if acts else 0
+        text = "".join(f"[{t}]" if j == peak else t for j, t in enumerate(shown))
+        contexts.append({"activation": round(example["value"], 3), "context (peak in [ ])": text})
+    if contexts:
+        where.dataframe(pd.DataFrame(contexts), hide_index=True)
