@@ -79,7 +79,7 @@ def test_hostile_prompt_is_shown_literally_and_runs_no_script(app_url, page, sav
 
 
 def _patching_page():
-    pages = sorted((REPO_ROOT / "app_pages").glob("[0-9]*_*atching*.py"))
+    pages = sorted((REPO_ROOT / "app_pages").glob("[0-9]*_Activation_patching.py"))  # not Path_patching
     assert pages, "no activation patching page in app_pages/"
     assert (REPO_ROOT / "lens_core" / "default_model" / "presets.json").exists(), "the bundled model's presets are missing"
     return pages[0].stem.split("_", 1)[1].lower()

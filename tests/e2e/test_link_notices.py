@@ -26,6 +26,9 @@ BAD_LINKS = {
     "Ablation": ({"abl_method": "explode"}, ["abl_method=explode was ignored", "not one of the choices"]),
     "Head_detectors": ({"detector": "psychic"}, ["detector=psychic was ignored"]),
     "Circuits": ({"layer": "99", "top_k": "0"}, ["layer=99 was ignored", "nearest valid value", "top_k=0 was ignored"]),
+    "Browse_examples": ({"abl_method": "explode", "n_windows": "0"}, ["abl_method=explode was ignored", "n_windows=0 was ignored"]),
+    "Compare_prompts": ({"layer": "-1"}, ["layer=-1 was ignored"]),
+    "Path_patching": ({"direction": "sideways"}, ["direction=sideways was ignored"]),
 }
 
 
