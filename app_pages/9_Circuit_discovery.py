@@ -1,0 +1,222 @@
+"""Circuit discovery: score every edge with EAP / EAP-IG, keep the top ones, check the circuit alone by exact patching."""
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from lens_core.experiments.attribution import AttributionPatchingRequest, attribution_patching, correlation
+from lens_core.experiments.circuit_graph import circuit_json, select_circuit
+from lens_core.experiments.edges import METHODS, EdgeAttributionRequest, build_graph, edge_attribution
+from lens_core.experiments.faithfulness import FaithfulnessRequest, circuit_faithfulness
+from lens_core.experiments.patching import SWEEPS, PatchingRequest, activation_patching
+from ui import charts, state
+from ui.circuit_view import circuit_graph_figure, faithfulness_figure
+from ui.errors import UserInputError, guard, md_escape
+from ui.export import experiment_snippet, export_bar
+from ui.graph_chart import selected_ids
+from ui.model import run_experiment
+from ui.widgets import answer_pair_inputs, app_context, derive_corrupted_prompt, next_token_guesses, preset_picker, prompt_input
+
+METHOD_NAMES = {"eap_ig": "EAP-IG (integrated gradients)", "eap": "EAP (one gradient)"}
+TASKS = {"pair": "The clean / corrupted prompts", "induction": "Repeated random sequences (induction)"}
+
+st.title("Circuit discovery")
+ctx = app_context()
+model = ctx.require_model()
+cfg = model.cfg
+graph = build_graph(cfg)
+total_edges = int(graph.allowed.sum())
+st.caption(f"Every path through the residual stream is an edge: from the embeddings, a head's output or an MLP's output "
+           f"to a later head's query, key or value input, a later MLP's input, or the logits ({total_edges} edges in "
+           f"this model). EAP scores every edge from two forward passes and one backward pass; EAP-IG averages the "
+           f"gradient along the straight line from the corrupted to the clean input. The circuit is then run alone, "
+           f"exactly: every edge outside it carries its sender's corrupted output.")
+
+
+def with_corrupted(preset: dict) -> dict | None:
+    if preset.get("corrupted_prompt"):
+        return preset
+    corrupted = derive_corrupted_prompt(model, preset.get("prompt", ""), preset.get("answer"), preset.get("wrong_answer"))
+    if corrupted is None:
+        return None
+    preset["corrupted_prompt"] = corrupted
+    return preset
+
+
+# -- what to explain ---------------------------------------------------------------------
+cols = st.columns([3, 2, 2])
+task = state.radio("Prompts", list(TASKS), key="task", default="pair", where=cols[0], format_func=TASKS.get,
+                   help="Scores are averaged over the prompt pairs (all of the same length).")
+method = state.radio("Method", list(METHODS), key="method", default="eap_ig", where=cols[1], format_func=METHOD_NAMES.get)
+ig_steps = 5
+if method == "eap_ig":
+    ig_steps = state.int_input("Integration steps", 1, 32, key="ig_steps", default=5, where=cols[2])
+
+pair: dict = {}
+if task == "pair":
+    preset_picker("circuit_discovery",
+                  {"prompt": "prompt", "corrupted_prompt": "corrupted", "answer": "answer", "wrong_answer": "wrong_answer"},
+                  ctx, extra_pages=("activation_patching", "attention"), derive=with_corrupted)
+    model, clean_tokens = ctx.require_prompt()
+    clean_ids = [int(t) for t in clean_tokens[0].tolist()]
+    guesses = []
+    if not {"answer", "wrong_answer", "corrupted"} <= set(st.session_state):
+        guesses = next_token_guesses(model, clean_tokens, 2)
+    guesses += [""] * (2 - len(guesses))
+    default_corrupted = ""
+    if "corrupted" not in st.session_state:
+        answer0 = st.session_state.get("answer") or st.query_params.get("answer") or guesses[0]
+        wrong0 = st.session_state.get("wrong_answer") or st.query_params.get("wrong_answer") or guesses[1]
+        default_corrupted = derive_corrupted_prompt(model, ctx.prompt, answer0, wrong0) or ctx.prompt
+
+    def derive_from_clean() -> None:
+        derived = derive_corrupted_prompt(model, ctx.prompt, st.session_state.get("answer"), st.session_state.get("wrong_answer"))
+        state.set_value("corrupted", derived or ctx.prompt)
+
+    corrupted_text, corrupted_tokens = prompt_input("Corrupted prompt", key="corrupted", model=model,
+                                                    default=default_corrupted, area=False, settings=ctx.settings)
+    st.button("Derive a corrupted prompt from the clean one", key="derive_corrupted", on_click=derive_from_clean)
+    answer_text, answer, wrong_text, wrong = answer_pair_inputs(model, clean_tokens, guesses)
+    if corrupted_tokens is None or answer is None or (wrong_text and wrong is None):
+        st.stop()
+    corrupted_ids = [int(t) for t in corrupted_tokens[0].tolist()]
+    with guard("checking the prompts"):
+        if len(corrupted_ids) != len(clean_ids):
+            raise UserInputError(f"The clean and corrupted prompts must have the same number of tokens: the clean prompt "
+                                 f"has {len(clean_ids)}, the corrupted prompt has {len(corrupted_ids)}.")
+        if corrupted_ids == clean_ids:
+            raise UserInputError("The corrupted prompt is the clean prompt: every edge carries the same value in both, so "
+                                 "every score is 0 and there is no circuit to find. Edit it, or derive one.")
+    pair = dict(clean_tokens=tuple(clean_ids), corrupted_tokens=tuple(corrupted_ids), answer=answer, wrong_answer=wrong)
+    readable = dict(clean_prompt=ctx.prompt, corrupted_prompt=corrupted_text, answer=answer_text, wrong_answer=wrong_text or None)
+else:
+    cols = st.columns(3)
+    max_len = max(3, cfg.n_ctx // 2)
+    pair = dict(task="induction",
+                task_size=state.int_input("Sequences", 1, 64, key="task_size", default=32, where=cols[0]),
+                task_seq_len=state.int_input("Tokens per half", 3, min(max_len, 64), key="task_seq_len", default=8, where=cols[1]),
+                task_seed=state.int_input("Seed", 0, 10**6, key="task_seed", default=0, where=cols[2]))
+    st.caption("Each pair: clean = BOS, a random sequence A, then A again without its last token (the answer: what "
+               "induction predicts); corrupted = the same with the earlier copy of the last token replaced by another "
+               "random token, so there is nothing to follow. Wrong answer: that replacing token.")
+    readable = {}
+
+cols = st.columns([2, 3])
+select_by = state.radio("Circuit", ["size", "threshold"], key="select_by", default="size", where=cols[0], horizontal=True,
+                        format_func={"size": "by size (edges)", "threshold": "by score threshold"}.get)
+if select_by == "size":
+    n_edges = state.int_input(f"Edges in the circuit (1 to {total_edges})", 1, total_edges, key="n_edges",
+                              default=max(1, total_edges // 10), where=cols[1])
+    threshold = None
+else:
+    n_edges = 0
+    threshold_text = state.text_input("Keep edges with |score| at least", key="threshold", default="0.5", where=cols[1])
+    with guard("reading the threshold"):
+        try:
+            threshold = float(threshold_text)
+        except ValueError:
+            raise UserInputError(f"The score threshold must be a number, got {threshold_text!r}.") from None
+        if not threshold >= 0 or threshold == float("inf"):
+            raise UserInputError(f"The score threshold must be a finite number ≥ 0, got {threshold_text!r}.")
+
+# -- scores --------------------------------------------------------------------------------
+score_request = EdgeAttributionRequest(method=method, ig_steps=ig_steps, **pair)
+with guard("scoring the edges"):
+    scores = run_experiment(model, "edge_attribution", edge_attribution, score_request, device=ctx.device)
+with guard("selecting the circuit"):
+    if threshold is not None:
+        mask = select_circuit(scores, threshold=threshold)
+        if not bool(mask.any()):
+            raise UserInputError(f"No path from the embeddings to the logits has every edge at |score| ≥ {threshold:g}: "
+                                 f"lower the threshold (the largest |score| is {float(scores.scores.abs().max()):.4g}).")
+    else:
+        mask = select_circuit(scores, n_edges=n_edges)
+kept = int(mask.sum())
+st.info(f"The circuit has **{kept}** of {total_edges} edges ({100 * kept / total_edges:.1f}%): the top-scored edges, "
+        f"minus those on no path from the embeddings to the logits.", icon=":material/account_tree:")
+
+request = FaithfulnessRequest(method=method, ig_steps=ig_steps, n_edges=n_edges, threshold=threshold, **pair)
+progress_bar = st.progress(0.0, text="Running the circuits exactly…")
+with guard("running the circuit exactly"):
+    faith = run_experiment(model, "circuit_faithfulness", circuit_faithfulness, request, device=ctx.device,
+                           progress=lambda done, total: progress_bar.progress(min(1.0, done / max(total, 1))))
+progress_bar.empty()
+
+cols = st.columns(4)
+cols[0].metric("Clean logit difference", f"{faith.clean_metric:.3f}")
+cols[1].metric("Corrupted logit difference", f"{faith.corrupted_metric:.3f}")
+cols[2].metric("Circuit alone (exact)", f"{faith.circuit_metric:.3f}")
+cols[3].metric("Recovered (normalized)", f"{faith.circuit_normalized:.1%}")
+if abs(faith.clean_metric - faith.corrupted_metric) < 1e-6:
+    st.warning("Clean and corrupted give the same metric: the normalized value is undefined, and every score is "
+               "about 0.", icon=":material/warning:")
+
+# -- the graph ------------------------------------------------------------------------------
+st.subheader("The circuit")
+fig, table = circuit_graph_figure(scores, mask, cfg.n_heads, cfg.n_layers,
+                                  title=f"{METHOD_NAMES[method]}: {kept} edges (blue: positive score, red: negative)")
+event = st.plotly_chart(fig, key="circuit_graph", on_select="rerun", selection_mode=("points",))
+st.caption("An edge's score estimates the change of the logit difference if that edge alone carried the corrupted "
+           "value (negative: the edge supports the answer). Small white dots are a head's query (left), key (middle) "
+           "and value (right) inputs. Click a head to open it on another page.")
+picked, _ = selected_ids(event)
+heads = [p for p in picked if p.startswith("L") and "H" in p and "." not in p]
+if heads:
+    layer, head = (int(v) for v in heads[0][1:].split("H"))
+    cols = st.columns(3)
+    cols[0].markdown(f"**{md_escape(heads[0])}** selected")
+    for col, (label, page) in zip(cols[1:], (("Attention", "app_pages/2_Attention.py"), ("Circuits", "app_pages/8_Circuits.py"))):
+        if col.button(f"Open {heads[0]} on the {label} page", key=f"open_{label}"):
+            state.set_value("layer", layer)
+            state.set_value("head", head)
+            st.switch_page(page)
+snippet = experiment_snippet(ctx, circuit_faithfulness, request, "print(result.circuit_normalized, result.curve_normalized)",
+                             **readable)
+export_bar("circuit_graph", df=table, fig=fig, snippet=snippet)
+graph_json = json.dumps(circuit_json(scores, mask, ctx.model_name, faith.circuit_metric, faith.circuit_normalized), indent=1)
+st.download_button("Graph (JSON)", data=graph_json.encode("utf-8"), file_name="circuit_graph.json", mime="application/json",
+                   key="json_circuit_graph", on_click="ignore", icon=":material/download:",
+                   help="Schema circuit-explorer/circuit-graph@1: see lens_core/experiments/circuit_graph.py.")
+
+st.subheader("Faithfulness curve")
+curve_fig = faithfulness_figure(faith)
+st.plotly_chart(curve_fig, key="faithfulness_curve")
+curve_table = pd.DataFrame({"top edges taken": faith.curve_top_n, "edges kept": faith.curve_edges,
+                            "logit difference": faith.curve_metric, "normalized": faith.curve_normalized})
+export_bar("faithfulness_curve", df=curve_table, fig=curve_fig, snippet=snippet)
+
+st.subheader("Edges of the circuit")
+st.dataframe(table, hide_index=True, key="edge_table")
+
+# -- attribution patching beside exact activation patching -----------------------------------------
+if task == "pair":
+    st.subheader("Attribution patching beside exact activation patching")
+    sweep = state.selectbox("Sweep", list(SWEEPS), key="ap_sweep", default="head_out_all_pos")
+    approx_request = AttributionPatchingRequest(sweep=sweep, **pair)
+    exact_request = PatchingRequest(sweep=sweep, **pair)
+    with guard("running attribution and activation patching"):
+        approx = run_experiment(model, "attribution_patching", attribution_patching, approx_request, device=ctx.device)
+        exact = run_experiment(model, "activation_patching", activation_patching, exact_request, device=ctx.device)
+    r = correlation(exact, approx)
+    st.metric("Correlation (Pearson, over cells)", "undefined" if r != r else f"{r:.3f}")
+    cols = st.columns(2)
+    for col, (name, result) in zip(cols, (("Attribution patching (gradient)", approx), ("Activation patching (exact)", exact))):
+        z = result.normalized if not bool(result.normalized.isnan().all()) else result.logit_diff
+        if result.axes == ["layer", "head", "pos"]:
+            z = z.reshape(-1, z.shape[-1])
+            y = [f"{l}{h}" for l in result.axis_labels[0] for h in result.axis_labels[1]]
+            x, x_title = result.clean_str_tokens, "position"
+        else:
+            y = result.axis_labels[0]
+            x, x_title = (result.clean_str_tokens, "position") if result.axes[1] == "pos" else (result.axis_labels[1], "head")
+        heat = charts.heatmap(z, x, y, title=name, x_title=x_title, y_title="layer", value_name="normalized", zmid=0.0,
+                              labels_are_tokens=x_title == "position")
+        with col:
+            st.plotly_chart(heat, key=f"ap_{'approx' if result is approx else 'exact'}")
+            export_bar(f"ap_{'approx' if result is approx else 'exact'}", df=None, fig=heat, where=col,
+                       snippet=experiment_snippet(ctx, attribution_patching if result is approx else activation_patching,
+                                                  approx_request if result is approx else exact_request,
+                                                  "print(result.normalized)", **readable))
+    st.caption("Attribution patching estimates every cell from one backward pass: (clean − corrupted activation) · "
+               "gradient at the corrupted run. It drifts where attention or the final softmax saturate.")
