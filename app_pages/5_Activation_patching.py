@@ -4,13 +4,12 @@ import pandas as pd
 import streamlit as st
 
 from lens_core.experiments.patching import DIRECTIONS, SWEEPS, PatchingRequest, activation_patching
-from lens_core.experiments.predictions import PredictionsRequest, predictions
 from ui import charts, state
 from ui.errors import UserInputError, guard, md_escape
 from ui.export import experiment_snippet, export_bar
 from ui.model import run_experiment
+from ui.notices import small_gap_warning
 from ui.widgets import (
-    GUESS_DEPTH,
     answer_pair_inputs,
     app_context,
     derive_corrupted_prompt,
@@ -20,7 +19,6 @@ from ui.widgets import (
 )
 
 VALUES = ("normalized", "logit difference", "answer probability")
-SMALL_GAP = 0.05  # |clean - corrupted| below this fraction of the logits' spread makes the normalized value noise
 DEFAULT_SWEEPS = ["resid_pre", "head_out_all_pos"]
 SWEEP_HELP = {
     "resid_pre": "the residual stream entering each layer, one position at a time",
@@ -136,16 +134,9 @@ cols[0].metric(md_escape(f"Clean {metric}"), f"{first.clean_logit_diff:.3f}")
 cols[1].metric(md_escape(f"Corrupted {metric}"), f"{first.corrupted_logit_diff:.3f}")
 cols[2].metric("Clean P(answer)", f"{first.clean_answer_prob:.3f}")
 cols[3].metric("Corrupted P(answer)", f"{first.corrupted_answer_prob:.3f}")
-small_gap = False
-if corrupted_ids != clean_ids and not bool(first.normalized.isnan().all()):
-    # The logits' scale: the spread of the clean run's likeliest next-token logits (a log-probability difference is
-    # a logit difference), from the cached predictions the page already asked for.
-    with guard("measuring the logits' scale"):
-        top = run_experiment(model, "predictions", predictions,
-                             PredictionsRequest(tokens=tuple(clean_ids), top_k=GUESS_DEPTH), device=ctx.device).top_probs[-1]
-    spread = float(top[0].double().log() - top[-1].double().clamp_min(1e-300).log())
-    gap = first.clean_logit_diff - first.corrupted_logit_diff
-    small_gap = abs(gap) < SMALL_GAP * spread
+undefined = corrupted_ids == clean_ids or bool(first.normalized.isnan().all())
+small_gap = not undefined and small_gap_warning(model, clean_ids, first.clean_logit_diff, first.corrupted_logit_diff,
+                                                 ctx.device)
 value = show_choice("logit difference" if small_gap else "normalized")
 if corrupted_ids == clean_ids:
     st.warning("The corrupted prompt is the clean prompt: every patch changes nothing. Edit it, or derive one.",
@@ -154,11 +145,6 @@ elif value == "normalized" and bool(first.normalized.isnan().all()):
     st.warning("Clean and corrupted give the same metric, so the normalized value is undefined: showing the logit "
                "difference instead.", icon=":material/warning:")
     value = "logit difference"
-elif small_gap:
-    st.warning(f"Clean and corrupted differ by only {gap:+.3f} in the metric, under {SMALL_GAP:.0%} of the spread of "
-               f"the model's {len(top)} likeliest next-token logits ({spread:.2f}): the normalized value divides by that "
-               "gap and is mostly noise, so the raw logit difference is shown by default. Pick a corrupted prompt that "
-               "changes the answer more, or pick “normalized” to see it anyway.", icon=":material/warning:")
 
 field = {"normalized": "normalized", "logit difference": "logit_diff", "answer probability": "answer_prob"}[value]
 for sweep, result in results.items():

@@ -17,6 +17,7 @@ import torch
 from lens_core.experiments.predictions import PredictionsRequest, predictions
 from ui import state
 from ui.errors import USER_FACING, log, md_escape, message_for
+from ui.notices import SPREAD_DEPTH, bos_note, not_one_token_message, starts_with_bos
 from ui.model import load_model, run_experiment
 from ui.settings import Settings, get_settings
 
@@ -83,36 +84,6 @@ def count_tokens(model: Any, text: str) -> int:
         return int(model.to_tokens(text).shape[-1]) - once
 
 
-def starts_with_bos(model: Any, text: str) -> bool:
-    """Whether the text itself begins with the BOS token while the model also prepends one (it would be doubled)."""
-    bos = getattr(model, "bos_token_id", None)
-    if bos is None or not getattr(model.cfg, "default_prepend_bos", False) or not text:
-        return False
-    first = model.to_tokens(text, prepend_bos=False, truncate=True)[0][:1].tolist()
-    return first == [bos]
-
-
-def bos_note(model: Any, text: str) -> str | None:
-    """What to tell the user about BOS for this prompt (it starts with BOS, or is only special tokens), else None."""
-    bos = getattr(model, "bos_token_id", None)
-    if bos is None or not getattr(model.cfg, "default_prepend_bos", False) or not text.strip():
-        return None
-    tokenizer = getattr(model, "tokenizer", None)
-    special = set(getattr(tokenizer, "all_special_ids", None) or [bos])
-    ids = model.to_tokens(text, prepend_bos=False, truncate=True)[0].tolist()
-    bos_text = model.to_string([bos])
-    if ids and all(i in special for i in ids):
-        if ids == [bos]:
-            return (f"The prompt is only the BOS token {bos_text!r}, which the app adds at the start of every prompt "
-                    "itself: the model runs on BOS alone, once.")
-        return (f"The prompt is only special tokens ({', '.join(repr(model.to_string([i])) for i in ids)}); the app adds "
-                f"BOS {bos_text!r} at the start{', and uses the one you typed instead of doubling it' if ids[0] == bos else ''}.")
-    if ids[:1] == [bos]:
-        return (f"The prompt starts with BOS {bos_text!r}; the app adds BOS at the start of every prompt itself, "
-                "so it is used once, not twice.")
-    return None
-
-
 def validate_prompt(model: Any, text: str, settings: Settings) -> tuple[torch.Tensor | None, str | None]:
     """(tokens [1, pos], None) or (None, message for the user)."""
     if not text.strip():
@@ -141,19 +112,6 @@ def prompt_input(label: str, key: str, model: Any, default: str = DEFAULT_PROMPT
     elif (note := bos_note(model, text)) is not None:
         where.info(md_escape(note), icon=":material/info:")
     return text, tokens
-
-
-def not_one_token_message(model: Any, text: str) -> str:
-    """Why ``text`` is not a single token, said once: its pieces and what to enter instead."""
-    try:
-        pieces = list(model.to_str_tokens(text, prepend_bos=False))
-    except Exception:  # noqa: BLE001 - the message must not fail
-        pieces = []
-    if not pieces:
-        return f"{text!r} is no token for this model. Enter exactly one token."
-    shown = " | ".join(repr(p) for p in pieces[:8]) + (" | …" if len(pieces) > 8 else "")
-    return (f"{text!r} is not a single token for this model: it is {len(pieces)} ({shown}). "
-            "Enter exactly one token; mind the leading space.")
 
 
 def answer_token_input(label: str, key: str, model: Any, default: str = "", where=st) -> tuple[str, int | None]:
@@ -353,7 +311,7 @@ def answer_pair_inputs(model: Any, tokens: torch.Tensor, guesses: list[str] | No
     return answer_text, answer, wrong_text, wrong
 
 
-GUESS_DEPTH = 32  # how far down the next-token ranking to look for guesses a text box can hold
+GUESS_DEPTH = SPREAD_DEPTH  # how far down the ranking to look for guesses (the same cached request as the gap check)
 
 
 def next_token_guesses(model: Any, tokens: torch.Tensor, k: int = 2) -> list[str]:
@@ -428,8 +386,3 @@ def derive_corrupted_prompt(model: Any, prompt: str, answer: str | None = None, 
                 if found:
                     return found
     return None
-
-
-def note_out_of_range_link(key: str, low: int, high: int, what: str, where=st) -> None:
-    """Kept so older pages still import; does nothing. The URL-backed widgets in ``ui.state`` now name
-    every ignored link value themselves (and use the nearest valid one), so a page needs no call here."""
