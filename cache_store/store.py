@@ -11,10 +11,20 @@ lets diskcache store only ``bytes`` (raw in SQLite when small, raw in a file
 when large) and refuses to read back anything it would have to unpickle.
 
 Faults never reach the caller: a corrupt or truncated entry is a miss (it is
-recomputed and rewritten); a cache that cannot be read or written (read-only,
-disk full, locked) logs a warning and the result is computed and served
-anyway; a directory that cannot be opened leaves the store ``degraded``
-(computes every time). Errors raised by ``compute`` itself do propagate.
+recomputed and rewritten); a cache that cannot be written (disk full, locked)
+logs a warning and the result is computed and served anyway. Errors raised by
+``compute`` itself do propagate. The index recovers without a person:
+
+- the directory (or its ``cache.db``) deleted or replaced while the store is
+  live: noticed at the next read or write (one ``stat``), the store reopens the
+  path (recreating it), so every process using it shares the new index;
+- an index that is not a SQLite database (or is malformed): moved aside to
+  ``cache.db.corrupt-<time>-<pid>``, a fresh index is started, a warning says so;
+- a directory that cannot be written: hits are served from the index opened
+  read-only (:mod:`cache_store.readonly`), misses are computed and not stored,
+  a warning says so, and opening it read-write is retried every ``RETRY_S``;
+- a directory that cannot be opened at all leaves the store ``degraded``
+  (computes every time), retried every ``RETRY_S`` too.
 
 Precision: experiment results are stored at full precision (bit-exact).
 Activation caches too, unless ``activations_fp16=True``: then float32/float64
@@ -28,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import sqlite3
+import threading
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -40,14 +50,14 @@ from lens_core.results import ExperimentResult
 
 from .codec import CorruptEntry, decode_activations, decode_result, encode_activations, encode_result
 from .keys import make_key, model_fingerprint
+from .readonly import ReadOnlyIndex
+from .recovery import CACHE_FAULTS, RETRY_S, IndexRecovery, is_corrupt_index  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 ENV_DIR = "CIRCUIT_EXPLORER_CACHE_DIR"
 DEFAULT_SIZE_LIMIT = 4 * 2**30
-# What a broken cache can raise: file-system errors, SQLite errors, lock timeouts.
-CACHE_FAULTS = (OSError, sqlite3.Error, diskcache.Timeout)
 
 
 def default_cache_dir() -> Path:
@@ -124,6 +134,7 @@ class StoreStats:
     misses: int
     corrupt: int  # entries found unreadable and recomputed, this process
     faults: int  # cache read/write errors survived, this process
+    read_only: bool = False  # hits served from an index opened read-only; nothing is stored
 
     @property
     def hit_rate(self) -> float:
@@ -134,7 +145,7 @@ class StoreStats:
         return {**dataclasses.asdict(self), "hit_rate": self.hit_rate}
 
 
-class ResultStore:
+class ResultStore(IndexRecovery):
     """Content-keyed disk cache for experiment results and activation caches.
 
     ``store.get_or_compute(model, "logit_lens", tokens, {"layer": 3}, lambda: run(...))``
@@ -150,7 +161,9 @@ class ResultStore:
         size_limit_bytes: int | None = DEFAULT_SIZE_LIMIT,
         activations_fp16: bool = False,
         timeout_s: float = 10.0,
+        read_only: bool = False,
     ) -> None:
+        """``read_only=True``: never write to the directory (serve its hits, store nothing)."""
         self.directory = Path(directory).expanduser() if directory is not None else default_cache_dir()
         # None keeps the limit already recorded in the directory (diskcache's 1 GiB if new).
         settings: dict[str, Any] = {} if size_limit_bytes is None else {"size_limit": int(size_limit_bytes)}
@@ -160,23 +173,24 @@ class ResultStore:
         self._faults = 0
         self._warned: set[str] = set()
         self._cache: diskcache.Cache | None = None
-        try:
-            self._cache = diskcache.Cache(
-                str(self.directory),
-                timeout=timeout_s,
-                disk=SafeDisk,
-                eviction_policy="least-recently-used",
-                statistics=1,
-                **settings,
-            )
-            self.size_limit_bytes = int(self._cache.size_limit)
-        except CACHE_FAULTS as error:
-            self._fault("open", error)
+        self._reader: ReadOnlyIndex | None = None
+        self._options = dict(timeout=timeout_s, disk=SafeDisk, eviction_policy="least-recently-used", statistics=1, **settings)
+        self._always_read_only = read_only
+        self._lock = threading.RLock()  # reopening: one thread at a time
+        self._index_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the cache.db that is open
+        self._retry_at = 0.0
+        self._ro_hits = self._ro_misses = 0
+        self._open()
 
     @property
     def degraded(self) -> bool:
-        """True when the directory could not be opened: every call computes."""
-        return self._cache is None
+        """True when the directory could not be opened at all: every call computes."""
+        return self._cache is None and self._reader is None
+
+    @property
+    def read_only(self) -> bool:
+        """True while hits come from an index opened read-only (misses are computed, not stored)."""
+        return getattr(self, "_reader", None) is not None
 
     # -- public API -----------------------------------------------------------------
 
@@ -219,19 +233,28 @@ class ResultStore:
 
     def stats(self) -> StoreStats:
         entries = size = hits = misses = 0
-        if self._cache is not None:
-            try:
-                entries = int(self._cache.reset("count"))
-                size = int(self._cache.volume())
-                hits, misses = int(self._cache.reset("hits")), int(self._cache.reset("misses"))
-            except CACHE_FAULTS as error:
-                self._fault("stats", error)
+        self._check_index()
+        cache, reader = self._cache, self._reader
+        try:
+            if cache is not None:
+                entries = int(cache.reset("count"))
+                size = int(cache.volume())
+                hits, misses = int(cache.reset("hits")), int(cache.reset("misses"))
+            elif reader is not None:
+                entries, size = reader.count_and_bytes()
+                hits, misses = self._ro_hits, self._ro_misses  # this process's: nothing is recorded in the directory
+        except CACHE_FAULTS as error:
+            self._fault("stats", error)
         return StoreStats(
-            str(self.directory), self.degraded, entries, size, self.size_limit_bytes, hits, misses, self._corrupt, self._faults
+            str(self.directory), self.degraded, entries, size, self.size_limit_bytes, hits, misses, self._corrupt, self._faults,
+            self.read_only,
         )
 
     def clear(self) -> int:
         """Remove every entry and reset the hit/miss counters; returns entries removed."""
+        self._check_index()
+        if self._reader is not None:
+            log.warning("cache_store: %s is read-only; nothing cleared", self.directory)
         if self._cache is None:
             return 0
         try:
@@ -245,6 +268,8 @@ class ResultStore:
     def close(self) -> None:
         if self._cache is not None:
             self._cache.close()
+        if self._reader is not None:
+            self._reader.close()
 
     def __enter__(self) -> "ResultStore":
         return self
@@ -268,12 +293,16 @@ class ResultStore:
         self._write(key, blob)
         return value
 
-    def _read(self, key: str) -> bytes | bytearray | None:
-        if self._cache is None:
+    def _read(self, key: str, retry: bool = True) -> bytes | bytearray | None:
+        self._check_index()
+        cache, reader = self._cache, self._reader
+        if cache is None and reader is None:
             return None
         try:
             # read=True: a large value comes back as an open file, read outside the lock.
-            found = self._cache.get(key, default=None, read=True)
+            found = cache.get(key, default=None, read=True) if cache is not None else reader.get(key)
+            if cache is None:
+                self._ro_hits, self._ro_misses = self._ro_hits + (found is not None), self._ro_misses + (found is None)
             if found is None or isinstance(found, bytes):
                 return found
             with found:  # into a bytearray the decoder then owns: no further copy
@@ -285,22 +314,36 @@ class ResultStore:
             self._drop_corrupt(key, error)
         except CACHE_FAULTS as error:
             self._fault("read", error)
+            if retry and cache is not None and self._recover(cache, error):
+                return self._read(key, retry=False)
         return None
 
     def _write(self, key: str, blob: bytes) -> None:
+        self._check_index()
         if self._cache is None:
+            if self._reader is not None:
+                self._note_once("not-stored", logging.INFO, "cache_store: %s is read-only: results are computed and "
+                                "served, not stored", self.directory)
             return
         if len(blob) > self.size_limit_bytes:
             log.info("cache_store: %d-byte value exceeds the %d-byte size limit; not stored", len(blob), self.size_limit_bytes)
             return
+        cache = self._cache
         try:
-            self._cache.set(key, blob)
+            cache.set(key, blob)
         except CACHE_FAULTS as error:
             self._fault("write", error)
+            if self._recover(cache, error) and self._cache is not None:
+                try:
+                    self._cache.set(key, blob)
+                except CACHE_FAULTS as again:
+                    self._fault("write", again)
 
     def _drop_corrupt(self, key: str, error: Exception) -> None:
         self._corrupt += 1
         log.warning("cache_store: entry %s… unreadable (%s); recomputing", key[:12], error)
+        if self._cache is None:  # read-only: it stays, and is recomputed each time
+            return
         try:
             self._cache.delete(key)
         except CACHE_FAULTS as fault:

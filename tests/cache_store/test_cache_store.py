@@ -201,31 +201,43 @@ def test_read_only_directory_by_permissions(tmp_path, caplog):
         with caplog.at_level(logging.WARNING, logger="cache_store"):
             store = ResultStore(directory, 2**20)
             compute = Counter()
+            hit = store.get_or_compute(TinyModel(), "x", TOKENS, {}, compute)  # stored before: served read-only
             result = store.get_or_compute(TinyModel(), "y", TOKENS, {}, compute)
-        assert_same(result, mixed_result()) and compute.calls == 1
-        assert "failed" in caplog.text
+        assert_same(hit, mixed_result()) and assert_same(result, mixed_result())
+        assert compute.calls == 1 and store.read_only and not store.degraded
+        assert "serving its entries read-only" in caplog.text
     finally:
         for path in [directory, *directory.iterdir()]:
             path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def test_read_only_database_simulated(store, monkeypatch, caplog):
+    """The database turns read-only under a live store: its hits are still served, read-only."""
     store.get_or_compute(TinyModel(), "x", TOKENS, {}, Counter())
 
     def read_only(*args, **kwargs):
         raise sqlite3.OperationalError("attempt to write a readonly database")
 
-    # An LRU read updates access times, so on a read-only database reads fail too.
-    monkeypatch.setattr(diskcache.Cache, "get", read_only)
-    monkeypatch.setattr(diskcache.Cache, "set", read_only)
-    monkeypatch.setattr(diskcache.Cache, "delete", read_only)
-    compute = Counter()
-    with caplog.at_level(logging.WARNING, logger="cache_store"):
-        for experiment in ("x", "y", "y"):
-            assert_same(store.get_or_compute(TinyModel(), experiment, TOKENS, {}, compute), mixed_result())
-    assert compute.calls == 3
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert {r.getMessage().split(" failed")[0] for r in warnings} == {"cache_store: read", "cache_store: write"}
+    # An LRU read updates access times, so on a read-only database diskcache's reads fail too.
+    with monkeypatch.context() as patched:
+        patched.setattr(diskcache.Cache, "get", read_only)
+        patched.setattr(diskcache.Cache, "set", read_only)
+        patched.setattr(diskcache.Cache, "delete", read_only)
+        compute = Counter()
+        with caplog.at_level(logging.WARNING, logger="cache_store"):
+            for experiment in ("x", "y", "y"):
+                assert_same(store.get_or_compute(TinyModel(), experiment, TOKENS, {}, compute), mixed_result())
+        assert compute.calls == 2  # "x" was a hit; "y" computed twice: not stored
+        assert store.read_only and store.stats().read_only and store.stats().entries == 1
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert warnings[0].startswith("cache_store: read failed") and "serving its entries read-only" in warnings[1]
+    # Writable again: the next request after RETRY_S reopens it read-write and stores.
+    monkeypatch.setattr("cache_store.recovery.RETRY_S", 0.0)
+    store._retry_at = 0.0
+    store.get_or_compute(TinyModel(), "y", TOKENS, {}, compute)
+    assert not store.read_only and compute.calls == 3
+    store.get_or_compute(TinyModel(), "y", TOKENS, {}, compute)
+    assert compute.calls == 3 and store.stats().entries == 2
 
 
 @pytest.mark.parametrize("make", [mixed_result, big_result], ids=["sqlite-value", "file-value"])
