@@ -120,8 +120,8 @@ for rank, (w, p) in enumerate(ranked[:SHOWN]):
 st.caption("Each row: the predicted token outlined, with the tokens before it; colour = that token's loss change "
            "(red: rises when ablated). Hover a token for its numbers.")
 table = pd.DataFrame(rows)
-snippet = experiment_snippet(ctx, browse, request, "print(result.stats)", "print(result.rise[:10])",
-                             **({} if choice.text is None else {"corpus_text": "<your file's text>"}))
+snippet = choice.fix_snippet(experiment_snippet(ctx, browse, request, "print(result.stats)", "print(result.rise[:10])",
+                                                **choice.snippet_args()))
 export_bar("browse ranking", df=table, fig=hist, snippet=snippet)
 
 # -- one example ------------------------------------------------------------------------------
@@ -174,8 +174,7 @@ if panel.attention.numel():
     right.plotly_chart(fig, key="example_attention")
 else:
     right.caption("Attention patterns are shown for heads.")
-ex_snippet = experiment_snippet(ctx, browse_example, BrowseExampleRequest(
+ex_snippet = choice.fix_snippet(experiment_snippet(ctx, browse_example, BrowseExampleRequest(
     component=component, method=method, corpus_text=choice.text, window_len=base.window_len, seed=base.seed, window=w,
-    position=p), "print(result.loss_before, result.loss_after, result.dla)",
-    **({} if choice.text is None else {"corpus_text": "<your file's text>"}))
+    position=p), "print(result.loss_before, result.loss_after, result.dla)", **choice.snippet_args()))
 export_bar("browse example", df=top, fig=fig, snippet=ex_snippet)

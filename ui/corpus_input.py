@@ -21,6 +21,7 @@ from ui.errors import md_escape
 MAX_UPLOAD_BYTES = 512 * 1024
 MAX_UPLOAD_TOKENS = 100_000
 SOURCES = {"default": "Bundled held-out code", "upload": "A text file (upload)"}
+FILE_MARK = "\x00corpus file\x00"  # stands for the upload's text in a "copy as Python" snippet
 UPLOAD_KEY = "_corpus_upload"  # session_state: {"sha", "name", "text"}
 
 
@@ -28,6 +29,16 @@ UPLOAD_KEY = "_corpus_upload"  # session_state: {"sha", "name", "text"}
 class CorpusChoice:
     text: Optional[str]  # None: the bundled corpus
     label: str
+    file_name: Optional[str] = None
+
+    def snippet_args(self) -> dict:
+        """``experiment_snippet`` readable arguments: an upload is read back from its file, not pasted in."""
+        return {} if self.text is None else {"corpus_text": FILE_MARK}
+
+    def fix_snippet(self, snippet: str) -> str:
+        if self.text is None:
+            return snippet
+        return snippet.replace(repr(FILE_MARK), f"open({self.file_name!r}, encoding='utf-8').read()")
 
 
 def check_upload(model: Any, name: str, data: bytes) -> tuple[Optional[str], Optional[str]]:
@@ -71,4 +82,4 @@ def corpus_picker(model: Any, where=st) -> Optional[CorpusChoice]:
         where.info("Upload a text file to browse it (a link cannot carry the file: upload it again after opening one).",
                    icon=":material/upload_file:")
         return None
-    return CorpusChoice(held["text"], f"{held['name']} (sha256 {held['sha'][:12]})")
+    return CorpusChoice(held["text"], f"{held['name']} (sha256 {held['sha'][:12]})", held["name"])

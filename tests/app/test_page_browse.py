@@ -105,3 +105,19 @@ def test_another_model_is_asked_for_a_file(app_settings):
     assert any("Upload a text file" in i.value for i in at.info)
     at.radio(key="corpus").set_value("default").run()
     assert any("another tokenizer" in w.value for w in at.warning)
+
+
+def test_snippet_reads_an_upload_back_from_its_file():
+    from ui.corpus_input import CorpusChoice
+    from ui.export import experiment_snippet
+
+    from lens_core.experiments.browse import BrowseRequest, browse
+
+    class Ctx:
+        model_name, dtype = "default", "float32"
+
+    choice = CorpusChoice("x = 1\n", "up.py", "up'.py")
+    request = BrowseRequest(component=("head", 1, 3), corpus_text=choice.text)
+    code = choice.fix_snippet(experiment_snippet(Ctx(), browse, request, "print(result.stats)", **choice.snippet_args()))
+    assert "corpus_text=open(\"up'.py\", encoding='utf-8').read()," in code
+    compile(code, "snippet", "exec")
