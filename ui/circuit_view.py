@@ -99,7 +99,7 @@ def faithfulness_figure(result) -> go.Figure:
                   annotation_text=f"clean ({result.clean_metric:.3g})", annotation_position="bottom right")
     fig.add_hline(y=0.0, line_dash="dash", line_color="rgb(178, 24, 43)",
                   annotation_text=f"corrupted ({result.corrupted_metric:.3g})", annotation_position="top right")
-    fig.update_layout(title="Faithfulness: the circuit alone, measured exactly", xaxis={"title": "edges kept", "type": "log"},
+    fig.update_layout(title="Faithfulness: the circuit alone, measured exactly", xaxis={"title": "edges kept", "rangemode": "tozero"},
                       yaxis={"title": "normalized logit difference (clean = 1, corrupted = 0)"},
                       margin={"l": 10, "r": 10, "t": 50, "b": 10}, height=380)
     return fig

@@ -139,3 +139,30 @@ def test_bundled_model_induction_circuit(task):
     assert result.circuit_normalized >= 0.8
     assert result.curve_normalized[-1] == pytest.approx(1.0, abs=1e-4)  # all edges: the clean run
     assert select_circuit(scores, n_edges=budget).equal(circuit)
+
+
+def test_acdc_refinement_equals_a_plain_greedy_loop():
+    from lens_core.experiments.circuit_graph import prune, rank_edges
+    from lens_core.experiments.faithfulness import acdc_refine
+
+    model = tiny("gpt2")
+    request = EdgeAttributionRequest(**PAIR)
+    scores = edge_attribution(model, request)
+    start = select_circuit(scores, n_edges=20)
+    graph = build_graph(model.cfg)
+    task = task_from_request(model, request)
+    threshold = 0.02
+    refined = acdc_refine(model, request, start, threshold, batch=8)
+    # The reference: one edge at a time, weakest first, each kept out if the metric moves < threshold.
+    span = scores.clean_metric - scores.corrupted_metric
+    current = start.clone()
+    base = float(patched_metric(model, graph, task, current[None])[0])
+    for flat in reversed(rank_edges(scores.scores, start).tolist()):
+        trial = current.clone()
+        trial.view(-1)[flat] = False
+        value = float(patched_metric(model, graph, task, trial[None])[0])
+        if abs(value - base) / abs(span) < threshold:
+            current, base = trial, value
+    assert torch.equal(refined, prune(current, scores.receiver_owners))
+    assert int(refined.sum()) < int(start.sum())
+    assert torch.equal(acdc_refine(model, request, start, 0.0), start)  # nothing moves the metric by < 0
