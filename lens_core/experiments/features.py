@@ -37,6 +37,7 @@ class FeatureActivationsRequest:
     tokens: Optional[tuple[int, ...]] = None
     layers: tuple[int, ...] = ()  # () = every layer with a transcoder
     top_per_token: int = 8
+    top_per_layer: int = 12  # features with the largest peak activation on the prompt, with every position
     transcoders: str = "bundled"
 
 
@@ -46,6 +47,8 @@ class FeatureActivationsResult(ExperimentResult):
     top_features: torch.Tensor  # [layer, pos, top] feature ids (-1 where fewer are active)
     top_acts: torch.Tensor  # [layer, pos, top]
     n_active: torch.Tensor  # [layer, pos] active features
+    peak_features: torch.Tensor  # [layer, row] the layer's features by peak activation on the prompt (-1: none)
+    peak_acts: torch.Tensor  # [layer, row, pos] their activation at every position
     layers: list  # [layer] layer numbers
     str_tokens: list  # [pos]
 
@@ -55,16 +58,21 @@ def feature_activations_on_prompt(model, request: FeatureActivationsRequest, tra
     tset = _transcoders(model, transcoders)
     tokens = resolve_tokens(model, request.prompt, request.tokens)
     layers = _layers(tset, request.layers)
-    if request.top_per_token < 1:
-        raise ValueError("top_per_token must be at least 1")
+    if request.top_per_token < 1 or request.top_per_layer < 1:
+        raise ValueError("top_per_token and top_per_layer must be at least 1")
     acts = feature_activations(model, tset, tokens, layers)
     k = min(int(request.top_per_token), min(tset[l].cfg.d_sae for l in layers))
     tops = [acts[l][0].float().topk(k, dim=-1) for l in layers]
     values = torch.stack([t.values for t in tops])
     ids = torch.stack([t.indices for t in tops])
+    rows = min(int(request.top_per_layer), min(tset[l].cfg.d_sae for l in layers))
+    peaks = [acts[l][0].float().max(0).values.topk(rows) for l in layers]
+    peak_ids = torch.stack([torch.where(p.values > 0, p.indices, torch.full_like(p.indices, -1)) for p in peaks])
+    peak_acts = torch.stack([acts[l][0].float()[:, p.indices].T for l, p in zip(layers, peaks)])
     return FeatureActivationsResult(
         top_features=torch.where(values > 0, ids, torch.full_like(ids, -1)).cpu(), top_acts=values.clamp_min(0).cpu(),
-        n_active=torch.stack([(acts[l][0] != 0).sum(-1) for l in layers]).cpu(), layers=layers,
+        n_active=torch.stack([(acts[l][0] != 0).sum(-1) for l in layers]).cpu(), peak_features=peak_ids.cpu(),
+        peak_acts=peak_acts.cpu(), layers=layers,
         str_tokens=str_tokens(model, tokens[0].tolist()))
 
 

@@ -33,6 +33,10 @@ def test_top_features_per_token(setup):
             got = [(v, f) for v, f in zip(result.top_acts[i, pos].tolist(), result.top_features[i, pos].tolist()) if f >= 0]
             assert [f for _, f in got] == [f for _, f in expected]
             assert int(result.n_active[i, pos]) == int((a[pos] != 0).sum())
+        peak = a.max(0).values
+        expected_rows = [f for f in peak.argsort(descending=True)[:12].tolist() if peak[f] > 0]
+        assert [f for f in result.peak_features[i].tolist() if f >= 0] == expected_rows
+        torch.testing.assert_close(result.peak_acts[i, 0], a[:, expected_rows[0]])
 
 
 def test_unit_activation_feature_and_neuron(setup):

@@ -1,0 +1,77 @@
+"""Features page: no transcoders (a message), then the bundled model with random transcoders and dashboards in a
+temporary directory: the token x feature chart, a dashboard and the unit on the prompt, steering from the URL,
+bad inputs as messages."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from app_testkit import APP, REPO_ROOT, errors, open_page, plotly_array, plotly_figure
+
+PAGE = "app_pages/18_Features.py"
+PROMPT = "def copy(self):\n    return self.data"
+
+
+def test_a_model_without_transcoders_says_so(app_settings):
+    at = open_page(PAGE, prompt="the cat sat on the mat")
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("no transcoders are bundled" in w.value for w in at.warning)
+    assert errors(at) == []
+
+
+@pytest.fixture
+def bundled(tmp_path, monkeypatch):
+    from features_support import random_set
+
+    from lens_core import HookedTransformer
+    from lens_core.features import save_transcoders, transcoder
+    from lens_core.features.dashboards import build_dashboards, save_dashboards
+
+    model = HookedTransformer.from_pretrained("default")
+    tset = random_set(model, seed=3)
+    directory = save_transcoders(tset, tmp_path / "transcoders")
+    rows = model.to_tokens([PROMPT, "import os\nprint(os.getcwd())"])
+    lengths = torch.tensor([len(model.to_tokens(PROMPT)[0]), rows.shape[1]])
+    save_dashboards(build_dashboards(model, tset, rows, lengths, n_top=3), directory, {"before": 16})
+    monkeypatch.setattr(transcoder, "DEFAULT_TRANSCODERS_DIR", directory)
+    text = (REPO_ROOT / "settings.toml").read_text(encoding="utf-8")
+    text = text.replace('directory = ".cache/results"', f"directory = {str(tmp_path / 'cache')!r}")
+    (tmp_path / "settings.toml").write_text(text, encoding="utf-8")
+    monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(tmp_path / "settings.toml"))
+    return model, tset
+
+
+def test_chart_dashboard_and_steering(bundled):
+    model, tset = bundled
+    tokens = model.to_tokens(PROMPT)
+    _, cache = model.run_with_cache(tokens)
+    acts = tset[1].encode(cache["blocks.1.ln2.hook_normalized"])[0]
+    strongest = int(acts.max(0).values.argmax())
+    at = open_page(PAGE, prompt=PROMPT, layers="1", rows="4", unit_layer="1", unit_index=str(strongest),
+                   edits=f"L1#{strongest}=9, L2#3=0", steer_at="the last position")
+    assert not at.exception, [e.value for e in at.exception]
+    assert errors(at) == []
+    fig = plotly_figure(at, "feature_chart")
+    labels = fig["layout"]["yaxis"]["ticktext"]
+    assert 0 < len(labels) <= 4 and all(label.startswith("L1#") for label in labels)
+    first = int(labels[0].split("#")[1])
+    assert plotly_array(fig["data"][0]["z"])[0] == pytest.approx(acts[:, first].tolist(), abs=1e-5)
+    markdown = " ".join(m.value for m in at.markdown)
+    assert f"L1\\#{strongest}" in markdown and "on this prompt" in markdown  # its label (# escaped)
+    assert "Top 3 held-out contexts" in markdown  # the dashboard (built over two windows here)
+    assert labels[0] == f"L1#{strongest}"  # rows sorted by peak activation
+    assert any("KL" in m.value for m in at.markdown)
+    assert plotly_figure(at, "kl_chart")
+
+
+def test_bad_inputs_are_messages(bundled):
+    at = open_page(PAGE, prompt=PROMPT, unit_kind="neuron", unit_layer="0", unit_index="9999", edits="L1#7=x, L9#1=2")
+    assert not at.exception, [e.value for e in at.exception]
+    warnings = " ".join(w.value for w in at.warning)
+    assert "Not understood" in warnings and "L1\\#7=x" in warnings  # named (markdown-escaped)
+    shown = " ".join(e.value for e in at.error)
+    assert "no transcoder for layer 9" in shown  # the steering request names the missing layer
+    notes = " ".join(m.value for m in at.markdown) + " ".join(w.value for w in at.warning) + " ".join(
+        i.value for i in at.info)
+    assert "9999" in notes  # the out-of-range index from the link is named, and the nearest one used
