@@ -188,6 +188,17 @@ export_bar("faithfulness_curve", df=curve_table, fig=curve_fig, snippet=snippet)
 
 st.subheader("Edges of the circuit")
 st.dataframe(table, hide_index=True, key="edge_table")
+if len(table):
+    names = [f"{a} → {b}" for a, b in zip(table["sender"], table["receiver"])]
+    chosen = st.selectbox("Per-position scores of an edge", names, key="edge_by_pos",
+                          help="An edge's score is the sum over positions of these.")
+    row = table.iloc[names.index(chosen)]
+    s, r = scores.senders.index(row["sender"]), scores.receivers.index(row["receiver"])
+    by_pos = scores.scores_by_pos[s, r]
+    pos_fig = charts.bar(by_pos, scores.str_tokens, title=f"{chosen}: score by position"
+                         + (f" (first of {scores.n_prompts} prompts shown as labels)" if scores.n_prompts > 1 else ""),
+                         x_title="position", y_title="score", labels_are_tokens=True)
+    st.plotly_chart(pos_fig, key="edge_by_pos_chart")
 
 # -- attribution patching beside exact activation patching -----------------------------------------
 if task == "pair":

@@ -102,3 +102,19 @@ def test_circuit_size_out_of_range_uses_the_nearest_and_says_so(app_settings, mo
     assert at.number_input(key="n_edges").value == (1 if size == "0" else total)
     notices = " ".join([w.value for w in at.warning] + [i.value for i in at.info] + errors(at))
     assert size in notices
+
+
+def test_per_position_scores_of_an_edge(app_settings, model):
+    at = run_page(**PAIR, method="eap", n_edges="20")
+    assert not at.exception and errors(at) == []
+    from lens_core.experiments.edges import EdgeAttributionRequest, edge_attribution
+
+    scores = edge_attribution(model, EdgeAttributionRequest(method="eap", clean_prompt=CLEAN, corrupted_prompt=CORRUPTED,
+                                                            answer=" Mary", wrong_answer=" John"))
+    chosen = at.selectbox(key="edge_by_pos").value
+    sender, receiver = chosen.split(" → ")
+    bars = plotly_figure(at, "edge_by_pos_chart")["data"][0]["y"]
+    from app_testkit import plotly_array
+
+    expected = scores.scores_by_pos[scores.senders.index(sender), scores.receivers.index(receiver)]
+    torch.testing.assert_close(torch.tensor(plotly_array(bars)), expected.double(), atol=1e-5, rtol=1e-4)
