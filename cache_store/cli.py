@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--size-limit-mb", type=int, default=None, help="set the size limit (default: keep the directory's own)"
     )
+    parser.add_argument("--redis", metavar="URL", default=None,
+                        help="use the shared Redis store at URL (e.g. redis://redis:6379/0) instead of a directory")
     commands = parser.add_subparsers(dest="command", required=True)
 
     warm_cmd = commands.add_parser("warm", help="compute and store results for a list of prompts")
@@ -43,7 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     directory = args.dir if args.dir is not None else default_cache_dir()
     limit = None if args.size_limit_mb is None else args.size_limit_mb * 2**20
-    store = ResultStore(directory, size_limit_bytes=limit)
+    if args.redis:
+        from .redis_backend import RedisResultStore
+
+        store = RedisResultStore(args.redis)
+    else:
+        store = ResultStore(directory, size_limit_bytes=limit)
     try:
         if args.command == "stats":
             stats = store.stats().as_dict()

@@ -181,3 +181,14 @@ def test_redis_killed_mid_request_and_restarted(tmp_path, caplog):
     finally:
         store.close()
         srv.stop()
+
+
+def test_cli_stats_and_clear_on_redis(server, capsys):
+    from cache_store.cli import main
+
+    with RedisResultStore(server.url) as store:  # the CLI uses the app's default prefix
+        store.get_or_compute(TinyModel(), "x", TOKENS, {"cli": 1}, Counter())
+    assert main(["--redis", server.url, "stats", "--json"]) == 0
+    assert '"entries": 1' in capsys.readouterr().out
+    assert main(["--redis", server.url, "clear"]) == 0
+    assert "removed 1 entries" in capsys.readouterr().out
