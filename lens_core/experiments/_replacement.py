@@ -257,10 +257,7 @@ def build_graph(
         """attn_t of a gradient that is ``seed [B, d]`` at one position per row: no zero rows multiplied."""
         y = torch.bmm((seed @ W_O_t[l]).view(-1, h, e).transpose(0, 1), W_V_t[l].view(h, e, d))  # [head, B, d]
         coef = P_t[l][:, :q, :][:, :, pos]  # [head, k, B]: attention of each row's query to each key
-        x = coef[0, :, :, None] * y[0]
-        for head in range(1, h):  # a sum over 4-ish heads: faster as a loop than as a batched product
-            x += coef[head, :, :, None] * y[head]
-        return x  # [k, B, d]
+        return torch.bmm(coef.permute(2, 1, 0), y.transpose(0, 1)).transpose(0, 1).contiguous()  # [B,k,h] @ [B,h,d]
 
     # Sources written at resid_post[l], as columns of one batched product per layer: each position's
     # scaled decoder rows of the layer's active features (padded to ``slots``), then the error vector,
