@@ -83,3 +83,19 @@ def test_bad_inputs(bundled_with_transcoders):
     at = _open(prompt=long_prompt)
     assert not at.exception
     assert any("over the budget of" in e and "tokens fit" in e for e in errors(at)), errors(at)
+
+
+def test_the_bundled_model_is_offered_and_switches(bundled_with_transcoders, tiny_model_dir, tmp_path, monkeypatch):
+    from tiny_model import write_settings
+
+    path = write_settings(tmp_path / "two_models.toml", tiny_model_dir, tmp_path / "cache2")
+    text = path.read_text().replace(f"allowlist = [{str(tiny_model_dir)!r}]", f"allowlist = [{str(tiny_model_dir)!r}, 'default']")
+    path.write_text(text.replace("max_prompt_tokens = 40", "max_prompt_tokens = 100"))
+    monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(path))
+    at = _open(prompt=PRESET["prompt"])
+    assert at.sidebar.selectbox(key="model").value == str(tiny_model_dir)
+    assert any("no transcoders are bundled" in w.value for w in at.warning)
+    at.button(key="use_bundled").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.sidebar.selectbox(key="model").value == "default"
+    assert plotly_figure(at, "graph_chart")["data"] and errors(at) == []
