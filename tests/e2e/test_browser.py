@@ -35,7 +35,8 @@ def _showcase_prompt() -> str:
 
 
 PAGES = [("", "predictions"), ("attention", "attention"), ("logit_lens", "logit_lens"),
-         ("direct_logit_attribution", "dla"), ("head_detectors", "detectors"), ("circuits", "circuits")]
+         ("direct_logit_attribution", "dla"), ("head_detectors", "detectors"), ("circuits", "circuits"),
+         ("circuit_discovery", "circuit_discovery")]
 
 
 @pytest.mark.parametrize(("path", "name"), PAGES)
