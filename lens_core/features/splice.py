@@ -89,8 +89,10 @@ def feature_activations(model: Any, tset: TranscoderSet, tokens: torch.Tensor,
     chosen = list(tset.layers if layers is None else layers)
     names = sorted({tset[layer].cfg.hook_in for layer in chosen})
     stop = max(layer for layer in chosen) + 1
-    stop_at = None if stop >= model.cfg.n_layers else stop
-    _, cache = model.run_with_cache(tokens, names_filter=names, stop_at_layer=stop_at)
+    if stop >= model.cfg.n_layers:  # the last layer is needed: run it all, but skip the unembedding
+        _, cache = model.run_with_cache(tokens, names_filter=names, return_type=None)
+    else:
+        _, cache = model.run_with_cache(tokens, names_filter=names, stop_at_layer=stop)
     return {layer: tset[layer].encode(cache[tset[layer].cfg.hook_in]) for layer in chosen}
 
 

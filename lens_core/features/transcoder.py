@@ -115,8 +115,8 @@ class Transcoder(nn.Module):
     def activate(self, pre: torch.Tensor) -> torch.Tensor:
         """The sparsity nonlinearity applied to pre-activations."""
         if self.cfg.activation == "topk":
-            values, indices = pre.topk(self.cfg.k, dim=-1)
-            return torch.zeros_like(pre).scatter(-1, indices, values.relu())
+            indices = _top_indices(pre, self.cfg.k)
+            return torch.zeros_like(pre).scatter(-1, indices, pre.gather(-1, indices).relu())
         if self.cfg.activation == "jumprelu":
             return pre.relu() * (pre > self.threshold)
         return pre.relu()
@@ -153,6 +153,20 @@ class Transcoder(nn.Module):
             if expected is not None and width != expected:
                 raise FeaturesUnavailable(f"layer {self.cfg.layer}: {label} is {width} but {hook!r} in this model "
                                           f"has width {expected}")
+
+
+def _top_indices(pre: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k largest entries on the last axis, in no particular order.
+
+    Without gradients on CPU, numpy's introselect (argpartition) is 3-5x faster than ``torch.topk`` at these
+    widths and picks the same set (ties aside, which have probability zero for float inputs)."""
+    if pre.device.type == "cpu" and pre.dtype in (torch.float32, torch.float64) and not pre.requires_grad:
+        import numpy as np
+
+        d = pre.shape[-1]
+        part = np.argpartition(pre.detach().contiguous().numpy(), d - k, axis=-1)[..., d - k:]
+        return torch.from_numpy(np.ascontiguousarray(part))
+    return pre.topk(k, dim=-1).indices
 
 
 def hook_width(model: Any, hook: str) -> Optional[int]:

@@ -146,3 +146,13 @@ def test_model_without_transcoders_or_with_other_processing(tmp_path):
         tset.check_fits(unfolded)
     with pytest.raises(FeaturesUnavailable, match="needs at least one"):
         TranscoderSet({})
+
+
+def test_topk_fast_path_picks_the_same_features_as_torch_topk():
+    tc = random_transcoder(0, d_sae=512, k=32)
+    x = torch.randn(4, 9, 128, requires_grad=True)
+    with_grad = tc.encode(x)  # torch.topk path (gradients on)
+    with torch.no_grad():
+        fast = tc.encode(x)  # argpartition path
+    torch.testing.assert_close(fast, with_grad.detach(), atol=0, rtol=0)
+    assert ((fast != 0).sum(-1) <= 32).all()
