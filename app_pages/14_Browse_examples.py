@@ -36,21 +36,30 @@ cfg = model.cfg
 choice = corpus_picker(model)
 cols = st.columns([2, 2, 1])
 comp_text = state.text_input("Component", key="component", default=f"L{min(1, cfg.n_layers - 1)}H{cfg.n_heads - 1}",
-                             where=cols[0], help="A head L1H3, an attention layer L1 attn, an MLP L1 mlp, or a neuron L1N42.")
+                             where=cols[0], help="A head L1H3, an attention layer L1 attn, an MLP L1 mlp, a neuron L1N42, or a transcoder "
+                                  "feature L1F42 (models with transcoders: the bundled one).")
 method = state.radio("Ablation", METHODS, key="abl_method", default="zero", where=cols[1], horizontal=True,
                      help="; ".join(f"{m}: {h}" for m, h in METHOD_HELP.items()))
 seed = state.int_input("Seed", 0, 2**31 - 1, key="seed", default=0, where=cols[2], help="Resample: which window pairs with which.")
+tset, fingerprint = None, "bundled"
 try:
     component = parse_component(comp_text)
-    resolve_component(model, component)
+    if component[0] == "feature":
+        from ui.attribution_graph_view import transcoders_for
+
+        tset, fingerprint = transcoders_for(ctx)
+        if tset is None:
+            raise ValueError(f"Transcoder features need transcoders: {fingerprint}")
+    resolve_component(model, component, tset)
 except ValueError as error:
     st.error(md_escape(str(error)), icon=":material/error:")
     st.stop()
+features = {} if tset is None else {"transcoders": tset}  # the fingerprint in the request keys the cache
 if choice is None:
     st.stop()
 
 base = BrowseRequest(component=component, method=method, corpus_text=choice.text, window_len=min(128, cfg.n_ctx),
-                     seed=seed if method == "resample" else 0)
+                     seed=seed if method == "resample" else 0, transcoders=fingerprint)
 with guard("preparing the corpus"):
     corpus = request_corpus(model, base)
 n_windows = state.int_input("Windows", 1, corpus.n_windows, key="n_windows", default=min(corpus.n_windows, DEFAULT_WINDOWS),
@@ -70,7 +79,7 @@ with guard("ablating over the corpus"):
             frac = (i + done / max(total, 1)) / len(pieces)
             bar.progress(frac, text=f"Ablating {comp_text}: window {piece.window_start + done} of {n_windows}…")
 
-        parts.append(run_experiment(model, "browse", browse, piece, device=ctx.device, progress=report))
+        parts.append(run_experiment(model, "browse", browse, piece, device=ctx.device, progress=report, **features))
         bar.progress((i + 1) / len(pieces), text=f"{piece.window_stop} of {n_windows} windows done (each piece is cached)")
     result = combine(request, parts, corpus)
 bar.empty()
@@ -145,8 +154,9 @@ w, p = (int(x) for x in example.split(":"))
 with guard("examining the example"):
     panel = run_experiment(model, "browse_example", browse_example,
                            BrowseExampleRequest(component=component, method=method, corpus_text=choice.text,
-                                                window_len=base.window_len, seed=base.seed, window=w, position=p),
-                           device=ctx.device)
+                                                window_len=base.window_len, seed=base.seed, window=w, position=p,
+                                                transcoders=fingerprint),
+                           device=ctx.device, **features)
 st.subheader(f"Window {w} ({md_escape(panel.window_label)}), predicting "
              f"{md_escape(charts.visible(panel.next_token))} at position {p}")
 values = [None] + change[w].tolist()
@@ -176,5 +186,6 @@ else:
     right.caption("Attention patterns are shown for heads.")
 ex_snippet = choice.fix_snippet(experiment_snippet(ctx, browse_example, BrowseExampleRequest(
     component=component, method=method, corpus_text=choice.text, window_len=base.window_len, seed=base.seed, window=w,
-    position=p), "print(result.loss_before, result.loss_after, result.dla)", **choice.snippet_args()))
+    position=p, transcoders=fingerprint), "print(result.loss_before, result.loss_after, result.dla)",
+    **choice.snippet_args()))
 export_bar("browse example", df=top, fig=fig, snippet=ex_snippet)

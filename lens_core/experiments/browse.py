@@ -1,9 +1,7 @@
 """Browse a corpus: where does a component matter? Its ablation's loss change at every token.
 
-A component is ``("head", layer, head)`` (its ``hook_z``), ``("attn", layer)``
-(``hook_attn_out``), ``("mlp", layer)`` (``hook_mlp_out``) or ``("neuron", layer, index)``
-(``mlp.hook_post[..., index]``); text labels ``L1H3``, ``L1 attn``, ``L1 mlp``, ``L1N42``
-(:func:`parse_component`). Ablations, at every position of every window:
+Components (``browse_components``): a head, an attention layer, an MLP, a neuron or a
+transcoder feature (``("head", 1, 3)`` or ``"L1H3"``, ...). Ablations, at every position of every window:
 
 - ``zero``: the activation becomes 0;
 - ``mean``: its mean over the whole corpus *at the same position* (windows start with
@@ -29,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import threading
 import time
 import weakref
@@ -40,81 +37,16 @@ import torch
 from lens_core.corpus import Corpus, CorpusError, Document, corpus_from_text, load_default_corpus, make_corpus
 from lens_core.results import ExperimentResult
 
-from ._common import check_head, check_layer
+from .browse_components import COMPONENT_KINDS, Target, component_label, parse_component, resolve_component
 from .patching import Progress
 
 METHODS = ("zero", "mean", "resample")
-COMPONENT_KINDS = ("head", "attn", "mlp", "neuron")
+__all__ = ["COMPONENT_KINDS", "METHODS", "BrowseRequest", "BrowseResult", "Target", "browse", "chunk_requests", "combine",
+           "component_label", "parse_component", "resolve_component"]
 
 
 class BudgetExceeded(RuntimeError):
     """The run would take longer than the time budget it was given (message for the user)."""
-
-
-# ---- components ---------------------------------------------------------------------
-def parse_component(text: str) -> tuple:
-    """``"L1H3"`` → ("head", 1, 3), ``"L1 attn"``, ``"L1 mlp"``, ``"L1N42"`` → ("neuron", 1, 42)."""
-    s = text.strip()
-    patterns = [(r"L(\d+)H(\d+)", "head"), (r"L(\d+)N(\d+)", "neuron"), (r"L(\d+)\s*attn", "attn"), (r"L(\d+)\s*mlp", "mlp")]
-    for pattern, kind in patterns:
-        m = re.fullmatch(pattern, s, flags=re.IGNORECASE)
-        if m:
-            return (kind, *(int(g) for g in m.groups()))
-    raise ValueError(f"cannot read component {text!r}: write L1H3 (head), L1 attn, L1 mlp or L1N42 (neuron)")
-
-
-def component_label(component: Sequence) -> str:
-    kind = component[0]
-    if kind == "head":
-        return f"L{component[1]}H{component[2]}"
-    if kind == "neuron":
-        return f"L{component[1]}N{component[2]}"
-    return f"L{component[1]} {kind}"
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-    layer: int
-    hook: str
-    index: Optional[int]  # head or neuron index on the hook's last-but-one / last axis
-    kind: str
-
-    def select(self, act: torch.Tensor) -> torch.Tensor:
-        """The component's part of the hook's activation ``[batch, pos, ...]``."""
-        if self.kind == "head":
-            return act[:, :, self.index]
-        if self.kind == "neuron":
-            return act[..., self.index]
-        return act
-
-    def replaced(self, act: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        act = act.clone()
-        if self.kind == "head":
-            act[:, :, self.index] = value
-        elif self.kind == "neuron":
-            act[..., self.index] = value
-        else:
-            act[:] = value
-        return act
-
-
-def resolve_component(model, component: Sequence) -> Target:
-    component = tuple(component)
-    if not component or component[0] not in COMPONENT_KINDS:
-        raise ValueError(f"a component is one of {COMPONENT_KINDS} with its layer (and index), got {component!r}")
-    kind = component[0]
-    if kind in ("head", "neuron") and len(component) != 3 or kind in ("attn", "mlp") and len(component) != 2:
-        raise ValueError(f"malformed {kind} component {component!r}")
-    if kind == "head":
-        layer, head = check_head(model, component[1], component[2])
-        return Target(layer, f"blocks.{layer}.attn.hook_z", head, kind)
-    layer = check_layer(model, component[1])
-    if kind == "neuron":
-        n = component[2]
-        if not isinstance(n, int) or not 0 <= n < model.cfg.d_mlp:
-            raise ValueError(f"neuron index must be in [0, {model.cfg.d_mlp}), got {n!r}")
-        return Target(layer, f"blocks.{layer}.mlp.hook_post", n, kind)
-    return Target(layer, f"blocks.{layer}.hook_{kind}_out", None, kind)
 
 
 # ---- requests and results ---------------------------------------------------------------
@@ -131,6 +63,7 @@ class BrowseRequest:
     top_k: int = 50
     threshold: float = 0.1  # nats: the share of tokens whose loss rises (falls) by more
     memory_budget_mb: float = 512.0
+    transcoders: str = "bundled"  # features only: which transcoders (the page passes their fingerprint; keys the cache)
 
 
 @dataclasses.dataclass
@@ -236,7 +169,7 @@ def corpus_mean(model, corpus: Corpus, target: Target, budget_mb: float = 512.0)
     """Mean of the hook's activation over the corpus per position ``[pos, ...]`` (one pass over the
     corpus that stops after the component's layer: no unembedding)."""
     memo = _memo(model)
-    key = (corpus.digest, target.hook)
+    key = (corpus.digest, target.read_hook, target.source)
     if key in memo.means:
         return memo.means[key]
     dev = _device(model)
@@ -251,8 +184,8 @@ def corpus_mean(model, corpus: Corpus, target: Target, budget_mb: float = 512.0)
         def grab(act, hook):
             grabbed["act"] = act
 
-        model.run_with_hooks(tokens, fwd_hooks=[(target.hook, grab)], stop_at_layer=target.layer + 1)
-        act = grabbed["act"].float()
+        model.run_with_hooks(tokens, fwd_hooks=[(target.read_hook, grab)], stop_at_layer=target.layer + 1)
+        act = target.full(grabbed["act"]).float()
         m = mask.view(*mask.shape, *([1] * (act.dim() - 2))).to(act.dtype)
         part = (act * m).sum(0)
         total = part if total is None else total + part
@@ -285,8 +218,8 @@ def _grab_component(model, tokens: torch.Tensor, target: Target) -> torch.Tensor
     def grab(act, hook):
         grabbed["act"] = act
 
-    model.run_with_hooks(tokens, fwd_hooks=[(target.hook, grab)], stop_at_layer=target.layer + 1)
-    return target.select(grabbed["act"])
+    model.run_with_hooks(tokens, fwd_hooks=[(target.read_hook, grab)], stop_at_layer=target.layer + 1)
+    return target.select(target.full(grabbed["act"]))
 
 
 @torch.inference_mode()
@@ -308,10 +241,7 @@ def ablated_logits(model, corpus: Corpus, target: Target, method: str, windows: 
     else:
         plain, resid = None, model(tokens, stop_at_layer=target.layer)
 
-    def replace(act, hook):
-        return target.replaced(act, value.to(act.dtype))
-
-    ablated = model.run_with_hooks(resid, start_at_layer=target.layer, fwd_hooks=[(target.hook, replace)])
+    ablated = model.run_with_hooks(resid, start_at_layer=target.layer, fwd_hooks=target.ablation_hooks(value))
     return plain, ablated
 
 
@@ -325,27 +255,19 @@ def _ablation_value(model, corpus, target, method, windows, seed, budget_mb) -> 
     if method == "resample":
         src = resample_sources(corpus, seed)[windows]
         return _grab_component(model, corpus.tokens[src].to(dev), target)
-    shape = target.select(torch.empty(1, 1, *_hook_shape(model, target))).shape[2:]
-    return torch.zeros(1, 1, *shape, device=dev)
-
-
-def _hook_shape(model, target: Target) -> tuple:
-    cfg = model.cfg
-    if target.kind == "head":
-        return (cfg.n_heads, cfg.d_head)
-    if target.kind == "neuron":
-        return (cfg.d_mlp,)
-    return (cfg.d_model,)
+    return torch.zeros(1, 1, *target.value_shape(model), device=dev)
 
 
 @torch.inference_mode()
-def browse(model, request: BrowseRequest, progress: Progress = None, time_budget_s: Optional[float] = None) -> BrowseResult:
+def browse(model, request: BrowseRequest, progress: Progress = None, time_budget_s: Optional[float] = None,
+           transcoders: Any = None) -> BrowseResult:
     """Loss change at every token of the request's windows when the component is ablated, ranked.
 
     ``time_budget_s`` (not part of the result): after the first batch, stop with
-    :class:`BudgetExceeded` when the estimated total is over it.
+    :class:`BudgetExceeded` when the estimated total is over it. ``transcoders``: for a feature,
+    a ``TranscoderSet`` instead of the model's own (``lens_core.features.load_transcoders``).
     """
-    target = resolve_component(model, request.component)
+    target = resolve_component(model, request.component, transcoders)
     if request.method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {request.method!r}")
     corpus = request_corpus(model, request)

@@ -7,6 +7,8 @@ token (``lens_core.experiments.dla``: the head's row, the layer's attn/mlp part,
 neuron), the head's attention pattern from that position (``attention``), and the logit lens
 on the residual entering the component's layer (``logit_lens``). Those three run on the
 window's prefix up to the position, which is what the model sees there (attention is causal).
+A transcoder feature's DLA is its activation times its decoder row, through the final norm with
+its scale frozen (as ``dla`` does for every other component).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 
 from lens_core.results import ExperimentResult
 
-from ._common import str_tokens
+from ._common import final_norm_linear, logit_direction, str_tokens
 from .attention import AttentionRequest, attention_patterns
 from .browse import ablated_logits, component_label, request_corpus, resolve_component
 from .dla import DLARequest, direct_logit_attribution
@@ -36,6 +38,7 @@ class BrowseExampleRequest:
     window: int = 0
     position: int = 1  # the position whose next-token prediction is examined (0 is BOS)
     top_k: int = 10
+    transcoders: str = "bundled"  # features only (see BrowseRequest)
 
 
 @dataclasses.dataclass
@@ -73,8 +76,8 @@ class BrowseExampleResult(ExperimentResult):
 
 
 @torch.inference_mode()
-def browse_example(model, request: BrowseExampleRequest) -> BrowseExampleResult:
-    target = resolve_component(model, request.component)
+def browse_example(model, request: BrowseExampleRequest, transcoders=None) -> BrowseExampleResult:
+    target = resolve_component(model, request.component, transcoders)
     corpus = request_corpus(model, request)
     if not 0 <= request.window < corpus.n_windows:
         raise ValueError(f"window {request.window} is outside the corpus's {corpus.n_windows} windows")
@@ -99,6 +102,8 @@ def browse_example(model, request: BrowseExampleRequest) -> BrowseExampleResult:
         part = float(dla.heads[target.layer, target.index])
     elif target.kind == "neuron":
         part = float(dla.neurons[target.index])
+    elif target.kind == "feature":
+        part = _feature_dla(model, target, prefix, next_id)
     else:
         part = float(dla.decomposed[dla.component_labels.index(f"L{target.layer} {target.kind}")])
     if target.kind == "head":
@@ -126,3 +131,12 @@ def browse_example(model, request: BrowseExampleRequest) -> BrowseExampleResult:
         dla=part, dla_logit=float(dla.logit_diff),
         component_label=component_label(request.component), method=request.method,
     )
+
+
+def _feature_dla(model, target, prefix: tuple, next_id: int) -> float:
+    tokens = torch.tensor([prefix], device=model.W_E.device)
+    _, cache = model.run_with_cache(tokens, names_filter=[target.read_hook, "ln_final.hook_scale"])
+    act = target.select(target.full(cache[target.read_hook]))[0, -1].float()
+    direction, _ = logit_direction(model, next_id, None)
+    row = final_norm_linear(model, target.transcoder.W_dec[target.index].float(), cache["ln_final.hook_scale"][0, -1])
+    return float(act * (row @ direction))

@@ -121,3 +121,14 @@ def test_snippet_reads_an_upload_back_from_its_file():
     code = choice.fix_snippet(experiment_snippet(Ctx(), browse, request, "print(result.stats)", **choice.snippet_args()))
     assert "corpus_text=open(\"up'.py\", encoding='utf-8').read()," in code
     compile(code, "snippet", "exec")
+
+
+def test_a_transcoder_feature_runs_or_says_why_not(bundled_settings):
+    from lens_core.features.transcoder import DEFAULT_TRANSCODERS_DIR, WEIGHTS_FILE
+
+    at = open_page(PAGE, component="L1F3", abl_method="zero", n_windows="2")
+    assert not at.exception, [e.value for e in at.exception]
+    if (DEFAULT_TRANSCODERS_DIR / WEIGHTS_FILE).is_file():
+        assert errors(at) == [] and plotly_figure(at, "histogram")
+    else:
+        assert any("Transcoder features need transcoders" in e for e in errors(at))

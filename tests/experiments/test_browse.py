@@ -205,3 +205,61 @@ def test_induction_head_matters_most_on_repeated_spans(model):
     assert hits / 100 > 3 * base and tail < 1e-9, (hits, base, tail)
     falls = int(repeats[result.fall[:, 0], result.fall[:, 1]].sum())
     assert falls < hits
+
+
+@torch.no_grad()
+def test_feature_ablation_matches_steering_and_a_plain_mean_loop(model, stream):
+    """A transcoder feature removed from the real MLP output: zero ablation equals lens_core.features.steer
+    (the layer spliced with its error term, the feature clamped to 0); mean ablation a plain loop."""
+    from graph_support import random_transcoders
+
+    from lens_core.features import feature_activations, steer
+
+    tset = random_transcoders(model, d_sae=32, k=6, seed=1)
+    layer, feature = 1, 5
+    common = dict(component=("feature", layer, feature), corpus_tokens=stream, window_len=WINDOW, top_k=4)
+    zero = browse(model, BrowseRequest(method="zero", **common), transcoders=tset)
+    corpus = request_corpus(model, BrowseRequest(**common))
+    assert zero.stats["mean_abs_change"] > 0
+    for w, p in torch.cat([zero.rise[:2], zero.fall[:2]]).tolist():
+        tokens = corpus.tokens[w, : int(corpus.lengths[w])][None]
+        _, steered = steer(model, tset, tokens, {layer: {feature: 0.0}})
+        ref = torch.nn.functional.cross_entropy(steered[0, :-1].float(), tokens[0, 1:], reduction="none")
+        assert zero.ablated_loss[w, p] == pytest.approx(float(ref[p]), abs=1e-4)
+
+    clear_memo()
+    mean_result = browse(model, BrowseRequest(method="mean", **common), transcoders=tset)
+    total, count = torch.zeros(WINDOW), torch.zeros(WINDOW)
+    for w in range(corpus.n_windows):
+        n = int(corpus.lengths[w])
+        acts = feature_activations(model, tset, corpus.tokens[w, :n][None], layers=[layer])[layer][0, :, feature]
+        total[:n] += acts
+        count[:n] += 1
+    mean = total / count
+    tc = tset[layer]
+    w, p = mean_result.rise[0].tolist()
+    tokens = corpus.tokens[w, : int(corpus.lengths[w])]
+    kept = {}
+
+    def keep(x, hook):
+        kept["x"] = x
+
+    def edit(y, hook):
+        a = tc.encode(kept["x"])[..., feature]
+        return y + (mean[: y.shape[1]] - a)[..., None] * tc.W_dec[feature]
+
+    logits = model.run_with_hooks(tokens[None], fwd_hooks=[(tc.cfg.hook_in, keep), (tc.cfg.hook_out, edit)])
+    ref = torch.nn.functional.cross_entropy(logits[0, :-1].float(), tokens[1:], reduction="none")
+    assert mean_result.ablated_loss[w, p] == pytest.approx(float(ref[p]), abs=1e-4)
+
+    panel = browse_example(model, BrowseExampleRequest(method="zero", window=w, position=p,
+                                                       **{k: v for k, v in common.items() if k != "top_k"}),
+                           transcoders=tset)
+    assert panel.loss_after == pytest.approx(float(zero.ablated_loss[w, p]), abs=1e-4)
+    # The feature's DLA: its activation times its decoder row, through the frozen final norm.
+    _, cache = model.run_with_cache(tokens[None, : p + 1], names_filter=[tc.cfg.hook_in, "ln_final.hook_scale"])
+    act = tc.encode(cache[tc.cfg.hook_in])[0, -1, feature]
+    row = tc.W_dec[feature] - tc.W_dec[feature].mean()  # folded LayerNorm: centre, divide by the frozen scale
+    expected = act * (row / cache["ln_final.hook_scale"][0, -1]) @ model.W_U[:, panel.next_token_id]
+    assert panel.dla == pytest.approx(float(expected), abs=1e-4)
+    assert panel.component_label == "L1F5" and parse_component("L1F5") == ("feature", 1, 5)
