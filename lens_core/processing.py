@@ -53,13 +53,13 @@ def _scale_rows(weight: torch.Tensor, shift: torch.Tensor | None, scale: torch.T
 
 def _fold_into_columns(sd: Weights, weight_name: str, bias_name: str | None, w: torch.Tensor,
                        b: torch.Tensor | None, center: bool, inplace: bool) -> None:
-    """Fold a norm into a reader stored [d_model, out]; one read of the weight for the bias
-    and the column means (the mean of ``W * w`` over d_model is ``w @ W / d_model``)."""
+    """Fold a norm into a reader stored [d_model, out]; the column means come from a product,
+    not a second pass (the mean of ``W * w`` over d_model is ``w @ W / d_model``)."""
     weight = sd[weight_name]
-    proj = torch.stack([w] if b is None else [w, b]) @ weight  # [1 or 2, out]
+    # Matrix-vector products: a [2, d] @ [d, out] matrix product is many times slower on CPU.
     if b is not None and bias_name is not None:
-        sd[bias_name] = sd[bias_name] + proj[1]
-    shift = -(proj[0] / weight.shape[0])[None, :] if center else None
+        sd[bias_name] = sd[bias_name] + torch.mv(weight.T, b)
+    shift = -(torch.mv(weight.T, w) / weight.shape[0])[None, :] if center else None
     sd[weight_name] = _scale_rows(weight, shift, w[:, None], _writable(sd, weight_name, inplace))
 
 
@@ -77,10 +77,9 @@ def _fold_layer_norm(sd: Weights, cfg: HookedTransformerConfig, inplace: bool) -
             _fold_into_columns(sd, f"{mlp}.W_gate", None, w, None, center, inplace)
     w, b = sd.pop("ln_final.w"), sd.pop("ln_final.b", None)
     unembed = sd["unembed.weight"]  # [d_vocab, d_model]: the same fold, transposed
-    proj = unembed @ torch.stack([w] if b is None else [w, b], dim=1)  # [d_vocab, 1 or 2]
     if b is not None:
-        sd["unembed.b_U"] = sd["unembed.b_U"] + proj[:, 1]
-    shift = -(proj[:, :1] / unembed.shape[1]) if center else None
+        sd["unembed.b_U"] = sd["unembed.b_U"] + torch.mv(unembed, b)
+    shift = -(torch.mv(unembed, w) / unembed.shape[1])[:, None] if center else None
     sd["unembed.weight"] = _scale_rows(unembed, shift, w[None, :], _writable(sd, "unembed.weight", inplace))
     cfg.normalization_type = "LNPre" if center else "RMSPre"
 
