@@ -35,6 +35,8 @@ Fix = Callable[[Any], "tuple[Any, str | None]"]
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
     if isinstance(value, (list, tuple)):
         return ", ".join(str(v) for v in value) if value else "nothing"
     return str(value)
