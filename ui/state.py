@@ -26,7 +26,7 @@ import streamlit as st
 
 from ui.errors import md_escape
 
-NOTICES_KEY = "_url_state_notices"  # session_state: {key: (message, value used)}
+NOTICES_KEY = "_url_state_notices"  # session_state: {key: (message, value used, already shown this run)}
 NOTICE_ICON = ":material/warning:"
 _MAX_LISTED = 8
 
