@@ -59,8 +59,9 @@ if note:
     st.info(md_escape(note), icon=":material/info:")
 
 cols = st.columns(5)
-cols[0].metric("Nodes kept / all", f"{len(result.node_kind)} / {result.full_nodes}")
-cols[1].metric("Edges kept / all", f"{int((result.adjacency != 0).sum())} / {result.full_edges}")
+cols[0].metric("Nodes kept", f"{len(result.node_kind):,}", help=f"of {result.full_nodes:,} in the full graph "
+               f"({result.full_features:,} active features)")
+cols[1].metric("Edges kept", f"{int((result.adjacency != 0).sum()):,}", help=f"of {result.full_edges:,} nonzero edges in the full graph")
 cols[2].metric("Completeness error", f"{result.completeness_error:.1e}",
                help="Largest |node input − incoming edges − bias| over the full graph (exact up to float rounding).")
 corr = result.check_correlation
@@ -75,10 +76,14 @@ st.caption(f"Targets (demeaned logits at the last position, with their probabili
 
 # -- the graph ----------------------------------------------------------------------------------
 nodes, edges = view.graph_tables(result, labels, supernodes)
+n_drawn = state.int_slider("Edges drawn (the strongest)", 20, 2000, key="n_edges", default=300)
+drawn = edges.reindex(edges["weight"].abs().sort_values(ascending=False).index[:n_drawn])
+if len(drawn) < len(edges):
+    st.caption(f"Drawing the {len(drawn):,} strongest of the {len(edges):,} kept edges; the exports hold them all.")
 ticks_x = [(p, f"{p}: {t!r}") for p, t in enumerate(view.visible(s) for s in result.str_tokens)]
 ticks_y = [(0, "embed")] + [(l + 1, f"L{l}") for l in range(result.n_layers)] + [(result.n_layers + 1, "logits")]
-fig = layered_graph(nodes, edges, title="Attribution graph", x_title="token position", y_title="layer",
-                    x_ticks=ticks_x, y_ticks=ticks_y, weight_name="edge weight", height=560)
+fig = layered_graph(nodes, drawn, title="Attribution graph", x_title="token position", y_title="layer",
+                    x_ticks=ticks_x, y_ticks=ticks_y, weight_name="edge weight", height=640, max_width=4.0)
 event = st.plotly_chart(fig, key="graph_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
 picked, _ = selected_ids(event)
 choices = {node_id: f"{label} [{node_id}]" for node_id, label in zip(all_ids, labels)}
