@@ -263,10 +263,23 @@ class HookedTransformer(TransformerLensMixin, TokenizerMixin, nn.Module):
 
     # ----------------------------------------------------------------- loading
     @classmethod
-    def from_pretrained(cls, name_or_path: str, **kwargs: Any) -> "HookedTransformer":
-        from .loading import load_pretrained
+    def from_pretrained(cls, name_or_path: str, default_prepend_bos: Optional[bool] = None, hf_model: Any = None,
+                        tokenizer: Any = None, **kwargs: Any) -> "HookedTransformer":
+        """Load a checkpoint (see ``lens_core.loading``). As in TransformerLens: ``hf_model=`` converts an
+        in-memory ``transformers`` model instead of reading files; ``default_prepend_bos`` sets
+        ``cfg.default_prepend_bos``; ``fold_ln``, ``center_writing_weights``, ``center_unembed``,
+        ``fold_value_biases``, ``dtype``, ``device`` choose the processing and placement."""
+        from .loading import load_from_hf_model, load_pretrained
 
-        return load_pretrained(name_or_path, **kwargs)
+        if hf_model is not None:
+            model = load_from_hf_model(hf_model, tokenizer=tokenizer, model_name=name_or_path, **kwargs)
+        else:
+            model = load_pretrained(name_or_path, **kwargs)
+            if tokenizer is not None:
+                model.tokenizer = tokenizer
+        if default_prepend_bos is not None:
+            model.cfg.default_prepend_bos = default_prepend_bos
+        return model
 
     @classmethod
     def from_hf_model(cls, hf_model: Any, tokenizer: Any = None, **kwargs: Any) -> "HookedTransformer":
