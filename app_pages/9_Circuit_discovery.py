@@ -8,7 +8,7 @@ import streamlit as st
 from lens_core.experiments.attribution import AttributionPatchingRequest, attribution_patching, correlation
 from lens_core.experiments.circuit_graph import circuit_json, select_circuit
 from lens_core.experiments.edges import METHODS, EdgeAttributionRequest, build_graph, edge_attribution
-from lens_core.experiments.faithfulness import FaithfulnessRequest, circuit_faithfulness
+from lens_core.experiments.faithfulness import ABLATIONS, FaithfulnessRequest, circuit_faithfulness
 from lens_core.experiments.patching import SWEEPS, PatchingRequest, activation_patching
 from ui import charts, state
 from ui.circuit_view import circuit_graph_figure, faithfulness_figure
@@ -19,6 +19,7 @@ from ui.model import run_experiment
 from ui.widgets import answer_pair_inputs, app_context, derive_corrupted_prompt, next_token_guesses, preset_picker, prompt_input
 
 METHOD_NAMES = {"eap_ig": "EAP-IG (integrated gradients)", "eap": "EAP (one gradient)"}
+ABLATION_NAMES = {"corrupted": "their sender's corrupted output", "mean": "the mean corrupted output over the prompts"}
 TASKS = {"pair": "The clean / corrupted prompts", "induction": "Repeated random sequences (induction)"}
 
 st.title("Circuit discovery")
@@ -136,7 +137,12 @@ kept = int(mask.sum())
 st.info(f"The circuit has **{kept}** of {total_edges} edges ({100 * kept / total_edges:.1f}%): the top-scored edges, "
         f"minus those on no path from the embeddings to the logits.", icon=":material/account_tree:")
 
-request = FaithfulnessRequest(method=method, ig_steps=ig_steps, n_edges=n_edges, threshold=threshold, **pair)
+ablation = state.radio("Edges outside the circuit carry", list(ABLATIONS), key="ablation", default="corrupted",
+                       horizontal=True, format_func=ABLATION_NAMES.get,
+                       help="mean: each sender's corrupted output averaged over the task's prompts, per position "
+                            "(with one prompt pair this is the corrupted output itself).")
+request = FaithfulnessRequest(method=method, ig_steps=ig_steps, n_edges=n_edges, threshold=threshold, ablation=ablation,
+                              **pair)
 progress_bar = st.progress(0.0, text="Running the circuits exactly…")
 with guard("running the circuit exactly"):
     faith = run_experiment(model, "circuit_faithfulness", circuit_faithfulness, request, device=ctx.device,
@@ -145,11 +151,15 @@ progress_bar.empty()
 
 cols = st.columns(4)
 cols[0].metric("Clean logit difference", f"{faith.clean_metric:.3f}")
-cols[1].metric("Corrupted logit difference", f"{faith.corrupted_metric:.3f}")
+if ablation == "corrupted":
+    cols[1].metric("Corrupted logit difference", f"{faith.corrupted_metric:.3f}")
+else:
+    cols[1].metric("Mean-ablated logit difference", f"{faith.ablated_metric:.3f}",
+                   help=f"No edge kept, every edge carrying its mean corrupted value (corrupted: {faith.corrupted_metric:.3f}).")
 cols[2].metric("Circuit alone (exact)", f"{faith.circuit_metric:.3f}")
 cols[3].metric("Recovered (normalized)", f"{faith.circuit_normalized:.1%}")
-if abs(faith.clean_metric - faith.corrupted_metric) < 1e-6:
-    st.warning("Clean and corrupted give the same metric: the normalized value is undefined, and every score is "
+if abs(faith.clean_metric - faith.ablated_metric) < 1e-6:
+    st.warning("Clean and corrupted (or mean-ablated) give the same metric: the normalized value is undefined, and every score is "
                "about 0.", icon=":material/warning:")
 
 # -- the graph ------------------------------------------------------------------------------

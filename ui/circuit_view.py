@@ -97,9 +97,10 @@ def faithfulness_figure(result) -> go.Figure:
                              hovertemplate="selected: %{x} edges<br>normalized %{y:.3f}<extra></extra>"))
     fig.add_hline(y=1.0, line_dash="dash", line_color="rgb(33, 102, 172)",
                   annotation_text=f"clean ({result.clean_metric:.3g})", annotation_position="bottom right")
+    base = "corrupted" if result.ablation == "corrupted" else "mean-ablated"
     fig.add_hline(y=0.0, line_dash="dash", line_color="rgb(178, 24, 43)",
-                  annotation_text=f"corrupted ({result.corrupted_metric:.3g})", annotation_position="top right")
+                  annotation_text=f"{base}, no edge kept ({result.ablated_metric:.3g})", annotation_position="top right")
     fig.update_layout(title="Faithfulness: the circuit alone, measured exactly", xaxis={"title": "edges kept", "rangemode": "tozero"},
-                      yaxis={"title": "normalized logit difference (clean = 1, corrupted = 0)"},
+                      yaxis={"title": f"normalized logit difference (clean = 1, {base} = 0)"},
                       margin={"l": 10, "r": 10, "t": 50, "b": 10}, height=380)
     return fig

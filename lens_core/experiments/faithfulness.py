@@ -7,7 +7,8 @@ The run takes the clean prompt; every receiver's input is recomputed as
 
 so an edge outside the circuit carries its sender's corrupted output and an edge inside
 carries the sender's output *in this run* (itself changed by what is removed upstream).
-All edges kept is the clean run, none kept the corrupted run. The per-head receiver inputs
+All edges kept is the clean run, none kept the corrupted run. With ``ablation="mean"`` the
+corrupted outputs are averaged over the task's prompts first (mean ablation). The per-head receiver inputs
 are the hook points ``blocks.{l}.hook_q_input`` etc.; the logits' input is the last block's
 ``hook_resid_post``.
 
@@ -132,6 +133,9 @@ class FaithfulnessRequest(EdgeAttributionRequest):
     threshold: Optional[float] = None
     curve_points: int = 10
     memory_budget_mb: float = 512.0
+    # What an edge outside the circuit carries: its sender's output on the corrupted prompt ("corrupted"),
+    # or that output averaged over the task's corrupted prompts, per position ("mean").
+    ablation: str = "corrupted"
 
 
 @dataclasses.dataclass
@@ -143,11 +147,13 @@ class FaithfulnessResult(ExperimentResult):
     curve_top_n: list  # per curve point: how many top-ranked edges were taken (before pruning)
     curve_edges: list  # per curve point: edges in the circuit (after pruning; at most the size asked)
     curve_metric: list  # exact mean logit difference per point
-    curve_normalized: list  # (metric - corrupted) / (clean - corrupted)
+    curve_normalized: list  # (metric - ablated) / (clean - ablated)
     clean_metric: float
     corrupted_metric: float
+    ablated_metric: float  # no edge kept: every edge carries the ablated value (= corrupted_metric for "corrupted")
     total_edges: int
     method: str
+    ablation: str
 
 
 def normalized(value: float, clean: float, corrupted: float) -> float:
@@ -155,7 +161,12 @@ def normalized(value: float, clean: float, corrupted: float) -> float:
     return float("nan") if abs(span) < 1e-9 else (value - corrupted) / span
 
 
+ABLATIONS = ("corrupted", "mean")
+
+
 def circuit_faithfulness(model, request: FaithfulnessRequest, progress: Progress = None) -> FaithfulnessResult:
+    if request.ablation not in ABLATIONS:
+        raise ValueError(f"ablation must be one of {ABLATIONS}, got {request.ablation!r}")
     scores = edge_attribution(model, request)
     total = scores.n_edges
     if (request.n_edges == 0) == (request.threshold is None):
@@ -177,15 +188,18 @@ def circuit_faithfulness(model, request: FaithfulnessRequest, progress: Progress
     else:
         selected = prune(scores.allowed & (scores.scores.abs() >= request.threshold), scores.receiver_owners)
     curve = [top(k) for k in sizes]
-    masks = torch.stack([mask for mask, _ in curve] + [selected])
+    masks = torch.stack([mask for mask, _ in curve] + [selected, torch.zeros_like(selected)])
     corrupt_out = sender_outputs(model, graph, task.corrupted)[0]
+    if request.ablation == "mean":
+        corrupt_out = corrupt_out.mean(0, keepdim=True).expand_as(corrupt_out)
     metric = patched_metric(model, graph, task, masks, corrupt_out, request.memory_budget_mb, progress).tolist()
-    clean, corrupted = scores.clean_metric, scores.corrupted_metric
+    clean, ablated = scores.clean_metric, metric[-1]
     return FaithfulnessResult(
-        circuit=selected, circuit_metric=metric[-1], circuit_normalized=normalized(metric[-1], clean, corrupted),
-        curve_top_n=[k for _, k in curve], curve_edges=[int(m.sum()) for m in masks[:-1]], curve_metric=metric[:-1],
-        curve_normalized=[normalized(v, clean, corrupted) for v in metric[:-1]], clean_metric=clean,
-        corrupted_metric=corrupted, total_edges=total, method=request.method,
+        circuit=selected, circuit_metric=metric[-2], circuit_normalized=normalized(metric[-2], clean, ablated),
+        curve_top_n=[k for _, k in curve], curve_edges=[int(m.sum()) for m in masks[:-2]], curve_metric=metric[:-2],
+        curve_normalized=[normalized(v, clean, ablated) for v in metric[:-2]], clean_metric=clean,
+        corrupted_metric=scores.corrupted_metric, ablated_metric=ablated, total_edges=total, method=request.method,
+        ablation=request.ablation,
     )
 
 

@@ -71,9 +71,15 @@ def test_url_state_and_json_export(app_settings):
     assert buttons, "no JSON export"
 
 
-def test_induction_task_runs_without_prompts(app_settings):
-    at = run_page(task="induction", task_size="4", task_seq_len="4", method="eap", n_edges="10")
+def test_induction_task_runs_without_prompts(app_settings, model):
+    at = run_page(task="induction", task_size="4", task_seq_len="4", method="eap", n_edges="10", ablation="mean")
     assert not at.exception and errors(at) == []
+    from lens_core.experiments.faithfulness import FaithfulnessRequest, circuit_faithfulness
+
+    faith = circuit_faithfulness(model, FaithfulnessRequest(task="induction", task_size=4, task_seq_len=4, method="eap",
+                                                            n_edges=10, ablation="mean"))
+    metrics = {m.label: m.value for m in at.metric}
+    assert float(metrics["Mean-ablated logit difference"]) == pytest.approx(faith.ablated_metric, abs=1e-3)
     assert plotly_figure(at, "circuit_graph")
     assert not [c for c in at.get("plotly_chart") if c.proto.id.endswith("ap_exact")]  # patching needs a pair
 

@@ -126,19 +126,38 @@ def test_bundled_model_induction_circuit(task):
     model = bundled()
     (pl, ph), (il, ih) = top_heads(model)
     kwargs = preset_request() if task == "preset" else dict(task="induction", task_size=32, task_seq_len=8)
-    scores = edge_attribution(model, EdgeAttributionRequest(method="eap_ig", **kwargs))
-    budget = scores.n_edges // 10
+    graph = build_graph(model.cfg)
+    total = int(graph.allowed.sum())
+    budget = total // 10
     request = FaithfulnessRequest(method="eap_ig", n_edges=budget, curve_points=4, **kwargs)
     result = circuit_faithfulness(model, request)
     circuit = result.circuit
-    assert int(circuit.sum()) <= 0.1 * scores.n_edges
-    graph = build_graph(model.cfg)
+    assert int(circuit.sum()) <= 0.1 * total and result.total_edges == total
     kv = ih // (model.cfg.n_heads // model.cfg.n_key_value_heads)
     assert circuit[graph.head_sender(pl, ph), graph.receiver(il, "k", kv)], "previous-token head -> induction head key"
     assert circuit[graph.head_sender(il, ih), graph.receiver(0, "logits")], "induction head -> logits"
     assert result.circuit_normalized >= 0.8
     assert result.curve_normalized[-1] == pytest.approx(1.0, abs=1e-4)  # all edges: the clean run
-    assert select_circuit(scores, n_edges=budget).equal(circuit)
+    assert result.ablated_metric == pytest.approx(result.corrupted_metric, abs=1e-4)  # no edge: the corrupted run
+
+
+def test_mean_ablation_feeds_every_receiver_the_mean_corrupted_output():
+    """No edge kept under mean ablation: every receiver reads the mean (over prompts) of the corrupted
+    run's senders, so the logits are those of the mean corrupted final residual."""
+    model = tiny("gpt2")
+    kwargs = dict(task="induction", task_size=4, task_seq_len=4, task_seed=3)
+    task = task_from_request(model, EdgeAttributionRequest(**kwargs))
+    n_layers = model.cfg.n_layers
+    _, cache = model.run_with_cache(task.corrupted, names_filter=f"blocks.{n_layers - 1}.hook_resid_post")
+    final = cache[f"blocks.{n_layers - 1}.hook_resid_post"].mean(0, keepdim=True).expand(task.corrupted.shape[0], -1, -1)
+    logits = model.unembed(model.ln_final(final))[:, -1]
+    by_hand = (logits.gather(-1, task.answers[:, None]) - logits.gather(-1, task.wrongs[:, None])).mean()
+    result = circuit_faithfulness(model, FaithfulnessRequest(**kwargs, n_edges=5, curve_points=2, ablation="mean"))
+    assert result.ablated_metric == pytest.approx(float(by_hand), abs=1e-4)
+    assert result.ablated_metric != pytest.approx(result.corrupted_metric, abs=1e-3)
+    assert result.curve_normalized[-1] == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(ValueError, match="ablation"):
+        circuit_faithfulness(model, FaithfulnessRequest(**kwargs, n_edges=5, ablation="zero"))
 
 
 def test_acdc_refinement_equals_a_plain_greedy_loop():
