@@ -69,7 +69,8 @@ def splice_hooks(tset: TranscoderSet, layers: Optional[Sequence[int]] = None, er
                 record[layer] = acts.detach()
             recon = tc.decode(acts)
             out = recon if layer not in edits else tc.decode(_apply_edits(acts, tc, edits[layer], positions))
-            return out + (y - recon) if with_error else out
+            # out + (y - recon), associated so that an unedited layer returns y bit for bit
+            return y + (out - recon) if with_error else out
 
         if tc.cfg.is_sae:
             hooks.append((tc.cfg.hook_out, lambda y, hook, replace=replace: replace(y, y)))
