@@ -15,12 +15,19 @@ SMALL_GAP = 0.05  # |clean - corrupted| under this fraction of the logits' sprea
 SPREAD_DEPTH = 32  # the spread is over the model's this-many likeliest next tokens (the answer guesses' request)
 
 
+def _ids_without_bos(model: Any, text: str):
+    try:
+        return model.to_tokens(text, prepend_bos=False, truncate=True)[0]
+    except TypeError:  # a to_tokens without the truncate option
+        return model.to_tokens(text, prepend_bos=False)[0]
+
+
 def starts_with_bos(model: Any, text: str) -> bool:
     """Whether the text itself begins with the BOS token while the model also prepends one (it would be doubled)."""
     bos = getattr(model, "bos_token_id", None)
     if bos is None or not getattr(model.cfg, "default_prepend_bos", False) or not text:
         return False
-    first = model.to_tokens(text, prepend_bos=False, truncate=True)[0][:1].tolist()
+    first = _ids_without_bos(model, text)[:1].tolist()
     return first == [bos]
 
 
@@ -31,7 +38,7 @@ def bos_note(model: Any, text: str) -> str | None:
         return None
     tokenizer = getattr(model, "tokenizer", None)
     special = set(getattr(tokenizer, "all_special_ids", None) or [bos])
-    ids = model.to_tokens(text, prepend_bos=False, truncate=True)[0].tolist()
+    ids = _ids_without_bos(model, text).tolist()
     bos_text = model.to_string([bos])
     if ids and all(i in special for i in ids):
         if ids == [bos]:
