@@ -18,6 +18,7 @@ from redis_server import free_port
 pytestmark = pytest.mark.e2e
 
 CHART = '[data-testid="stPlotlyChart"] .main-svg'
+WAIT_MS = 90_000  # a fresh server's first script run imports torch: slow on a busy 2-core machine
 ALLOWED = "ada@lab.example"
 OTHER = "eve@elsewhere.example"
 
@@ -68,15 +69,15 @@ allowed_domains = ["lab.example"]
 
 def sign_in_as(page, app_url: str, email: str) -> None:
     page.goto(app_url)
-    page.get_by_role("button", name="Sign in").click()
-    page.get_by_role("button", name=email).click()  # the provider's one-click user
+    page.get_by_role("button", name="Sign in").click(timeout=WAIT_MS)
+    page.get_by_role("button", name=email).click(timeout=WAIT_MS)  # the provider's one-click user
     page.wait_for_url(f"{app_url}/**")
 
 
 def test_signed_out_visitor_sees_only_the_sign_in_page(signed_app, page):
     page.goto(f"{signed_app}/attention")  # a direct link to a page is guarded too
-    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
-    expect(page.get_by_text("for signed-in members of the lab")).to_be_visible()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_text("for signed-in members of the lab")).to_be_visible(timeout=WAIT_MS)
     assert page.locator(CHART).count() == 0
     assert page.locator('[data-testid="stSidebarNav"]').count() == 0
 
@@ -85,21 +86,21 @@ def test_allowed_email_gets_the_app_with_name_and_sign_out(signed_app, page):
     sign_in_as(page, signed_app, ALLOWED)
     page.wait_for_selector(CHART)
     sidebar = page.locator('[data-testid="stSidebar"]')
-    expect(sidebar.get_by_text("Ada Lovelace")).to_be_visible()
+    expect(sidebar.get_by_text("Ada Lovelace")).to_be_visible(timeout=WAIT_MS)
     assert page.locator('[data-testid="stException"]').count() == 0
     sidebar.get_by_role("button", name="Sign out").click()
     # Streamlit ends the provider's session too (RP-initiated logout); the mock asks to confirm.
     page.get_by_role("button", name="End session").click()
     page.wait_for_url(f"{signed_app}/**")
-    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=WAIT_MS)
     page.goto(signed_app)  # signed out for good, not just on this screen
-    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=WAIT_MS)
     assert page.locator(CHART).count() == 0
 
 
 def test_other_email_is_refused_clearly(signed_app, page):
     sign_in_as(page, signed_app, OTHER)
-    expect(page.get_by_text(f"You are signed in as {OTHER}, which may not use this dashboard")).to_be_visible()
+    expect(page.get_by_text(f"You are signed in as {OTHER}, which may not use this dashboard")).to_be_visible(timeout=WAIT_MS)
     assert page.locator(CHART).count() == 0
     assert page.locator('[data-testid="stSidebarNav"]').count() == 0
-    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible(timeout=WAIT_MS)
