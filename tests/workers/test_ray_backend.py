@@ -153,13 +153,27 @@ timeout_s = 60
 """)
         monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(path))
 
+    calls = []
+    original = RayCompute.run
+
+    def counted(self, experiment, *args, **kwargs):
+        calls.append(experiment)
+        return original(self, experiment, *args, **kwargs)
+
+    monkeypatch.setattr(RayCompute, "run", counted)
     settings(APP)
     at = AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=180)
     at.query_params["prompt"] = PROMPT
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    shown = at.dataframe[0].value
-    assert len(shown) == len(PROMPT.split()) + 1 or len(shown) > 3
+    assert calls == ["predictions"]  # the page's miss ran on the workers
+    model = HookedTransformer.from_pretrained("default", dtype="float32", device="cpu")
+    ids = model.to_tokens(PROMPT)[0].tolist()
+    table = at.dataframe[0].value
+    assert list(table["token id"]) == ids
+    expected = predictions(model, PredictionsRequest(tokens=tuple(ids), top_k=5)).loss_per_token
+    shown = torch.tensor(table["loss on next token"].iloc[:-1].astype(float).to_numpy(), dtype=torch.float32)
+    assert torch.equal(shown, expected)
 
     settings("no-such-app")  # the workers are gone: a message on the page, the app still answers
     at = AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=180)
