@@ -6,7 +6,8 @@ Run after `training/train_default_model.py`:
 
 Reads the saved model and tokenizer (plain `transformers`, offline) and
 `training/run_stats.json`; measures every preset's logit difference (answer - wrong answer at
-the last position, BOS prepended) and refuses to write a preset the model gets wrong.
+the last position, BOS prepended) and its rank, and refuses to write a preset the model gets wrong
+(the distractor preferred, or the answer not the model's top prediction).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from train_default_model import EOT, REPO, write_special_tokens_map  # noqa: E40
 
 MAX_PROMPT_TOKENS = 40
 MIN_LOGIT_DIFF = 0.5  # a preset must show the behaviour clearly, not by a hair
+MAX_ANSWER_RANK = 0  # ... and the model must predict the answer (a preset at P ~ 0 shows nothing on the pages)
 
 
 def induction_prompt(tokenizer, seed: int = 7, length: int = 10, shown_again: int = 5) -> tuple[str, str, str]:
@@ -84,6 +86,21 @@ def candidate_presets(tokenizer) -> list[dict]:
             "kind": "repeated_name", "page": "logit_lens",
         },
         {
+            "name": "Docstring argument: the other operand",
+            "prompt": 'def add(a, b):\n    \"\"\"Return a plus b.\"\"\"\n    return a +',
+            "answer": " b", "wrong_answer": " a",
+            "kind": "docstring", "page": "activation_patching",
+            "hint": "the name comes from the signature and the docstring. Patch the prompt with ' b' replaced to see "
+                    "which positions and heads carry it.",
+        },
+        {
+            "name": "Docstring: the attribute it promises",
+            "prompt": 'def get_path(self):\n    \"\"\"Return the path.\"\"\"\n    return self.',
+            "answer": "path", "wrong_answer": "name",
+            "kind": "docstring", "page": "ablation",
+            "hint": "the word the function name and the docstring repeat. Ablate heads to see which ones copy it.",
+        },
+        {
             "name": "Docstring argument: the docstring names the other argument",
             "prompt": 'def copy(src, dst):\n    \"\"\"Copy src to',
             "answer": " dst", "wrong_answer": " src",
@@ -113,7 +130,7 @@ def candidate_presets(tokenizer) -> list[dict]:
     ]
 
 
-def look_at(kind: str, final: dict) -> str:
+def look_at(kind: str, final: dict, cand: dict | None = None, m: dict | None = None) -> str:
     def best(name: str, layer: int) -> str:
         scores = final[name][layer]
         h = int(np.argmax(scores))
@@ -129,8 +146,8 @@ def look_at(kind: str, final: dict) -> str:
     if kind == "repeated_name":
         return (f"Which heads write the answer's logit: the induction head {ind} copies a name seen earlier "
                 f"in the prompt; compare with the MLPs of layers 0..{n_layers - 1}.")
-    return (f"Patch the names in the signature: the answer should follow the parameter that has not been "
-            f"documented yet; look at the induction head {ind} and the attention to the signature.")
+    return (f"The model's top choice is {cand['answer']!r} (P {m['answer_prob']:.2f}, against {m['wrong_prob']:.3f} "
+            f"for {cand['wrong_answer']!r}): {cand['hint']}")
 
 
 @torch.no_grad()
@@ -143,8 +160,10 @@ def measure(model, tokenizer, preset: dict) -> dict:
         raise ValueError(f"{preset['name']}: answer {answer} / wrong {wrong} must be single tokens")
     logits = model(tokens).logits[0, -1]
     top = int(logits.argmax())
+    probs = logits.softmax(-1)
     return {"n_tokens": tokens.shape[1], "logit_diff": float(logits[answer[0]] - logits[wrong[0]]),
-            "answer_rank": int((logits > logits[answer[0]]).sum()), "top_token": tokenizer.decode([top])}
+            "answer_rank": int((logits > logits[answer[0]]).sum()), "top_token": tokenizer.decode([top]),
+            "answer_prob": float(probs[answer[0]]), "wrong_prob": float(probs[wrong[0]])}
 
 
 def main(argv=None) -> int:
@@ -167,11 +186,11 @@ def main(argv=None) -> int:
         print(f"{cand['name']}: logit diff {m['logit_diff']:+.2f}, answer rank {m['answer_rank']}, "
               f"top {m['top_token']!r}, {m['n_tokens']} tokens")
         assert m["n_tokens"] <= MAX_PROMPT_TOKENS + 1, cand["name"]
-        if m["logit_diff"] < MIN_LOGIT_DIFF:
+        if m["logit_diff"] < MIN_LOGIT_DIFF or m["answer_rank"] > MAX_ANSWER_RANK:
             rejected.append((cand, m))
             continue
         presets.append({"name": cand["name"], "prompt": cand["prompt"], "answer": cand["answer"],
-                        "wrong_answer": cand["wrong_answer"], "look_at": look_at(cand["kind"], final),
+                        "wrong_answer": cand["wrong_answer"], "look_at": look_at(cand["kind"], final, cand, m),
                         "page": cand["page"]})
         rows.append((cand, m))
     (args.model_dir / "presets.json").write_text(json.dumps(presets, indent=2) + "\n")
@@ -223,7 +242,7 @@ def model_card(stats: dict, model, model_dir: Path, rows, rejected) -> str:
     else:
         legs_text = f"Re-run: {default_cmd}."
     rejected_text = ("None." if not rejected else "; ".join(
-        f"\"{c['name']}\" (logit diff {m['logit_diff']:+.2f})" for c, m in rejected))
+        f"\"{c['name']}\" (logit diff {m['logit_diff']:+.2f}, answer rank {m['answer_rank']})" for c, m in rejected))
 
     return f"""# Circuit Explorer default model (`lens_core/default_model`)
 
@@ -311,14 +330,15 @@ position, computed with plain `transformers`; answer rank 0 means it is the top 
 
 {preset_table()}
 
-Candidates written but rejected (logit difference below {MIN_LOGIT_DIFF}): {rejected_text}
+Candidates written but rejected (logit difference below {MIN_LOGIT_DIFF}, or the answer not the model's top
+prediction): {rejected_text}
 
 ## Limitations
 The induction phase change started late in the second leg, when the learning rate had
 decayed (induction score 0.08 at step 1750, 0.25 at step 2200), and completed only after the
-third leg raised the learning rate again. The docstring presets show the model preferring
-the right name over the distractor, not predicting it as its top token (see the answer
-ranks); the classic "next parameter to document" task is mostly beyond this model.
+third leg raised the learning rate again. The classic "next parameter to document" docstring task
+is mostly beyond this model (the answer ranks 5 to 826 in the rejected candidates); the docstring
+presets shipped are simpler ones it gets right.
 A 1M-parameter model trained for minutes: it writes plausible-looking Python locally and
 nothing more. It has seen only the standard library. The induction circuit comes from
 planted random repeats (above).
