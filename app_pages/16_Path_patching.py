@@ -9,6 +9,7 @@ from ui import charts, state
 from ui.errors import UserInputError, guard, md_escape
 from ui.export import experiment_snippet, export_bar
 from ui.model import run_experiment
+from ui.notices import patching_value_choice, small_gap_warning
 from ui.widgets import answer_pair_inputs, app_context, derive_corrupted_prompt, next_token_guesses, prompt_input
 
 VALUES = {"normalized": "normalized", "logit difference": "logit_diff", "answer probability": "answer_prob"}
@@ -49,8 +50,7 @@ receiver_mode = state.radio("Receivers", list(RECEIVERS), key="receiver_mode", d
                             format_func=RECEIVERS.get)
 direction = state.radio("Direction", DIRECTIONS, key="direction", where=cols[2], horizontal=True,
                         help="denoise: clean senders into the corrupted run; noise: corrupted senders into the clean run.")
-value = state.radio("Show", list(VALUES), key="patch_value", default="normalized", where=cols[2], horizontal=True,
-                    help="normalized: (patched − corrupted) / (clean − corrupted) of the logit difference.")
+show_column = cols[2]  # "Show" is drawn once the baselines are known: its default depends on them
 
 receivers: tuple = ("resid_final",)
 if receiver_mode == "heads":
@@ -99,6 +99,10 @@ m[1].metric(md_escape(f"Corrupted {metric}"), f"{result.corrupted_logit_diff:.3f
 m[2].metric("Receivers", ", ".join(result.receiver_labels))
 if corrupted_ids == clean_ids:
     st.warning("The corrupted prompt is the clean prompt: every patch changes nothing.", icon=":material/warning:")
+small_gap = corrupted_ids != clean_ids and small_gap_warning(model, clean_ids, result.clean_logit_diff,
+                                                             result.corrupted_logit_diff, ctx.device)
+value = patching_value_choice(VALUES, small_gap, where=show_column,
+                              help="normalized: (patched − corrupted) / (clean − corrupted) of the logit difference.")
 field = VALUES[value]
 z = getattr(result, field)
 if senders is None:

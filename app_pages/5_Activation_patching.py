@@ -8,7 +8,7 @@ from ui import charts, state
 from ui.errors import UserInputError, guard, md_escape
 from ui.export import experiment_snippet, export_bar
 from ui.model import run_experiment
-from ui.notices import small_gap_warning
+from ui.notices import patching_value_choice, small_gap_warning
 from ui.widgets import (
     answer_pair_inputs,
     app_context,
@@ -86,19 +86,7 @@ sweeps = state.multiselect("Sweeps", list(SWEEPS), key="sweeps", default=DEFAULT
 direction = state.radio("Direction", DIRECTIONS, key="direction", where=cols[1], horizontal=True,
                         help="denoise: patch clean activations into the corrupted run. "
                              "noise: patch corrupted activations into the clean run.")
-show_column = cols[2]  # the "Show" choice is drawn once the baselines are known (its default depends on them)
-if "patch_value" not in st.session_state and "patch_value" in st.query_params:
-    st.session_state["_patch_value_chosen"] = True  # a link's explicit choice is kept
-
-
-def show_choice(default: str) -> str:
-    if not st.session_state.get("_patch_value_chosen") and default != st.session_state.get("patch_value", default):
-        st.session_state["patch_value"] = default  # not picked by the user: follow the baselines
-    return state.radio("Show", VALUES, key="patch_value", default=default, where=show_column, horizontal=True,
-                       on_change=lambda: st.session_state.update(_patch_value_chosen=True),
-                       help="normalized: (patched − corrupted) / (clean − corrupted) of the logit difference.")
-
-
+show_column = cols[2]  # "Show" is drawn once the baselines are known: its default depends on them
 if not sweeps:
     cols[0].error("Pick at least one sweep.", icon=":material/error:")
 if corrupted_tokens is None or answer is None or (wrong_text and wrong is None) or not sweeps:
@@ -137,7 +125,8 @@ cols[3].metric("Corrupted P(answer)", f"{first.corrupted_answer_prob:.3f}")
 undefined = corrupted_ids == clean_ids or bool(first.normalized.isnan().all())
 small_gap = not undefined and small_gap_warning(model, clean_ids, first.clean_logit_diff, first.corrupted_logit_diff,
                                                  ctx.device)
-value = show_choice("logit difference" if small_gap else "normalized")
+value = patching_value_choice(VALUES, small_gap, where=show_column,
+                              help="normalized: (patched − corrupted) / (clean − corrupted) of the logit difference.")
 if corrupted_ids == clean_ids:
     st.warning("The corrupted prompt is the clean prompt: every patch changes nothing. Edit it, or derive one.",
                icon=":material/warning:")

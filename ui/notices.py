@@ -8,6 +8,7 @@ from typing import Any
 import streamlit as st
 
 from lens_core.experiments.predictions import PredictionsRequest, predictions
+from ui import state
 from ui.errors import guard, md_escape
 from ui.model import run_experiment
 
@@ -85,3 +86,19 @@ def small_gap_warning(model: Any, clean_ids: list[int], clean_metric: float, cor
                   "that gap and is mostly noise, so the raw logit difference is shown by default. Pick a corrupted "
                   "prompt that changes the answer more, or pick “normalized” to see it anyway.", icon=":material/warning:")
     return True
+
+
+def patching_value_choice(options, small_gap: bool, where=st, key: str = "patch_value", **kwargs) -> str:
+    """A patching page's "Show" choice: "normalized" by default, the raw "logit difference" while the clean–corrupted
+    gap is small (see :func:`small_gap_warning`), until the user or a link picks one; that choice is then kept.
+
+    Call it after the baselines are known (drawing into a column made earlier keeps it beside the other inputs).
+    """
+    chosen = f"_{key}_chosen"
+    if key not in st.session_state and key in st.query_params:
+        st.session_state[chosen] = True  # a link's explicit choice
+    default = "logit difference" if small_gap else "normalized"
+    if not st.session_state.get(chosen) and key in st.session_state and st.session_state[key] != default:
+        st.session_state[key] = default  # not picked by anyone: follow the baselines
+    return state.radio("Show", list(options), key=key, default=default, where=where, horizontal=True,
+                       on_change=lambda: st.session_state.update({chosen: True}), **kwargs)

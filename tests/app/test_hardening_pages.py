@@ -150,6 +150,20 @@ def test_a_small_clean_corrupted_gap_is_warned_and_shows_the_raw_logit_differenc
     assert plotly_figure(at, "patching_resid_pre")["layout"]["title"]["text"].endswith("normalized")
 
 
+@needs_bundled
+def test_path_patching_follows_the_same_small_gap_rule(bundled_settings):
+    small = ADD.replace("Return", "Returns")
+    gap, spread = hf_gap_and_spread(ADD, small, " b", " a")
+    at = open_page("app_pages/16_Path_patching.py", prompt=ADD, corrupted=small, answer=" b", wrong_answer=" a")
+    assert not at.exception and errors(at) == []
+    assert any("differ by only" in w and f"{gap:+.3f}" in w and f"{spread:.2f}" in w for w in warnings(at)), warnings(at)
+    assert plotly_figure(at, "path_patching")["layout"]["title"]["text"].endswith("logit difference")
+    big = open_page("app_pages/16_Path_patching.py", prompt=ADD, corrupted=ADD.replace("(a, b)", "(a, a)"),
+                    answer=" b", wrong_answer=" a")
+    assert not any("differ by only" in w for w in warnings(big))
+    assert plotly_figure(big, "path_patching")["layout"]["title"]["text"].endswith("normalized")
+
+
 # -- presets and the first screen -------------------------------------------------------------
 @needs_bundled
 def test_the_attention_pages_induction_preset_selects_the_detectors_induction_head(bundled_settings):
