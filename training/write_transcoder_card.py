@@ -27,11 +27,11 @@ from lens_core.features.transcoder import DEFAULT_TRANSCODERS_DIR  # noqa: E402
 
 TARGETS = {"fvu": 0.10, "l0": 32, "dead_frac": 0.05, "loss_increase": 0.25}
 LEGS = [
-    ("0 to 900", "train_transcoders.py --steps 3600 --stop-at 1800 --lr 2e-3 --eval-every 600 --threads 1",
-     "stopped after its step-900 checkpoint: the shared CPU (load average 10-18 on 2 cores) ran 1.5-4x slower "
-     "than the first measurement, so the schedule was shortened"),
-    ("900 to 1300", "train_transcoders.py --steps 1300 --lr 2e-3 --eval-every 400 --threads 1 --resume",
-     "the shortened schedule: flat learning rate to step 910, then linear decay to 10%"),
+    ("0 to 1000", "train_transcoders.py --steps 3600 --stop-at 1800 --lr 2e-3 --eval-every 600 --threads 1",
+     "stopped after its step-1000 checkpoint: the shared CPU (load average 10-18 on 2 cores) ran 1.5-4x slower "
+     "than the first measurement, so the schedule was shortened; the learning rate is flat to step 1000 in both"),
+    ("1000 to 1430", "train_transcoders.py --steps 1430 --lr 2e-3 --eval-every 400 --threads 1 --resume",
+     "the shortened schedule: flat learning rate to step 1000, then linear decay to 10%"),
 ]
 
 
