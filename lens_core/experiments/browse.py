@@ -13,7 +13,7 @@ Engine, per batch of windows: one plain forward (the residual entering the compo
 layer is kept; when the plain loss of these windows is already known it stops there), then
 one ablated forward that *starts* at that layer. Resample adds a forward of the source
 windows up to the end of the component's layer; mean, once per corpus, a pass over the corpus
-up to the end of that layer. The plain loss per (model, corpus) and the
+(which records the plain loss of every window when it is not known yet). The plain loss per (model, corpus) and the
 corpus means per (model, corpus, hook) are remembered in-process (``_MEMO``, weakly keyed
 by the model object, bounded); whole results go through ``cache_store`` at the app.
 
@@ -166,8 +166,11 @@ def _device(model):
 
 
 def corpus_mean(model, corpus: Corpus, target: Target, budget_mb: float = 512.0) -> torch.Tensor:
-    """Mean of the hook's activation over the corpus per position ``[pos, ...]`` (one pass over the
-    corpus that stops after the component's layer: no unembedding)."""
+    """Mean of the hook's activation over the corpus per position ``[pos, ...]``: one pass over the corpus.
+
+    When the plain loss of the corpus is not remembered yet, the pass runs to the end and records it
+    (so the ablated batches need no full plain forward); otherwise it stops after the component's layer.
+    """
     memo = _memo(model)
     key = (corpus.digest, target.read_hook, target.source)
     if key in memo.means:
@@ -175,7 +178,10 @@ def corpus_mean(model, corpus: Corpus, target: Target, budget_mb: float = 512.0)
     dev = _device(model)
     batch = _batch_size(model, corpus.window_len, budget_mb)
     total, count = None, torch.zeros(corpus.window_len, device=dev)
-    mask_all = corpus.mask()
+    mask_all, tmask_all = corpus.mask(), corpus.target_mask()
+    known = memo.loss.get(corpus.digest)
+    record = known is None or not bool(known[1].all())
+    losses = torch.empty(corpus.n_windows, corpus.window_len - 1) if record else None
     for start in range(0, corpus.n_windows, batch):
         rows = slice(start, min(start + batch, corpus.n_windows))
         tokens, mask = corpus.tokens[rows].to(dev), mask_all[rows].to(dev)
@@ -184,16 +190,21 @@ def corpus_mean(model, corpus: Corpus, target: Target, budget_mb: float = 512.0)
         def grab(act, hook):
             grabbed["act"] = act
 
-        model.run_with_hooks(tokens, fwd_hooks=[(target.read_hook, grab)], stop_at_layer=target.layer + 1)
+        stop = None if record else target.layer + 1
+        out = model.run_with_hooks(tokens, fwd_hooks=[(target.read_hook, grab)], stop_at_layer=stop)
         act = target.full(grabbed["act"]).float()
         m = mask.view(*mask.shape, *([1] * (act.dim() - 2))).to(act.dtype)
         part = (act * m).sum(0)
         total = part if total is None else total + part
         count += mask.sum(0)
+        if record:
+            losses[rows] = token_losses(out, tokens, tmask_all[rows].to(dev)).cpu()
     mean = total / count.clamp(min=1).view(-1, *([1] * (total.dim() - 1)))
     with _LOCK:
         memo.means[key] = mean
         memo.trim()
+    if record:
+        _remember_plain(memo, corpus, torch.arange(corpus.n_windows), losses)
     return mean
 
 
