@@ -64,10 +64,13 @@ cols[0].metric("Nodes kept", f"{len(result.node_kind):,}", help=f"of {result.ful
 cols[1].metric("Edges kept", f"{int((result.adjacency != 0).sum()):,}", help=f"of {result.full_edges:,} nonzero edges in the full graph")
 cols[2].metric("Completeness error", f"{result.completeness_error:.1e}",
                help="Largest |node input − incoming edges − bias| over the full graph (exact up to float rounding).")
-corr = result.check_correlation
+corr, frozen = result.check_correlation, result.check_correlation_frozen
 cols[3].metric(f"Check: top {len(result.check_nodes)} features", "n/a" if corr is None else f"r = {corr:.2f}",
-               help="Each feature zeroed in the real model (attention not frozen): correlation of the real change of the "
-                    "first target's logit with the graph's prediction.")
+               delta=None if frozen is None else f"r = {frozen:.2f} frozen", delta_color="off",
+               help="Each feature zeroed in the real model: correlation of the real change of the first target's logit "
+                    "with the graph's prediction. Big number: attention and norms recomputed (the real model). Below: "
+                    "attention patterns and norm scales frozen at the clean run's values, the graph's assumptions "
+                    "(the MLPs stay real).")
 cols[4].metric("Time", f"{sum(result.seconds.values()):.1f} s")
 targets_text = ", ".join(f"{md_escape(repr(t))} ({p:.2f})" for t, p in zip(result.logit_tokens, result.logit_probs))
 st.caption(f"Targets (demeaned logits at the last position, with their probability): {targets_text}. Nodes: transcoder "

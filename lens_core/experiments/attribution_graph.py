@@ -6,7 +6,10 @@ position, token embeddings, target logits; exact edges of the frozen replacement
 prunes it by influence on the logits (``_graph_prune``), and checks it: the top
 ``check_top`` features by influence are each zeroed in the real model (attention not
 frozen, one batch) and the change of the first target's demeaned logit is compared with the
-graph's prediction (Pearson correlation reported).
+graph's prediction (Pearson correlation reported). The same zeroing with the clean attention
+patterns and norm scales frozen (the graph's assumptions; the MLPs stay real) is reported beside
+it: it separates the graph's own error (transcoders vs MLPs, features switching on or off) from
+what attention and normalization add.
 
 The result holds the kept nodes and the kept edges among them, each node's input, bias and
 influence, the largest completeness error of the full graph (input minus the sum of incoming
@@ -71,6 +74,8 @@ class AttributionGraphResult(ExperimentResult):
     check_direct: torch.Tensor  # [c] the direct edge alone (minus the edge weight)
     check_actual: torch.Tensor  # [c] real model, attention not frozen
     check_correlation: Optional[float]  # Pearson(predicted, actual); None below 3 features
+    check_actual_frozen: torch.Tensor  # [c] real model, clean attention patterns and norm scales (the graph's assumptions)
+    check_correlation_frozen: Optional[float]  # Pearson(predicted, actual with patterns and scales frozen)
     settings: dict
     seconds: dict  # graph, prune, check
 
@@ -84,21 +89,25 @@ def _pearson(x: torch.Tensor, y: torch.Tensor) -> Optional[float]:
 
 
 def feature_check(model, tset, tokens, graph: ReplacementGraph, influence: torch.Tensor, top: int):
-    """Zero each of the ``top`` most influential features: (nodes, predicted, direct, actual) for the first logit."""
+    """Zero each of the ``top`` most influential features: (nodes, predicted, direct, actual, actual with the
+    attention patterns and norm scales frozen) for the first target's demeaned logit."""
     n_feat = graph.n_features
     top = min(int(top), n_feat)
     if top <= 0:
         empty = torch.zeros(0)
-        return [], empty, empty, empty
+        return [], empty, empty, empty, empty
     nodes = influence[:n_feat].topk(top).indices.tolist()
     target = graph.logit_node(0)
     predicted = predicted_effects(graph, [[(i, 0.0)] for i in nodes])[target]
     direct = -graph.adjacency[target, nodes]
     sets = [[]] + [[(int(graph.feature_layer[i]), int(graph.feature_pos[i]), int(graph.feature_index[i]), 0.0)] for i in nodes]
-    logits = demeaned(run_interventions(model, tset, tokens, sets))
     token = int(graph.logit_tokens[0])
-    actual = (logits[1:, token] - logits[0, token]).cpu()
-    return nodes, predicted, direct, actual
+    _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith(("attn.hook_pattern", "hook_scale")))
+    out = []
+    for patterns in (None, dict(cache.items())):
+        logits = demeaned(run_interventions(model, tset, tokens, sets, patterns))
+        out.append((logits[1:, token] - logits[0, token]).cpu())
+    return nodes, predicted, direct, out[0], out[1]
 
 
 def attribution_graph(model, request: AttributionGraphRequest, transcoders=None) -> AttributionGraphResult:
@@ -113,13 +122,13 @@ def attribution_graph(model, request: AttributionGraphRequest, transcoders=None)
     built = time.perf_counter()
     keep, edges, influence = prune(graph, request.node_threshold, request.edge_threshold)
     pruned = time.perf_counter()
-    nodes, predicted, direct, actual = feature_check(model, tset, tokens, graph, influence, request.check_top)
+    nodes, predicted, direct, actual, frozen = feature_check(model, tset, tokens, graph, influence, request.check_top)
     checked = time.perf_counter()
-    return package(model, graph, keep, edges, influence, nodes, predicted, direct, actual, request,
+    return package(model, graph, keep, edges, influence, nodes, predicted, direct, actual, frozen, request,
                    {"graph": built - start, "prune": pruned - built, "check": checked - pruned})
 
 
-def package(model, graph, keep, edges, influence, check_nodes, predicted, direct, actual, request, seconds):
+def package(model, graph, keep, edges, influence, check_nodes, predicted, direct, actual, frozen, request, seconds):
     rows = torch.cat([torch.arange(graph.n_features), torch.arange(graph.logit_node(0), graph.n_nodes)])
     residual = graph.node_input[rows] - graph.adjacency[rows].sum(1) - graph.node_bias[rows]
     kinds = graph.kinds()
@@ -167,6 +176,7 @@ def package(model, graph, keep, edges, influence, check_nodes, predicted, direct
         completeness_error=float(residual.abs().max()) if residual.numel() else 0.0,
         check_nodes=[new_index[i] for i in check_nodes], check_predicted=predicted.float(), check_direct=direct.float(),
         check_actual=actual.float(), check_correlation=_pearson(predicted, actual),
+        check_actual_frozen=frozen.float(), check_correlation_frozen=_pearson(predicted, frozen),
         settings={"node_threshold": request.node_threshold, "edge_threshold": request.edge_threshold,
                   "logit_mass": request.logit_mass, "max_logits": request.max_logits, "check_top": request.check_top,
                   "max_nodes": request.max_nodes},

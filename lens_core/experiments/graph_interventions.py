@@ -36,8 +36,12 @@ def check_clamps(tset, n_pos: int, clamps: Sequence[Clamp]) -> list[Clamp]:
 
 
 @torch.no_grad()
-def run_interventions(model, tset, tokens: torch.Tensor, sets: Sequence[Sequence[Clamp]]) -> torch.Tensor:
-    """Last-position logits [m, d_vocab] of the real model under each set of clamps (a set may be empty)."""
+def run_interventions(model, tset, tokens: torch.Tensor, sets: Sequence[Sequence[Clamp]],
+                      patterns: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
+    """Last-position logits [m, d_vocab] of the real model under each set of clamps (a set may be empty).
+
+    ``patterns`` (hook name -> the clean run's value [1, ...]: ``hook_pattern``, ``hook_scale``) freezes those
+    activations (attention patterns, norm scales): the graph's own assumptions, to tell its error from theirs."""
     m = len(sets)
     batch = tokens.expand(m, -1)
     sets = [check_clamps(tset, tokens.shape[1], s) for s in sets]
@@ -58,7 +62,7 @@ def run_interventions(model, tset, tokens: torch.Tensor, sets: Sequence[Sequence
                     y[row, pos] += ((value - acts[row, pos, feature]) * tc.W_dec[feature]).to(y.dtype)
         return y
 
-    hooks = []
+    hooks = [(name, lambda x, hook: patterns[hook.name].expand_as(x)) for name in (patterns or {})]
     for layer in layers:
         hooks += [(tset[layer].cfg.hook_in, keep_input), (tset[layer].cfg.hook_out, edit_output)]
     logits = model.run_with_hooks(batch, fwd_hooks=hooks)
