@@ -1,7 +1,6 @@
 """Browse: a component's ablation over a corpus, checked against plain one-window-at-a-time loops,
 the single-prompt experiments, and (on the bundled model) the induction head's known job."""
 
-import dataclasses
 import math
 
 import pytest
