@@ -18,7 +18,8 @@ measure the browsers on a 2-core machine, and ``AppTest`` runs no server at all.
 Each session opens ``--views`` page views in turn (a prompt of its own: cold, every
 view computes), then the same views again (warm: every view is a result-cache hit).
 "app CPU s/view" is the app server process's CPU time over the phase divided by its views
-(robust to a busy machine, unlike wall time). "Time to chart" is from sending the page request to the first plotly chart arriving;
+(robust to a busy machine, unlike wall time). "Time to chart" is from sending the page request
+to the first plotly chart arriving;
 an error is an exception element, an error alert, or no chart before the deadline.
 The reference in the same run is one session alone (N = 1), so the printed ratio
 p50(N) / p50(1) is the slowdown from sharing the server.
@@ -255,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                     ratio = r["p50"] / reference[phase]["p50"] if reference[phase]["p50"] else float("nan")
                     ray_mib = ray_workers_rss() / 2**20 if args.backend == "ray" else 0
                     print(f"{n:>3} {phase:>5} {r['views']:>5} {len(r['errors']):>6} {r['p50']:>7.2f} {r['p95']:>7.2f} "
-                          f"{ratio:>10.2f} {r['wall']:>7.1f} {r['cpu_per_view']:>14.3f} {app.peak_rss / 2**20:>12.0f} {ray_mib:>8.0f}")
+                          f"{ratio:>10.2f} {r['wall']:>7.1f} {r['cpu_per_view']:>14.3f} "
+                          f"{app.peak_rss / 2**20:>12.0f} {ray_mib:>8.0f}")
                     for err in sorted(set(r["errors"]))[:3]:
                         print(f"      error: {err}")
         finally:

@@ -99,7 +99,8 @@ class RedisResultStore(ResultStore):
 
     def _write(self, key: str, blob: bytes) -> None:
         if len(blob) > self.size_limit_bytes:
-            log.info("cache_store: %d-byte value exceeds the %d-byte value limit; not stored", len(blob), self.size_limit_bytes)
+            log.info("cache_store: %d-byte value exceeds the %d-byte value limit; not stored",
+                     len(blob), self.size_limit_bytes)
             return
         self._call("write", self._redis.set, self.prefix + key, blob)
 

@@ -7,7 +7,6 @@ user's name in the sidebar, and sign-out works. Another email: a clear refusal.
 from __future__ import annotations
 
 import secrets
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -100,7 +99,8 @@ def test_allowed_email_gets_the_app_with_name_and_sign_out(signed_app, page):
 
 def test_other_email_is_refused_clearly(signed_app, page):
     sign_in_as(page, signed_app, OTHER)
-    expect(page.get_by_text(f"You are signed in as {OTHER}, which may not use this dashboard")).to_be_visible(timeout=WAIT_MS)
+    refusal = page.get_by_text(f"You are signed in as {OTHER}, which may not use this dashboard")
+    expect(refusal).to_be_visible(timeout=WAIT_MS)
     assert page.locator(CHART).count() == 0
     assert page.locator('[data-testid="stSidebarNav"]').count() == 0
     expect(page.get_by_role("button", name="Sign out")).to_be_visible(timeout=WAIT_MS)
