@@ -67,12 +67,17 @@ def not_one_token_message(model: Any, text: str) -> str:
             "Enter exactly one token; mind the leading space.")
 
 
+RAW_BY_DEFAULT = ("so the raw logit difference is shown by default. Pick a corrupted prompt that changes the answer "
+                  "more, or pick “normalized” to see it anyway.")
+
+
 def small_gap_warning(model: Any, clean_ids: list[int], clean_metric: float, corrupted_metric: float, device: str,
-                      where=st) -> bool:
+                      where=st, consequence: str = RAW_BY_DEFAULT) -> bool:
     """Warn (and return True) when the clean and corrupted metrics differ by under ``SMALL_GAP`` of the logits' scale.
 
     The scale is the spread of the clean run's likeliest next-token logits (log p(top 1) − log p(top 32), a logit
-    difference), read from the cached predictions experiment the answer guesses already ran.
+    difference), read from the cached predictions experiment the answer guesses already ran. ``consequence`` ends
+    the message: what the page does about it (by default, that it shows the raw logit difference).
     """
     with guard("measuring the logits' scale"):
         top = run_experiment(model, "predictions", predictions,
@@ -83,8 +88,7 @@ def small_gap_warning(model: Any, clean_ids: list[int], clean_metric: float, cor
         return False
     where.warning(f"Clean and corrupted differ by only {gap:+.3f} in the metric, under {SMALL_GAP:.0%} of the spread of "
                   f"the model's {len(top)} likeliest next-token logits ({spread:.2f}): the normalized value divides by "
-                  "that gap and is mostly noise, so the raw logit difference is shown by default. Pick a corrupted "
-                  "prompt that changes the answer more, or pick “normalized” to see it anyway.", icon=":material/warning:")
+                  f"that gap and is mostly noise, {consequence}", icon=":material/warning:")
     return True
 
 
