@@ -63,6 +63,21 @@ def node_influence(graph: ReplacementGraph) -> torch.Tensor:
     return path_influence(normalized_abs(graph.adjacency), logit_weights(graph), graph.n_layers + 2)
 
 
+def _row_normalized_influence(adjacency: torch.Tensor, weights: torch.Tensor, depth: int) -> torch.Tensor:
+    """``path_influence(normalized_abs(adjacency))`` without materialising the normalised matrix (the full
+    graph is large): ``x @ (|A| / rowsum) == (x / rowsum) @ |A|``."""
+    a = adjacency.abs()
+    inv = 1.0 / a.sum(1).clamp_min(1e-12)
+    current = (weights * inv) @ a
+    total = current.clone()
+    for _ in range(depth):
+        current = (current * inv) @ a
+        if not bool(current.any()):
+            break
+        total += current
+    return total
+
+
 def prune(graph: ReplacementGraph, node_threshold: float = 0.8, edge_threshold: float = 0.98):
     """(node mask [n_nodes], edge mask [n_nodes, n_nodes], node influence [n_nodes])."""
     for name, value in (("node threshold", node_threshold), ("edge threshold", edge_threshold)):
@@ -70,25 +85,31 @@ def prune(graph: ReplacementGraph, node_threshold: float = 0.8, edge_threshold: 
             raise ValueError(f"{name} must be in (0, 1], got {value}")
     weights = logit_weights(graph)
     depth = graph.n_layers + 2
-    influence = path_influence(normalized_abs(graph.adjacency), weights, depth)
+    influence = _row_normalized_influence(graph.adjacency, weights, depth)
     keep = influence >= cumulative_cut(influence, node_threshold)
-    always = torch.zeros(graph.n_nodes, dtype=torch.bool)
-    always[graph.embedding_node(0):] = True  # embeddings and logits
-    keep |= always
+    keep[graph.embedding_node(0):] = True  # embeddings and logits always stay
 
-    pruned = graph.adjacency * keep[:, None] * keep[None, :]
-    normalized = normalized_abs(pruned)
-    edge_scores = normalized * (path_influence(normalized, weights, depth) + weights)[:, None]
-    edges = edge_scores >= cumulative_cut(edge_scores, edge_threshold)
-    edges &= pruned != 0
-    n_feat, inner = graph.n_features, graph.embedding_node(0)  # features and errors come before embeddings
+    # Edges among the kept nodes only: the same computation on the (much smaller) kept submatrix.
+    kept = keep.nonzero()[:, 0]
+    sub = graph.adjacency[kept][:, kept]
+    normalized = normalized_abs(sub)
+    sub_weights = weights[kept]
+    edge_scores = normalized * (path_influence(normalized, sub_weights, depth) + sub_weights)[:, None]
+    sub_edges = (edge_scores >= cumulative_cut(edge_scores, edge_threshold)) & (sub != 0)
+    sub_keep = torch.ones(kept.numel(), dtype=torch.bool)
+    is_feature = kept < graph.n_features
+    is_inner = kept < graph.embedding_node(0)  # features and errors come before embeddings
     while True:
-        edges &= keep[:, None] & keep[None, :]
-        before = int(keep.sum())
-        keep[:inner] &= edges[:, :inner].any(0)  # features and errors need an outgoing edge
-        keep[:n_feat] &= edges[:n_feat].any(1)  # features need an incoming edge
-        if int(keep.sum()) == before:
+        sub_edges &= sub_keep[:, None] & sub_keep[None, :]
+        before = int(sub_keep.sum())
+        sub_keep &= ~is_inner | sub_edges.any(0)  # features and errors need an outgoing edge
+        sub_keep &= ~is_feature | sub_edges.any(1)  # features need an incoming edge
+        if int(sub_keep.sum()) == before:
             break
+    keep = torch.zeros(graph.n_nodes, dtype=torch.bool)
+    keep[kept[sub_keep]] = True
+    edges = torch.zeros(graph.n_nodes, graph.n_nodes, dtype=torch.bool)
+    edges[kept[:, None], kept[None, :]] = sub_edges
     return keep, edges, influence
 
 
@@ -101,7 +122,7 @@ def predicted_effects(graph: ReplacementGraph, clamps: list[list[tuple[int, floa
     """
     n_feat = graph.n_features
     act = graph.activations.float().clamp_min(1e-12)
-    per_unit = graph.adjacency[:, :n_feat] / act[None, :]  # effect of one unit of each feature's activation
+    to_feat = graph.adjacency[:, :n_feat]  # a view; an edge is activation * (effect of one unit)
     m = len(clamps)
     fixed = torch.zeros(n_feat, m, dtype=torch.bool)
     fixed_delta = torch.zeros(n_feat, m)
@@ -113,5 +134,5 @@ def predicted_effects(graph: ReplacementGraph, clamps: list[list[tuple[int, floa
             fixed_delta[node, j] = float(value) - float(graph.activations[node])
     delta = fixed_delta.clone()
     for _ in range(graph.n_layers + 1):
-        delta = torch.where(fixed, fixed_delta, per_unit[:n_feat] @ delta)
-    return per_unit @ delta
+        delta = torch.where(fixed, fixed_delta, to_feat[:n_feat] @ (delta / act[:, None]))
+    return to_feat @ (delta / act[:, None])

@@ -282,6 +282,15 @@ def build_graph(
         upto.append(torch.cumsum(counts, 0))  # features of this layer at positions <= p
         n_slots.append(slots)
     emb_src = torch.stack([embed, pos_embed], -1)  # [pos, d_model, 2]
+    # The embeddings pushed forward through layer 0's frozen attention (plus the residual path), so the walk
+    # stops at resid_mid[0] instead of transposing that attention for every row: E_tok[k, q] is what the
+    # token embedding at k adds to resid_mid[0] at q; E_pos the same for all positional embeddings summed.
+    def through_attn0(x: torch.Tensor) -> torch.Tensor:
+        vals = (x @ W_V_t[0].T / scale1[0]).view(P, h, e)  # [key, head, d_head]
+        z = torch.einsum("khe,hed->hkd", vals, W_O_t[0].T.reshape(h, e, d))  # [head, key, d_model]
+        return torch.einsum("hqk,hkd->kqd", patterns[0], z) + torch.diag_embed(x.T).permute(1, 2, 0)
+    E_tok = through_attn0(embed)  # [key, query, d_model]
+    E_pos = through_attn0(pos_embed).sum(0)  # [query, d_model]
 
     # ---- the targets' seeds and own constants
     W_U, b_U = model.W_U.float(), model.b_U.float()
@@ -340,10 +349,15 @@ def build_graph(
                     rows[:, first[l] : first[l] + count] = flat[:, flat_slot[l][:count]]
             rows[:, err0 + l * P : err0 + l * P + q] = out[:, :, slots].T
             bias = bias + out[:, :, slots + 1].sum(0)
-            g = g + attn_t(l, g)
-        out = torch.bmm(g, emb_src[:q])  # [q, B, 2]
-        rows[:, emb0 : emb0 + q] = out[:, :, 0].T
-        bias = bias + out[:, :, 1].sum(0)
+            if l > 0:
+                g = g + attn_t(l, g)
+        if top >= 0:  # g is at resid_mid[0]
+            rows[:, emb0 : emb0 + q] = torch.einsum("qbd,kqd->bk", g, E_tok[:q, :q])
+            bias = bias + torch.einsum("qbd,qd->b", g, E_pos[:q])
+        else:  # layer-0 targets: g is already at resid_pre[0]
+            out = torch.bmm(g, emb_src[:q])  # [q, B, 2]
+            rows[:, emb0 : emb0 + q] = out[:, :, 0].T
+            bias = bias + out[:, :, 1].sum(0)
         node_bias[r0:r1] = bias
 
     return ReplacementGraph(

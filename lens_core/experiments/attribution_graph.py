@@ -130,7 +130,7 @@ def attribution_graph(model, request: AttributionGraphRequest, transcoders=None)
 
 def package(model, graph, keep, edges, influence, check_nodes, predicted, direct, actual, frozen, request, seconds):
     rows = torch.cat([torch.arange(graph.n_features), torch.arange(graph.logit_node(0), graph.n_nodes)])
-    residual = graph.node_input[rows] - graph.adjacency[rows].sum(1) - graph.node_bias[rows]
+    residual = (graph.node_input - graph.adjacency.sum(1) - graph.node_bias)[rows]
     kinds = graph.kinds()
     kept = keep.nonzero()[:, 0]
     new_index = {int(old): new for new, old in enumerate(kept.tolist())}
@@ -164,7 +164,7 @@ def package(model, graph, keep, edges, influence, check_nodes, predicted, direct
             pos.append(P - 1)
             feature.append(int(graph.logit_tokens[j]))
             activation[new] = graph.logit_probs[j]
-    adjacency = (graph.adjacency * edges)[kept][:, kept]
+    adjacency = graph.adjacency[kept][:, kept] * edges[kept][:, kept]
     logit_ids = graph.logit_tokens.tolist()
     return AttributionGraphResult(
         node_kind=[kinds[i] for i in kept.tolist()], node_layer=layer, node_pos=pos, node_feature=feature,
