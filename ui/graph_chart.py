@@ -23,7 +23,9 @@ and export nothing.
 Plotly draws one width per trace, so edges are binned: ``width_bins`` widths per sign.
 Edge hover comes from a marker at each edge's midpoint (lines themselves do not hover).
 Selection: node markers carry ``customdata = [kind, id]`` with kind ``"node"``, midpoint
-markers ``["edge", id]``; :func:`selected_ids` turns a selection event into those ids.
+markers ``["edge", id]``; :func:`selected_ids` turns a selection event into those ids. The
+figure keeps plotly's default drag mode (zoom): with ``dragmode="select"`` a click selects nothing
+in ``st.plotly_chart(on_select="rerun", selection_mode="points")``.
 """
 
 from __future__ import annotations
@@ -158,7 +160,7 @@ def layered_graph(
     fig.update_layout(
         title=html.escape(title), height=height or max(360, min(1000, 110 * n_rows + 80)),
         xaxis=axis(x_title, x_ticks), yaxis=axis(y_title, y_ticks), hovermode="closest",
-        margin={"l": 10, "r": 10, "t": 50, "b": 10}, plot_bgcolor="white", dragmode="select",
+        margin={"l": 10, "r": 10, "t": 50, "b": 10}, plot_bgcolor="white",
     )
     return fig
 

@@ -103,3 +103,20 @@ def test_patching_preset_draws_its_heatmap(app_url, page, save_screenshot):
     wait_for_app(page)
     assert page.locator('[data-testid="stException"]').count() == 0
     save_screenshot(page, "patching", readme=True)
+
+
+def test_clicking_a_head_in_the_circuit_opens_it_on_the_attention_page(app_url, page):
+    query = urllib.parse.urlencode({"prompt": _showcase_prompt(), "method": "eap"})
+    page.goto(f"{app_url}/circuit_discovery?{query}")
+    wait_for_app(page)
+    nodes = page.locator('.st-key-circuit_graph .scatterlayer .trace').last
+    labels = nodes.locator("g.textpoint text").all_text_contents()
+    head = next(label for label in labels if label.startswith("L") and "H" in label and "." not in label)
+    box = nodes.locator("path.point").nth(labels.index(head)).bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.get_by_role("button", name=f"Open {head} on the Attention page").click()
+    layer, index = head[1:].split("H")
+    page.wait_for_url(f"**/attention?*layer={layer}&head={index}*")
+    wait_for_app(page)
+    assert page.locator('[data-testid="stException"]').count() == 0
