@@ -33,6 +33,12 @@ def bundled_with_transcoders(tmp_path, monkeypatch):
     tset = random_transcoders(model, d_sae=256, k=48, seed=1)  # 148 nodes a token: 8192 fit 55
     directory = save_transcoders(TranscoderSet(tset.by_layer, model_name="default", processing=model.processing),
                                  tmp_path / "transcoders")
+    from lens_core.features.dashboards import build_dashboards, save_dashboards
+
+    windows = model.to_tokens([PRESET["prompt"], "def size(data):\n    return len(data)"], padding_side="right")
+    lengths = torch.tensor([len(model.to_tokens(PRESET["prompt"])[0]), len(model.to_tokens("def size(data):\n    return len(data)")[0])])
+    dash = build_dashboards(model, tset, windows, lengths, kinds=("feature",), n_top=4, before=3, after=1)
+    save_dashboards(dash, directory, {"windows": 2})
     monkeypatch.setattr(transcoder, "DEFAULT_TRANSCODERS_DIR", directory)
     text = (REPO_ROOT / "settings.toml").read_text(encoding="utf-8")
     text = text.replace('directory = ".cache/results"', f"directory = {str(tmp_path / 'cache')!r}")
@@ -68,6 +74,11 @@ def test_graph_selection_supernodes_and_intervention(bundled_with_transcoders):
     at = _open(prompt=PRESET["prompt"], target=PRESET["answer"], selected=feature_ids[0], supernodes=groups)
     assert not at.exception and errors(at) == [], [e.value for e in at.exception] + errors(at)
     assert at.multiselect(key="selected").value == [feature_ids[0]]
+    # Hover labels and the clicked feature's card come from the dashboards.
+    fig = plotly_figure(at, "graph_chart")
+    hovers = [h for t in fig["data"] if t.get("name") == "nodes" for h in t["hovertext"]]
+    assert any(" on " in h and "→" in h for h in hovers)
+    assert any("fires on" in d.value.columns for d in at.dataframe)
     tables = {tuple(d.value.columns)[0]: d.value for d in at.dataframe}
     assert "my group" in tables["supernode"]["supernode"].tolist()
     changes = tables["target"]
