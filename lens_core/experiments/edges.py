@@ -310,6 +310,12 @@ def edge_scores(graph: Graph, delta: torch.Tensor, grads: torch.Tensor) -> torch
 
 
 def edge_attribution(model, request: EdgeAttributionRequest) -> EdgeAttributionResult:
+    # Gradients are needed even when the caller runs in inference mode (its tensors could not join a graph).
+    with torch.inference_mode(False):
+        return _edge_attribution(model, request)
+
+
+def _edge_attribution(model, request: EdgeAttributionRequest) -> EdgeAttributionResult:
     if request.method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {request.method!r}")
     if request.method == "eap_ig" and not 1 <= request.ig_steps <= 64:

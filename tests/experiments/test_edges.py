@@ -139,3 +139,14 @@ def test_circuit_json_follows_its_schema():
     # one JSON edge per (edge, reading head): grouped key/value receivers count once per head
     extra = sum(len(result.receiver_owners[r]) - 1 for s, r in mask.nonzero().tolist() if result.receivers[r][-1] in "kv")
     assert len(graph["edges"]) == int(mask.sum()) + extra
+
+
+@pytest.mark.parametrize("method", ["eap", "eap_ig"])
+def test_scores_are_the_same_inside_inference_mode(method):
+    model = tiny("gpt2")
+    request = EdgeAttributionRequest(clean_tokens=CLEAN, corrupted_tokens=CORRUPTED, answer=ANSWER, wrong_answer=WRONG,
+                                     method=method, ig_steps=2)
+    plain = edge_attribution(model, request)
+    with torch.inference_mode():
+        inside = edge_attribution(model, request)
+    torch.testing.assert_close(inside.scores, plain.scores)
