@@ -9,16 +9,20 @@ shows its message, says when to try again, and carries on). Settings:
 so the address is the client's, not the proxy's (only then: the header is
 client-controlled when nothing in front rewrites it).
 
-The counts live in this server process. With sticky sessions a session stays on
-one replica, so its budget is exact; an address spread over N replicas gets up to
-N times its budget.
+A session's counts live in its server process (sticky sessions keep a session on one
+replica). An address's counts live there too, unless the result store is Redis
+(``[cache] backend = "redis"``): then they are kept in that Redis (a sorted set per
+address, :class:`RedisRunBudget`), so an address has one budget across all replicas.
+If Redis is unreachable, each replica falls back to its own count and logs a warning.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
+import uuid
 from typing import Callable
 
 import streamlit as st
@@ -27,6 +31,7 @@ from ui.errors import UserInputError
 from ui.settings import Settings
 
 WINDOW_S = 60.0
+log = logging.getLogger(__name__)
 
 
 class RunBudgetExceeded(UserInputError):
@@ -68,6 +73,56 @@ class RunBudget:
         return WINDOW_S - (now - times[0])
 
 
+class RedisRunBudget:
+    """:class:`RunBudget` kept in Redis, shared by every replica (wall-clock time; hosts should run NTP).
+
+    Check-then-charge is not atomic across replicas: two replicas charging the same
+    address in the same instant can each take the last run (an overshoot of at most
+    one run per replica). On a Redis error it uses ``fallback`` (this process's count).
+    """
+
+    def __init__(self, per_minute: int, url: str, scope: str, prefix: str = "circuit-explorer:budget:",
+                 clock: Callable[[], float] = time.time) -> None:
+        import redis
+
+        self.per_minute = per_minute
+        self.fallback = RunBudget(per_minute)
+        self._clock = clock
+        self._prefix = f"{prefix}{scope}:"
+        self._redis = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self._warned = False
+
+    def wait_s(self, key: str) -> float:
+        try:
+            name, now = self._prefix + key, self._clock()
+            pipe = self._redis.pipeline()
+            pipe.zremrangebyscore(name, "-inf", now - WINDOW_S)
+            pipe.zcard(name)
+            pipe.zrange(name, 0, 0, withscores=True)
+            _, count, oldest = pipe.execute()
+            if count < self.per_minute or not oldest:
+                return 0.0
+            return max(0.0, WINDOW_S - (now - float(oldest[0][1])))
+        except Exception as error:  # noqa: BLE001 - redis errors and OS errors alike: count here instead
+            return self._degraded(error).wait_s(key)
+
+    def charge(self, key: str) -> None:
+        try:
+            name, now = self._prefix + key, self._clock()
+            pipe = self._redis.pipeline()
+            pipe.zadd(name, {uuid.uuid4().hex: now})
+            pipe.expire(name, int(WINDOW_S) + 1)
+            pipe.execute()
+        except Exception as error:  # noqa: BLE001
+            self._degraded(error).charge(key)
+
+    def _degraded(self, error: BaseException) -> RunBudget:
+        if not self._warned:
+            self._warned = True
+            log.warning("run budget: Redis unavailable (%s: %s); counting per replica", type(error).__name__, error)
+        return self.fallback
+
+
 def charge_both(budgets: list[tuple[RunBudget, str, str]]) -> None:
     """Charge every (budget, key, what) or none: raise for the first that is spent."""
     for budget, key, what in budgets:
@@ -81,8 +136,8 @@ def charge_both(budgets: list[tuple[RunBudget, str, str]]) -> None:
 
 
 @st.cache_resource(show_spinner=False)
-def _budget(scope: str, per_minute: int) -> RunBudget:
-    return RunBudget(per_minute)
+def _budget(scope: str, per_minute: int, redis_url: str = "") -> RunBudget | RedisRunBudget:
+    return RedisRunBudget(per_minute, redis_url, scope) if redis_url else RunBudget(per_minute)
 
 
 def client_address(settings: Settings) -> str:
@@ -106,7 +161,8 @@ def charge_run(settings: Settings) -> None:
     if settings.runs_per_minute_per_session:
         budgets.append((_budget("session", settings.runs_per_minute_per_session), session_id(), "per browser session"))
     if settings.runs_per_minute_per_address:
-        budgets.append((_budget("address", settings.runs_per_minute_per_address), client_address(settings),
+        shared = settings.redis_url if settings.cache_backend == "redis" else ""
+        budgets.append((_budget("address", settings.runs_per_minute_per_address, shared), client_address(settings),
                         "per client address"))
     if budgets:
         charge_both(budgets)

@@ -55,3 +55,28 @@ def test_page_says_when_the_session_budget_is_spent_and_cached_views_stay_free(a
     messages = [e.value for e in at.error]
     assert any("1 new computations per minute per browser session" in m and "try again in" in m for m in messages), messages
     assert not at.exception
+
+
+def test_address_budget_in_redis_is_shared_by_replicas_and_survives_an_outage(tmp_path):
+    from redis_server import RedisServer
+
+    from ui.budget import RedisRunBudget
+
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        clock = Clock()
+        replica_a = RedisRunBudget(2, server.url, "address", clock=clock)
+        replica_b = RedisRunBudget(2, server.url, "address", clock=clock)
+        replica_a.charge("10.0.0.7")
+        clock.now += 20
+        replica_b.charge("10.0.0.7")
+        assert replica_a.wait_s("10.0.0.7") == pytest.approx(40.0)  # one budget for both replicas
+        assert replica_b.wait_s("10.0.0.8") == 0.0
+        clock.now += 40
+        assert replica_b.wait_s("10.0.0.7") == 0.0  # the first run left the window
+        server.stop()
+        replica_a.charge("10.0.0.9")  # Redis gone: counted in this replica, no error
+        replica_a.charge("10.0.0.9")
+        assert replica_a.wait_s("10.0.0.9") > 0
+    finally:
+        server.stop()
