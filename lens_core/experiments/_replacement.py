@@ -150,7 +150,7 @@ def _norm_t(v: torch.Tensor, scale: torch.Tensor, centered: bool, w: Optional[to
 def select_logits(probs: torch.Tensor, targets: Optional[Sequence[int]], mass: float, max_logits: int) -> torch.Tensor:
     """The chosen target tokens, or the most probable tokens until their probability reaches ``mass``."""
     if targets:
-        return torch.as_tensor(list(targets), dtype=torch.long)
+        return torch.as_tensor(list(dict.fromkeys(int(t) for t in targets)), dtype=torch.long)  # once each, in order
     if not 0.0 < mass <= 1.0:
         raise ValueError(f"logit probability mass must be in (0, 1], got {mass}")
     ordered, ids = probs.sort(descending=True)

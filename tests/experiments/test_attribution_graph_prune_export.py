@@ -112,3 +112,12 @@ def test_bad_inputs_have_clear_messages():
         attribution_graph(model, AttributionGraphRequest(tokens=tokens, targets=(10**6,)), transcoders=tset)
     with pytest.raises(FeaturesUnavailable, match="no transcoders are bundled"):
         attribution_graph(model, AttributionGraphRequest(tokens=tokens))
+
+
+def test_one_token_prompt_repeated_targets_and_no_check():
+    model = tiny("gpt2", True)
+    tset = random_transcoders(model)
+    one = attribution_graph(model, AttributionGraphRequest(tokens=(3,), targets=(5, 5, 7)), transcoders=tset)
+    assert one.logit_ids == [5, 7] and one.completeness_error < 1e-4  # each target once
+    none = attribution_graph(model, AttributionGraphRequest(tokens=(3, 4), check_top=0), transcoders=tset)
+    assert none.check_nodes == [] and none.check_correlation is None
