@@ -8,6 +8,9 @@ every edge of the full graph), the whole experiment (graph + pruning + the real-
 top 20 features, as the page runs it), and one plain forward pass of the same tokens. Goal (issue
 13): the graph in <= 5 s on 2 cores. Uses the bundled transcoders; without them (not trained yet)
 it says so and uses random ones of the same shape (d_sae 1024, top-32), which costs the same.
+
+On a machine shared with other heavy jobs, two OpenMP threads can be many times slower than one
+(threads spin-wait for each other): compare ``--threads 1`` before reading a slow figure as ours.
 """
 
 from __future__ import annotations
