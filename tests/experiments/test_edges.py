@@ -17,7 +17,7 @@ EDGES = [("embed", "L1H2.q"), ("L0H1", "L2H0.k"), ("MLP0", "L1H3.v"), ("L1H0", "
 def sender_value(cache, name):
     """A sender's output from a plain run_with_cache."""
     if name == "embed":
-        return cache["hook_embed"] + cache["hook_pos_embed"]
+        return cache["blocks.0.hook_resid_pre"]
     if name.startswith("MLP"):
         return cache[f"blocks.{name[3:]}.hook_mlp_out"]
     layer, head = int(name[1]), int(name[3])
@@ -31,8 +31,8 @@ def receiver_gradient(model, resid0, name):
         point, head = f"blocks.{n - 1}.hook_resid_post", None
     elif name.endswith(".in"):
         point, head = f"blocks.{name[3]}.hook_mlp_in", None
-    else:
-        point, head = f"blocks.{name[1]}.hook_{name[-1]}_input", int(name[3])
+    else:  # "L2H1.q", or "L2KV0.k" for a grouped key/value head
+        point, head = f"blocks.{name[1]}.hook_{name[-1]}_input", int(name.split(".")[0][2:].lstrip("KVH"))
     leaf = {}
 
     def swap(x, hook):
@@ -52,7 +52,7 @@ def receiver_gradient(model, resid0, name):
 
 
 def hand_score(model, name_s, name_r, alphas=(1.0,)):
-    names = lambda n: n.startswith("hook_") or n.endswith(("hook_result", "hook_mlp_out"))  # noqa: E731
+    names = lambda n: n == "blocks.0.hook_resid_pre" or n.endswith(("hook_result", "hook_mlp_out"))  # noqa: E731
     _, clean = model.run_with_cache(torch.tensor([CLEAN]), names_filter=names)
     _, corrupt = model.run_with_cache(torch.tensor([CORRUPTED]), names_filter=names)
     delta = sender_value(corrupt, name_s) - sender_value(clean, name_s)
@@ -61,15 +61,19 @@ def hand_score(model, name_s, name_r, alphas=(1.0,)):
     return float((delta * torch.stack(grads).mean(0)).sum())
 
 
-@pytest.mark.parametrize("method", ["eap", "eap_ig"])
-def test_scores_are_the_hand_dot_products(method):
-    model = tiny("gpt2", fold=False)
+@pytest.mark.parametrize("family,method", [("gpt2", "eap"), ("gpt2", "eap_ig"), ("llama", "eap"), ("neox", "eap_ig")])
+def test_scores_are_the_hand_dot_products(family, method):
+    model = tiny(family, fold=False)
     request = EdgeAttributionRequest(clean_tokens=CLEAN, corrupted_tokens=CORRUPTED, answer=ANSWER, wrong_answer=WRONG,
                                      method=method, ig_steps=3)
     result = edge_attribution(model, request)
     alphas = (1.0,) if method == "eap" else (1 / 3, 2 / 3, 1.0)
-    for s, r in EDGES:
+    edges = EDGES if family != "llama" else [(s, r.replace("L2H0.k", "L2KV0.k").replace("L1H3.v", "L1KV1.v")) for s, r in EDGES]
+    for s, r in edges:
         got = float(result.scores[result.senders.index(s), result.receivers.index(r)])
+        if not result.allowed[result.senders.index(s), result.receivers.index(r)]:
+            assert family == "neox" and (s, r) == ("L1H0", "MLP1.in") and got == 0.0  # parallel: no such edge
+            continue
         assert got == pytest.approx(hand_score(model, s, r, alphas), rel=1e-4, abs=1e-5), (s, r)
     # per-position scores sum to the scores; no score off the graph
     torch.testing.assert_close(result.scores_by_pos.sum(-1), result.scores)

@@ -23,7 +23,7 @@ def metric_of(logits):
     return float(logits[0, -1, 4] - logits[0, -1, 5])
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "neox"])
 def test_all_edges_give_clean_and_none_give_corrupted(family):
     model = tiny(family)
     graph = build_graph(model.cfg)
