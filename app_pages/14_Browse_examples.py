@@ -148,6 +148,15 @@ def parse_example(raw: str) -> str:
 
 labels = {o: f"#{i + 1}: window {o.split(':')[0]}, position {o.split(':')[1]} (Δ {rows[i]['change']:+.2f})"
           for i, o in enumerate(options)}
+held = st.session_state.get("example", st.query_params.get("example"))
+try:
+    held = parse_example(str(held)) if held else None
+except ValueError:
+    held = None  # not a token of this corpus: the selectbox names the link's value and shows the first row
+if held and held not in options:  # a picked example stays picked when the ranking changes
+    hw, hp = (int(x) for x in held.split(":"))
+    options.append(held)
+    labels[held] = f"window {hw}, position {hp} (Δ {float(change[hw, hp]):+.2f}, not among the {SHOWN} shown)"
 example = state.selectbox("Example", options, key="example", default=options[0],
                           format_func=lambda o: labels.get(o, f"window {o.split(':')[0]}, position {o.split(':')[1]}"))
 w, p = (int(x) for x in example.split(":"))

@@ -61,11 +61,18 @@ def test_browse_from_url_shows_lens_core_ranking_and_example(bundled_settings, b
     assert float(at.metric[6].value) == pytest.approx(panel.dla, abs=1e-3)
     att = plotly_figure(at, "example_attention")
     torch.testing.assert_close(torch.tensor(plotly_array(att["data"][0]["y"])), panel.attention.double(), atol=1e-5, rtol=0)
-    # Switching to the falls re-ranks.
+    # Switching to the falls re-ranks; the picked example stays picked, without a notice.
     at.radio(key="rank").set_value("fall").run()
     rows = [m.value for m in at.markdown if m.value.startswith('<div style="display:flex')]
     fw, fp = expected.fall[0].tolist()
     assert f"#1 {float(change[fw, fp]):+.2f}" in rows[0]
+    assert at.selectbox(key="example").value == f"{w}:{p}" and not at.warning
+    # Any token of the corpus can be linked to, ranked or not; one outside it is named and replaced.
+    at = open_page(PAGE, component="L1H3", abl_method="zero", n_windows="6", example="5:3")
+    assert at.selectbox(key="example").value == "5:3" and not at.warning
+    at = open_page(PAGE, component="L1H3", abl_method="zero", n_windows="6", example="99:3")
+    assert at.selectbox(key="example").value == f"{expected.rise[0, 0]}:{expected.rise[0, 1]}"
+    assert any("example=99" in w.value and "was ignored" in w.value for w in at.warning)
 
 
 def test_bad_component_gets_a_message(bundled_settings):
