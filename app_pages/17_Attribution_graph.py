@@ -110,6 +110,19 @@ cols[1].download_button("Nodes (CSV)", data=nodes.drop(columns=["hover", "color"
                         file_name="attribution_graph_nodes.csv", mime="text/csv", key="csv_nodes", on_click="ignore",
                         icon=":material/download:")
 
+with st.expander(f"Check: the {len(result.check_nodes)} most influential features, each zeroed"):
+    check = pd.DataFrame({
+        "feature": [labels[i] for i in result.check_nodes], "node": [all_ids[i] for i in result.check_nodes],
+        "graph's prediction": [round(v, 4) for v in result.check_predicted.tolist()],
+        "real model": [round(v, 4) for v in result.check_actual.tolist()],
+        "real model, attention and norms frozen": [round(v, 4) for v in result.check_actual_frozen.tolist()],
+        "direct edge only": [round(v, 4) for v in result.check_direct.tolist()]})
+    st.caption(f"Change of {md_escape(repr(view.visible(result.logit_tokens[0])))}'s demeaned logit. The graph freezes "
+               "attention and norms; where the real model's column departs from the frozen one, attention re-routing or "
+               "renormalization (the final norm shrinking a removed feature's share) is the reason.")
+    st.dataframe(check, hide_index=True, key="check_table")
+    export_bar("graph_check", df=check)
+
 # -- a clicked feature's dashboard ----------------------------------------------------------------------
 features = [i for i in selection if result.node_kind[all_ids.index(i)] == "feature"]
 if len(selection) == 1 and features:

@@ -82,6 +82,7 @@ def test_graph_selection_supernodes_and_intervention(bundled_with_transcoders):
     tables = {tuple(d.value.columns)[0]: d.value for d in at.dataframe}
     assert "my group" in tables["supernode"]["supernode"].tolist()
     changes = tables["target"]
+    assert len(tables["feature"]) == 20 and "real model, attention and norms frozen" in tables["feature"].columns
     assert len(changes) == 1 and changes.iloc[0]["target"] == "␣example"
     assert at.query_params["supernodes"] == [groups] or at.query_params["supernodes"] == groups
 
