@@ -3,8 +3,8 @@ and the time of a cached re-visit (the app's path: the corpus in pieces through 
 
 The bundled model, its held-out corpus (1160 windows of 128 tokens, 147,194 predicted tokens), the
 head L1H3. The reference is ``model(tokens)`` (logits) over every window in the batches ``browse``
-uses. Each browse run is compared with the plain passes measured just before it (so both see the
-same machine load, which matters on a shared machine); the median pair over the repeats is printed.
+uses. Each browse run is compared with the plain passes measured just before it, in wall time and
+in this process's CPU time (the steadier of the two on a shared machine); the median over repeats.
 Goal (issue 14): browse ≤ 2.5x the plain forward passes.
 
     .venv/bin/python -m bench.browse [--repeats N] [--windows N] [--methods zero,mean,resample]
@@ -24,12 +24,22 @@ from lens_core.experiments.browse import (BrowseRequest, _batch_size, browse, ch
                                           request_corpus)
 
 
-def plain_passes(model, tokens: torch.Tensor, batch: int) -> float:
-    start = time.perf_counter()
-    with torch.inference_mode():
+class Clock:
+    """Wall time and this process's CPU time (all threads): on a shared machine the CPU time is the steadier."""
+
+    def __enter__(self) -> "Clock":
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+def plain_passes(model, tokens: torch.Tensor, batch: int) -> Clock:
+    with Clock() as clock, torch.inference_mode():
         for first in range(0, tokens.shape[0], batch):
             model(tokens[first:first + batch])
-    return time.perf_counter() - start
+    return clock
 
 
 def page_visit(model, store, request: BrowseRequest, n_windows: int) -> float:
@@ -57,23 +67,21 @@ def main(argv=None) -> int:
 
     for method in args.methods.split(","):
         request = BrowseRequest(component=("head", 1, 3), method=method, window_stop=n)
-        plain_times, cold, warm = [], [], []
+        other = BrowseRequest(component=("head", 1, 2), method=method, window_stop=n)
+        rows = []
         for _ in range(args.repeats):
-            plain_times.append(plain_passes(model, corpus.tokens[:n], batch))
+            plain = plain_passes(model, corpus.tokens[:n], batch)
             clear_memo()  # cold: no remembered plain loss, no corpus mean
-            start = time.perf_counter()
-            browse(model, request)
-            cold.append(time.perf_counter() - start)
-            other = BrowseRequest(component=("head", 1, 2), method=method, window_stop=n)
-            start = time.perf_counter()
-            browse(model, other)  # the plain loss (and for mean, the corpus pass) remembered in-process
-            warm.append(time.perf_counter() - start)
-        # Each run against the plain passes measured just before it (same machine load); the median pair.
-        ratios = sorted(zip([c / p for c, p in zip(cold, plain_times)], [w / p for w, p in zip(warm, plain_times)],
-                            plain_times, cold, warm))
-        r_cold, r_warm, plain, c, w = ratios[len(ratios) // 2]
-        print(f"{method:>8}: plain forward passes {plain:.2f} s | browse L1H3 {c:.2f} s = {r_cold:.2f}x "
-              f"(first head on this corpus) | another head after it {w:.2f} s = {r_warm:.2f}x")
+            with Clock() as cold:
+                browse(model, request)
+            with Clock() as warm:
+                browse(model, other)  # the plain loss (and for mean, the corpus pass) remembered in-process
+            rows.append((cold.cpu / plain.cpu, plain, cold, warm))
+        # Each run against the plain passes measured just before it; the median over the repeats.
+        _, plain, cold, warm = sorted(rows, key=lambda r: r[0])[(len(rows) - 1) // 2]
+        print(f"{method:>8}: plain forward passes {plain.wall:.2f} s wall / {plain.cpu:.2f} s CPU | browse L1H3 "
+              f"{cold.wall:.2f} s / {cold.cpu:.2f} s = {cold.wall / plain.wall:.2f}x wall, {cold.cpu / plain.cpu:.2f}x CPU "
+              f"(first head on this corpus) | another head after it {warm.cpu / plain.cpu:.2f}x CPU")
 
     from cache_store import ResultStore
 
