@@ -213,14 +213,24 @@ def task_from_request(model, request: EdgeAttributionRequest) -> Task:
     raise ValueError(f"task must be one of {TASKS}, got {request.task!r}")
 
 
-def task_metric(logits: torch.Tensor, task: Task, rows_per_prompt: int = 1) -> torch.Tensor:
-    """Per row ``[rows]``: logit difference at the last position; rows are ``rows_per_prompt`` blocks of the task."""
-    last = logits[:, -1].float()
+def task_metric(model, final_resid: torch.Tensor, task: Task, rows_per_prompt: int = 1) -> torch.Tensor:
+    """Per row ``[rows]``: logit difference at the last position, from the residual after the last block
+    (only the answer columns of ``W_U`` are used); rows are ``rows_per_prompt`` blocks of the task."""
+    last = model.ln_final(final_resid[:, -1:])[:, 0]  # [rows, d_model]
     answers = task.answers.repeat(rows_per_prompt)
-    diff = last.gather(-1, answers[:, None])[:, 0]
+
+    def logit(tokens: torch.Tensor) -> torch.Tensor:
+        return ((last * model.W_U[:, tokens].T).sum(-1) + model.b_U[tokens]).float()
+
+    diff = logit(answers)
     if task.wrongs is not None:
-        diff = diff - last.gather(-1, task.wrongs.repeat(rows_per_prompt)[:, None])[:, 0]
+        diff = diff - logit(task.wrongs.repeat(rows_per_prompt))
     return diff
+
+
+def final_resid(model, input: torch.Tensor, start_at_layer: Optional[int] = None) -> torch.Tensor:
+    """The residual after the last block (no unembedding: the metric reads two columns of ``W_U``)."""
+    return model(input, start_at_layer=start_at_layer, stop_at_layer=model.cfg.n_layers)
 
 
 # ---- sender outputs and receiver gradients ----------------------------------------------
@@ -247,11 +257,11 @@ def sender_hooks(model, graph: Graph, out: torch.Tensor) -> list:
 
 
 def sender_outputs(model, graph: Graph, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(``[batch, S, pos, d_model]``: each sender's output on ``tokens``, the logits)."""
+    """(``[batch, S, pos, d_model]``: each sender's output on ``tokens``, the residual after the last block)."""
     out = _sender_buffer(model, graph, tokens.shape[0], tokens.shape[1], tokens.device)
     with torch.no_grad(), model.hooks(fwd_hooks=sender_hooks(model, graph, out)):
-        logits = model(tokens)
-    return out, logits
+        resid = final_resid(model, tokens)
+    return out, resid
 
 
 def _sender_buffer(model, graph: Graph, batch: int, n_pos: int, device) -> torch.Tensor:
@@ -282,8 +292,8 @@ def receiver_gradients(model, graph: Graph, resid0: torch.Tensor, task: Task, ro
     with torch.inference_mode(False), torch.enable_grad():
         x = resid0.detach().clone().requires_grad_(True)
         with model.hooks(fwd_hooks=hooks):
-            logits = model(x, start_at_layer=0)
-        metric = task_metric(logits, task, rows_per_prompt)
+            resid = final_resid(model, x, start_at_layer=0)
+        metric = task_metric(model, resid, task, rows_per_prompt)
         order = sorted(seen)
         grads = torch.autograd.grad(metric.sum(), [seen[i] for i in order], allow_unused=True)
     batch, n_pos, d = resid0.shape
@@ -323,8 +333,8 @@ def _edge_attribution(model, request: EdgeAttributionRequest) -> EdgeAttribution
     graph = build_graph(model.cfg)
     task = task_from_request(model, request)
     n = task.clean.shape[0]
-    corrupt_out, corrupt_logits = sender_outputs(model, graph, task.corrupted)
-    corrupted_metric = float(task_metric(corrupt_logits, task).mean())
+    corrupt_out, corrupt_resid = sender_outputs(model, graph, task.corrupted)
+    corrupted_metric = float(task_metric(model, corrupt_resid, task).mean())
     if request.method == "eap":
         # One forward pass with gradients gives the clean senders, the metric and the receivers' gradients.
         with torch.no_grad():
@@ -332,8 +342,8 @@ def _edge_attribution(model, request: EdgeAttributionRequest) -> EdgeAttribution
         clean_out = _sender_buffer(model, graph, n, task.clean.shape[1], task.clean.device)
         grads, metric = receiver_gradients(model, graph, resid0, task, 1, senders_into=clean_out)
     else:
-        clean_out, clean_logits = sender_outputs(model, graph, task.clean)
-        metric = task_metric(clean_logits, task)
+        clean_out, clean_resid = sender_outputs(model, graph, task.clean)
+        metric = task_metric(model, clean_resid, task)
         steps = request.ig_steps
         alphas = torch.arange(1, steps + 1, device=clean_out.device, dtype=clean_out.dtype) / steps
         start, end = corrupt_out[:, 0], clean_out[:, 0]  # embeddings [N, pos, d_model]

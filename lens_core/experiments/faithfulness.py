@@ -33,6 +33,7 @@ from .edges import (
     Task,
     build_graph,
     edge_attribution,
+    final_resid,
     sender_hooks,
     sender_outputs,
     task_from_request,
@@ -101,8 +102,8 @@ def patched_metric(model, graph: Graph, task: Task, masks: torch.Tensor, corrupt
         wrapped.append((f"blocks.{graph.n_layers - 1}.hook_resid_post", fix_logits))
         tokens = task.clean.repeat(C, 1)
         with torch.no_grad(), model.hooks(fwd_hooks=wrapped):
-            logits = model(tokens)
-        out.append(task_metric(logits, task, C).view(C, n).mean(1))
+            resid = final_resid(model, tokens)
+            out.append(task_metric(model, resid, task, C).view(C, n).mean(1))
         if progress is not None:
             progress(min(c0 + per_chunk, masks.shape[0]), masks.shape[0])
     return torch.cat(out).float().cpu()
