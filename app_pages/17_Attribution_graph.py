@@ -78,7 +78,10 @@ st.caption(f"Targets (demeaned logits at the last position, with their probabili
            "targets; edges blue positive, red negative. Click a feature or drag a box to select.")
 
 # -- the graph ----------------------------------------------------------------------------------
-nodes, edges = view.graph_tables(result, labels, supernodes)
+choices = {node_id: f"{label} [{node_id}]" for node_id, label in zip(all_ids, labels)}
+# The selection drawn dark: this session's, or on a link's first load the URL's.
+previous = st.session_state.get("selected", st.query_params.get("selected", "").split(","))
+nodes, edges = view.graph_tables(result, labels, supernodes, frozenset(previous))
 n_drawn = state.int_slider("Edges drawn (the strongest)", 20, 2000, key="n_edges", default=300)
 drawn = edges.reindex(edges["weight"].abs().sort_values(ascending=False).index[:n_drawn])
 if len(drawn) < len(edges):
@@ -88,10 +91,13 @@ ticks_y = [(0, "embed")] + [(l + 1, f"L{l}") for l in range(result.n_layers)] + 
 fig = layered_graph(nodes, drawn, title="Attribution graph", x_title="token position", y_title="layer",
                     x_ticks=ticks_x, y_ticks=ticks_y, weight_name="edge weight", height=640, max_width=4.0)
 event = st.plotly_chart(fig, key="graph_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
-picked, _ = selected_ids(event)
-choices = {node_id: f"{label} [{node_id}]" for node_id, label in zip(all_ids, labels)}
-if picked:
-    st.session_state["selected"] = [i for i in picked if i in choices]
+picked = [i for i in selected_ids(event)[0] if i in choices]
+# A new pick in the chart replaces the selection (once: the list below can then edit it freely).
+if picked and picked != st.session_state.get("_graph_picked"):
+    st.session_state["_graph_picked"] = picked
+    if set(picked) != set(previous):
+        st.session_state["selected"] = picked
+        st.rerun()  # redraw with the new selection dark
 selection = state.multiselect("Selected nodes", list(choices), key="selected", format_func=lambda i: choices[i])
 
 edge_rows = edges.assign(source_label=[labels[all_ids.index(s)] for s in edges["source"]],

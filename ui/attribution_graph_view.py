@@ -131,8 +131,13 @@ def write_supernodes(groups: list[list[str]]) -> None:
 
 
 # ---- the chart's tables ------------------------------------------------------------------------
-def graph_tables(result, labels: list[str], supernodes: list[list[str]]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Nodes at x = position (spread within a cell), y = layer (embeddings 0, logits on top); size by influence."""
+SELECTED_COLOR = "rgb(25, 25, 25)"
+
+
+def graph_tables(result, labels: list[str], supernodes: list[list[str]],
+                 selected: frozenset = frozenset()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Nodes at x = position (spread within a cell), y = layer (embeddings 0, logits on top); size by influence;
+    selected nodes dark, supernode members in their group's colour."""
     ids = node_ids(result)
     n = result.n_layers
     influence = result.node_influence.tolist()
@@ -158,6 +163,8 @@ def graph_tables(result, labels: list[str], supernodes: list[list[str]]) -> tupl
             size = 6 + 20 * math.sqrt(max(influence[i], 0.0) / top)
         group = group_of.get(node_id)
         color = SUPERNODE_COLORS[group % len(SUPERNODE_COLORS)] if group is not None else KIND_COLORS[kind]
+        if node_id in selected:
+            color = SELECTED_COLOR
         details = [f"{kind}, position {pos} ({html.escape(repr(visible(result.str_tokens[pos])))})",
                    f"influence {influence[i]:.3g}"]
         if kind == "feature":

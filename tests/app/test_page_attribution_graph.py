@@ -78,6 +78,9 @@ def test_graph_selection_supernodes_and_intervention(bundled_with_transcoders):
     fig = plotly_figure(at, "graph_chart")
     hovers = [h for t in fig["data"] if t.get("name") == "nodes" for h in t["hovertext"]]
     assert any(" on " in h and "→" in h for h in hovers)
+    nodes = [t for t in fig["data"] if t.get("name") == "nodes"][0]
+    colors = dict(zip([c[1] for c in nodes["customdata"]], nodes["marker"]["color"]))
+    assert colors[feature_ids[0]] == "rgb(25, 25, 25)" and colors[feature_ids[1]] != "rgb(25, 25, 25)"  # selected: dark
     assert any("fires on" in d.value.columns for d in at.dataframe)
     tables = {tuple(d.value.columns)[0]: d.value for d in at.dataframe}
     assert "my group" in tables["supernode"]["supernode"].tolist()
