@@ -35,7 +35,8 @@ def presets():
 
 
 def test_folder_is_plain_data_within_size():
-    files = [f for f in MODEL_DIR.rglob("*") if f.is_file()]
+    # The transcoders/ subfolder has its own budget (tests/features/test_features_shipped.py).
+    files = [f for f in MODEL_DIR.rglob("*") if f.is_file() and "transcoders" not in f.relative_to(MODEL_DIR).parts]
     names = {f.name for f in files}
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
             "presets.json", "README.md"} <= names
