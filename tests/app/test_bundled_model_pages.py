@@ -37,14 +37,8 @@ def _open(page: str) -> AppTest:
     return at
 
 
-# Pages that need the bundled transcoders (lens_core/default_model/transcoders); without them they say so and stop.
-NEEDS_TRANSCODERS = {"app_pages/17_Attribution_graph.py"}
-
-
 @pytest.mark.parametrize("page", PAGES)
 def test_page_renders_on_the_bundled_model_and_every_preset_runs(bundled_settings, page):
-    if page in NEEDS_TRANSCODERS and not (BUNDLED / "transcoders" / "transcoders.safetensors").is_file():
-        pytest.skip("the bundled model's transcoders are not shipped yet")
     at = _open(page)
     assert not at.exception, [e.value for e in at.exception]
     assert at.sidebar.selectbox(key="model").value == "default"
