@@ -1,4 +1,4 @@
-"""Must-show results on the bundled model with its own transcoders (skipped, with the reason, until they are shipped)."""
+"""Must-show results on the bundled model with its own transcoders (lens_core/default_model/transcoders)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,8 @@ import pytest
 import lens_core
 from lens_core import HookedTransformer
 from lens_core.experiments import AttributionGraphRequest, attribution_graph
-from lens_core.features.transcoder import DEFAULT_TRANSCODERS_DIR
 
 PRESETS = Path(lens_core.__file__).resolve().parent / "default_model" / "presets.json"
-
-pytestmark = pytest.mark.skipif(not (DEFAULT_TRANSCODERS_DIR / "transcoders.safetensors").is_file(),
-                                reason="the bundled model's transcoders are not in lens_core/default_model/transcoders yet")
-
 
 @pytest.fixture(scope="module")
 def induction():
