@@ -13,6 +13,7 @@ from lens_core.experiments import AttributionGraphRequest, attribution_graph
 
 PRESETS = Path(lens_core.__file__).resolve().parent / "default_model" / "presets.json"
 
+
 @pytest.fixture(scope="module")
 def induction():
     model = HookedTransformer.from_pretrained("default")
