@@ -134,3 +134,13 @@ def test_use_attn_result_caches_head_results(models):
         bridge.set_use_attn_result(False)
     _, cache = ours.run_with_cache(tokens)
     assert "blocks.0.attn.hook_result" not in cache.cache_dict
+
+
+def test_unembed_input_and_autodiff_toggle(caches):
+    ours, _, _, cache, tl_cache = caches
+    assert_same(cache["unembed.hook_in"], tl_cache["unembed.hook_in"])
+    for mode in (False, True):
+        cache.toggle_autodiff(mode)
+        mine = torch.is_grad_enabled()
+        tl_cache.toggle_autodiff(mode)
+        assert mine == torch.is_grad_enabled() == mode
