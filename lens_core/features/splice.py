@@ -83,18 +83,38 @@ def splice_hooks(tset: TranscoderSet, layers: Optional[Sequence[int]] = None, er
     return hooks
 
 
+class _Enough(Exception):
+    """Raised by the last input hook: every activation needed is in hand, so the forward pass stops there."""
+
+
 @torch.no_grad()
 def feature_activations(model: Any, tset: TranscoderSet, tokens: torch.Tensor,
                         layers: Optional[Sequence[int]] = None) -> dict[int, torch.Tensor]:
-    """{layer: [batch, pos, d_sae]} for the clean model on ``tokens`` (one pass, stopped early)."""
+    """{layer: [batch, pos, d_sae]} for the clean model on ``tokens``: one pass, which stops at the deepest
+    input hook point needed (the rest of the model, unembedding included, never runs)."""
     chosen = list(tset.layers if layers is None else layers)
-    names = sorted({tset[layer].cfg.hook_in for layer in chosen})
-    stop = max(layer for layer in chosen) + 1
-    if stop >= model.cfg.n_layers:  # the last layer is needed: run it all, but skip the unembedding
-        _, cache = model.run_with_cache(tokens, names_filter=names, return_type=None)
-    else:
-        _, cache = model.run_with_cache(tokens, names_filter=names, stop_at_layer=stop)
-    return {layer: tset[layer].encode(cache[tset[layer].cfg.hook_in]) for layer in chosen}
+    by_name: dict[str, list[int]] = {}
+    for layer in chosen:
+        by_name.setdefault(tset[layer].cfg.hook_in, []).append(layer)
+    order = {name: i for i, name in enumerate(model.hook_dict)}
+    unknown = [name for name in by_name if name not in order]
+    if unknown:
+        raise FeaturesUnavailable(f"the model has no hook point {unknown[0]!r}")
+    last = max(by_name, key=order.__getitem__)
+    out: dict[int, torch.Tensor] = {}
+
+    def capture(x: torch.Tensor, hook: Any) -> None:
+        for layer in by_name[hook.name]:
+            out[layer] = tset[layer].encode(x)
+        if hook.name == last:
+            raise _Enough
+
+    try:
+        with model.hooks(fwd_hooks=[(name, capture) for name in by_name]):
+            model(tokens, return_type=None)
+    except _Enough:
+        pass
+    return {layer: out[layer] for layer in chosen}
 
 
 @torch.no_grad()
