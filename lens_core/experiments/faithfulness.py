@@ -70,10 +70,10 @@ def patched_metric(model, graph: Graph, task: Task, masks: torch.Tensor, corrupt
         rows = removed.repeat_interleave(n, dim=0)  # [C * n, S, R]: circuit-major, like the tokens below
         current = torch.empty(C * n, S, n_pos, d, dtype=corrupt_out.dtype, device=corrupt_out.device)
         delta = torch.empty_like(current)
-        corrupt = corrupt_out.repeat(C, 1, 1, 1)
 
         def after_senders(x, hook, first, last):
-            delta[:, first:last] = current[:, first:last] - corrupt[:, first:last]
+            now = current[:, first:last].unflatten(0, (C, n))  # rows are circuit-major: broadcast, no copy
+            delta[:, first:last] = (now - corrupt_out[None, :, first:last]).flatten(0, 1)
 
         hooks = sender_hooks(model, graph, current)
         wrapped = []
