@@ -81,19 +81,34 @@ def patched_metric(model, graph: Graph, task: Task, masks: torch.Tensor, corrupt
             lo, hi = _sender_span(graph, name)
             wrapped.append((name, fn))
             wrapped.append((name, lambda x, h, lo=lo, hi=hi: after_senders(x, h, lo, hi)))
+        H, KV = graph.n_heads, graph.n_kv
         for l in range(graph.n_layers):
-            for kind, name in (("q", "hook_q_input"), ("k", "hook_k_input"), ("v", "hook_v_input"), ("mlp", "hook_mlp_in")):
-                first = graph.receiver(l, kind)
-                width = {"q": graph.n_heads, "k": graph.n_kv, "v": graph.n_kv, "mlp": 1}[kind]
-                n_send = graph.senders_before(first)
-                sel = rows[:, :n_send, first : first + width]
-                if kind == "mlp":
-                    sel = sel[..., 0]
+            # The q, k and v inputs of a layer share their senders: one pass over ``delta`` corrects all three
+            # (the q hook fires first and leaves the k and v parts for the next two hooks).
+            first = graph.receiver(l, "q")
+            n_send = graph.senders_before(first)
+            attention = rows[:, :n_send, first : first + H + 2 * KV]
+            parts: dict = {}
 
-                def fix(x, hook, sel=sel, n_send=n_send):
-                    return _correct(x, delta[:, :n_send], sel)
+            def fix_q(x, hook, sel=attention, n_send=n_send, parts=parts):
+                resid = x[:, :, :1]  # every head's copy is the same residual unless a hook changed it
+                corrected = _correct(resid.expand(-1, -1, H + 2 * KV, -1), delta[:, :n_send], sel)
+                parts["k"], parts["v"] = corrected[:, :, H : H + KV], corrected[:, :, H + KV :]
+                return corrected[:, :, :H] + (x - resid)
 
-                wrapped.append((f"blocks.{l}.{name}", fix))
+            def fix_kv(x, hook, kind, parts=parts):
+                return parts.pop(kind) + (x - x[:, :, :1])
+
+            mlp = graph.receiver(l, "mlp")
+            n_mlp = graph.senders_before(mlp)
+
+            def fix_mlp(x, hook, sel=rows[:, :n_mlp, mlp], n_mlp=n_mlp):
+                return _correct(x, delta[:, :n_mlp], sel)
+
+            wrapped += [(f"blocks.{l}.hook_q_input", fix_q),
+                        (f"blocks.{l}.hook_k_input", lambda x, h, f=fix_kv: f(x, h, "k")),
+                        (f"blocks.{l}.hook_v_input", lambda x, h, f=fix_kv: f(x, h, "v")),
+                        (f"blocks.{l}.hook_mlp_in", fix_mlp)]
         last = R - 1
 
         def fix_logits(x, hook):
