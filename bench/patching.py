@@ -15,6 +15,10 @@ for the resid_pre sweep and the head-output (all positions) sweep, equal within 
 Measured 2026-11-24 01:06 UTC on the 2-core machine, nothing else running, torch 2.13.0 CPU, 2 threads:
     --pair ioi     resid_pre 0.46 s vs 11.20 s (24.2x), head_out_all_pos 0.52 s vs 8.42 s (16.3x), max |diff| 3e-6
     --pair random  resid_pre 0.72 s vs 11.40 s (15.8x), head_out_all_pos 0.66 s vs 8.58 s (13.0x), max |diff| 3e-6
+Issue 10 row ``patching.resid_pre`` (the notebook route: lens_core.patching.get_act_patch_resid_pre with a metric
+function, TransformerLens's signature), measured 2026-12-04 19:47 UTC, load average ~1: 0.886 s vs 13.36 s (15.1x;
+the experiment route in the same run 0.650 s, 20.1x): goal >= 20x **not met**; the gap is the base run for the metric
+probe and one Python metric call per cell.
 (Earlier the same day, with other jobs on the machine, the reference took 15-17 s and the ratios were
 19-34x: the reference suffers more from a busy machine than we do.) The head-output sweep spends 87% of
 its time in matrix-multiply calls (``python -m bench.gemm_peak``), so it is bound by the work it cannot

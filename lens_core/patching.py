@@ -8,7 +8,8 @@ corrupted run, one cell at a time, and returns ``patching_metric(logits)`` per c
 - a metric that reads only the last position's logits (checked by calling it once on logits
   whose other positions are NaN) goes to the suffix engine (``experiments._suffix``): each
   cell recomputes only the layers and positions its patch can change, many cells per batch,
-  and only the last position is unembedded;
+  and only the last position is unembedded, and only the columns the metric reads when a
+  small set of them gives the same value (a logit difference: two columns);
 - any other metric (one prompt): cells batched per layer, starting at the patched layer
   (``experiments.patching.run_cells``), full logits per cell;
 - a corrupted batch of several prompts: one hooked run per cell, as TransformerLens does.
@@ -57,11 +58,38 @@ def _reads_last_position_only(metric: Metric, logits: torch.Tensor) -> bool:
     return bool(torch.isfinite(value).all()) and torch.allclose(value, reference, rtol=1e-6, atol=1e-6)
 
 
-def _metric_values(metric: Metric, rows: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
-    """``metric`` on each row of last-position logits ``[rows, d_vocab]``, placed in ``template`` [1, pos, vocab]."""
+def _metric_columns(metric: Metric, logits: torch.Tensor) -> torch.Tensor:
+    """The vocabulary columns a last-position metric reads (all of them unless a small set can be shown).
+
+    Candidates are the columns where the metric's gradient is nonzero (a logit difference: its two
+    answers); they are kept only if the metric gives the same value with every other logit NaN.
+    """
+    every = torch.arange(logits.shape[-1], device=logits.device)
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            probe = logits.detach().clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(torch.as_tensor(metric(probe)).sum(), probe)
+    except Exception:  # not differentiable, not a tensor, ...: read them all
+        return every
+    columns = grad[:, -1].reshape(-1, logits.shape[-1]).ne(0).any(0).nonzero()[:, 0]
+    if len(columns) == 0 or len(columns) > 64:
+        return every
+    masked = torch.full_like(logits, float("nan"))
+    masked[:, -1, columns] = logits[:, -1, columns]
+    try:
+        value, reference = torch.as_tensor(metric(masked)).float(), torch.as_tensor(metric(logits)).float()
+    except Exception:
+        return every
+    same = bool(torch.isfinite(value).all()) and torch.allclose(value, reference, rtol=1e-6, atol=1e-6)
+    return columns if same else every
+
+
+def _metric_values(metric: Metric, rows: torch.Tensor, template: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """``metric`` on each row of last-position logits of ``columns`` ``[rows, n_columns]``, written into
+    ``template`` [1, pos, vocab] (NaN elsewhere)."""
     out = torch.empty(rows.shape[0])
     for i in range(rows.shape[0]):
-        template[0, -1] = rows[i]
+        template[0, -1, columns] = rows[i]
         out[i] = float(metric(template))
     return out
 
@@ -80,9 +108,10 @@ def generic_activation_patch(model, corrupted_tokens: torch.Tensor, clean_cache,
     if corrupted_tokens.shape[0] > 1:
         return _per_cell(model, corrupted_tokens, clean_cache, patching_metric, names, cells).reshape(n, *shape)
     sources = [clean_cache[name][0] for name in names]
-    logits = model(corrupted_tokens)
-    if _suffix.supported(model) and _reads_last_position_only(patching_metric, logits):
-        runner = _suffix.SuffixRunner(model, corrupted_tokens, extra_names=names)
+    runner = _suffix.SuffixRunner(model, corrupted_tokens, extra_names=names) if _suffix.supported(model) else None
+    if runner is not None and _reads_last_position_only(patching_metric, runner.base_logits):
+        logits = runner.base_logits
+        columns = _metric_columns(patching_metric, logits)
         axis = _suffix.POSITION_AXIS[activation_name]
         suffix_cells = []
         for l, name in enumerate(names):
@@ -91,12 +120,12 @@ def generic_activation_patch(model, corrupted_tokens: torch.Tensor, clean_cache,
                 start = _suffix.first_change(index, changed, axis)
                 suffix_cells.append(_suffix.SuffixCell(l, activation_name, index, sources[l], start))
         template = torch.full_like(logits[:1], float("nan"))
-        W_U, b_U = model.W_U, model.b_U
+        W_U, b_U = model.W_U[:, columns], model.b_U[columns]  # only the columns the metric reads
 
         def readout(last: torch.Tensor) -> tuple[torch.Tensor]:
-            return (_metric_values(patching_metric, final_norm(model, last) @ W_U + b_U, template),)
+            return (_metric_values(patching_metric, final_norm(model, last) @ W_U + b_U, template, columns),)
 
-        max_rows = max(1, int(MEMORY_BUDGET_MB * 2**20 // (bytes_per_row(model, n_pos) + 4 * cfg.d_vocab_out)))
+        max_rows = max(1, int(MEMORY_BUDGET_MB * 2**20 // (bytes_per_row(model, n_pos) + 4 * len(columns))))
         (values,) = runner.run(suffix_cells, readout, max_rows)
         return values.reshape(n, *shape)
     resid_names = [f"blocks.{l}.hook_resid_pre" for l in range(n)]
