@@ -5,6 +5,7 @@ One Ray instance and one deployment for the whole module (Ray takes ~15 s to sta
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 import signal
@@ -91,9 +92,16 @@ def test_worker_refuses_other_weights(cluster, model):
         client.run("predictions", "default", "float32", "0" * 64, request)
 
 
+def replica_pid(cluster, timeout_s: float) -> int:
+    """The replica's pid, asked from a fresh thread: a sync Serve call refuses to run on a thread with a
+    running event loop (Playwright's sync API leaves one on the main thread when browser tests ran first)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: cluster.health.remote().result(timeout_s=timeout_s)["pid"]).result()
+
+
 def test_worker_killed_mid_request_retries_or_says_so_never_hangs(cluster, model):
     client = RayCompute(app=APP, timeout_s=150)
-    before = cluster.health.remote().result(timeout_s=60)["pid"]
+    before = replica_pid(cluster, 60)
     request = patching_request(model, n_tokens=128)
     killed = threading.Event()
 
@@ -115,7 +123,7 @@ def test_worker_killed_mid_request_retries_or_says_so_never_hangs(cluster, model
     deadline = time.monotonic() + 90  # Serve replaces the replica
     while time.monotonic() < deadline:
         try:
-            if cluster.health.remote().result(timeout_s=10)["pid"] != before:
+            if replica_pid(cluster, 10) != before:
                 break
         except Exception:  # noqa: BLE001 - the replacement is still starting
             time.sleep(1)
