@@ -22,8 +22,8 @@ import torch
 
 from lens_core.utils import get_act_name
 
-from ._common import answer_metrics, contrast_tokens, layer_labels, resolve_answers, str_tokens
-from .patching import DIRECTIONS, SWEEPS, PatchingRequest, PatchingResult, normalize, position_labels
+from ._common import answer_metrics, layer_labels, str_tokens
+from .patching import PatchingRequest, sweep_setup, PatchingResult, normalize, position_labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,16 +49,7 @@ def _cells(delta_grad: torch.Tensor, activation: str, cell_kind: str) -> torch.T
 
 def attribution_patching(model, request: AttributionPatchingRequest) -> AttributionPatchingResult:
     cfg = model.cfg
-    if request.sweep not in SWEEPS:
-        raise ValueError(f"unknown sweep {request.sweep!r}; choose one of {sorted(SWEEPS)}")
-    if request.direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {request.direction!r}")
-    activation, cell_kind = SWEEPS[request.sweep]
-    if activation == "resid_mid" and cfg.parallel_attn_mlp:
-        raise ValueError("this model runs attention and MLP in parallel: it has no resid_mid")
-    clean, corrupted = contrast_tokens(model, request)
-    answer, wrong = resolve_answers(model, request)
-    base_tokens, source_tokens = (corrupted, clean) if request.direction == "denoise" else (clean, corrupted)
+    activation, cell_kind, clean, corrupted, answer, wrong, base_tokens, source_tokens = sweep_setup(model, request)
     names = [get_act_name(activation, l) for l in range(cfg.n_layers)]
 
     with torch.no_grad():

@@ -196,20 +196,27 @@ def position_labels(strs: Sequence[str]) -> list[str]:
     return [f"{i}: {s}" for i, s in enumerate(strs)]
 
 
-# ---- the experiment ----------------------------------------------------------------
-@torch.inference_mode()
-def activation_patching(model, request: PatchingRequest, progress: Progress = None) -> PatchingResult:
-    cfg = model.cfg
+def sweep_setup(model, request):
+    """Checked sweep and direction, then the pair's tokens and answers: (activation, cell_kind, clean,
+    corrupted, answer, wrong, base_tokens, source_tokens). Shared by exact and attribution patching."""
     if request.sweep not in SWEEPS:
         raise ValueError(f"unknown sweep {request.sweep!r}; choose one of {sorted(SWEEPS)}")
     if request.direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {request.direction!r}")
     activation, cell_kind = SWEEPS[request.sweep]
-    if activation == "resid_mid" and cfg.parallel_attn_mlp:
+    if activation == "resid_mid" and model.cfg.parallel_attn_mlp:
         raise ValueError("this model runs attention and MLP in parallel: it has no resid_mid")
     clean, corrupted = contrast_tokens(model, request)
     answer, wrong = resolve_answers(model, request)
     base_tokens, source_tokens = (corrupted, clean) if request.direction == "denoise" else (clean, corrupted)
+    return activation, cell_kind, clean, corrupted, answer, wrong, base_tokens, source_tokens
+
+
+# ---- the experiment ----------------------------------------------------------------
+@torch.inference_mode()
+def activation_patching(model, request: PatchingRequest, progress: Progress = None) -> PatchingResult:
+    cfg = model.cfg
+    activation, cell_kind, clean, corrupted, answer, wrong, base_tokens, source_tokens = sweep_setup(model, request)
     n, n_pos = cfg.n_layers, clean.shape[1]
 
     sweep_names = [get_act_name(activation, l) for l in range(n)]
