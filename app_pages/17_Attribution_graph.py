@@ -21,15 +21,7 @@ st.title("Attribution graph")
 ctx = app_context()
 model = ctx.require_model()
 
-tset, fingerprint = view.transcoders_for(ctx)
-if tset is None:
-    st.warning(md_escape(f"No attribution graph for this model: {fingerprint}"), icon=":material/warning:")
-    if ctx.settings.model_allowed("default") and ctx.model_name != "default":
-        def use_bundled() -> None:
-            st.session_state["model"] = "default"
-            st.query_params["model"] = "default"
-        st.button("Use the bundled model (it has transcoders)", on_click=use_bundled, key="use_bundled")
-    st.stop()
+tset, fingerprint = view.require_transcoders(ctx, "No attribution graph for this model")
 
 preset_picker("attribution_graph", {"prompt": "prompt", "answer": "target"}, ctx)
 model, tokens = ctx.require_prompt()

@@ -8,7 +8,7 @@ from lens_core.experiments.features import (FeatureActivationsRequest, SteeringR
                                             feature_activations_on_prompt, feature_steering, unit_activation)
 from lens_core.features import FeaturesUnavailable
 from ui import charts, state
-from ui.attribution_graph_view import dashboards_for, feature_label, transcoders_for
+from ui.attribution_graph_view import dashboards_for, feature_label, require_transcoders
 from ui.errors import guard, md_escape
 from ui.export import experiment_snippet, export_bar
 from ui.feature_view import parse_edits, prompt_strip, unit_dashboard
@@ -18,15 +18,7 @@ from ui.widgets import app_context, preset_picker
 st.title("Features")
 ctx = app_context()
 model = ctx.require_model()
-tset, fingerprint = transcoders_for(ctx)
-if tset is None:
-    st.warning(md_escape(f"No sparse features for this model: {fingerprint}"), icon=":material/warning:")
-    if ctx.settings.model_allowed("default") and ctx.model_name != "default":
-        def use_bundled() -> None:
-            st.session_state["model"] = "default"
-            st.query_params["model"] = "default"
-        st.button("Use the bundled model (it has transcoders)", on_click=use_bundled, key="use_bundled")
-    st.stop()
+tset, fingerprint = require_transcoders(ctx, "No sparse features for this model")
 
 preset_picker("features", {"prompt": "prompt"}, ctx)
 model, tokens = ctx.require_prompt()

@@ -46,6 +46,23 @@ def transcoders_for(ctx) -> tuple[Any, str]:
     return _transcoders(ctx.model_name, ctx.dtype, ctx.device, _stamp(), ctx.model)
 
 
+def require_transcoders(ctx, missing: str) -> tuple[Any, str]:
+    """The loaded model's transcoders and their fingerprint; without them, say why (``missing`` names what the page cannot
+    show), offer the bundled model when it is allowed, and stop the page."""
+    tset, reason = transcoders_for(ctx)
+    if tset is not None:
+        return tset, reason
+    from ui.errors import md_escape
+
+    st.warning(md_escape(f"{missing}: {reason}"), icon=":material/warning:")
+    if ctx.settings.model_allowed("default") and ctx.model_name != "default":
+        def use_bundled() -> None:
+            st.session_state["model"] = "default"
+            st.query_params["model"] = "default"
+        st.button("Use the bundled model (it has transcoders)", on_click=use_bundled, key="use_bundled")
+    st.stop()
+
+
 @st.cache_resource(max_entries=2, show_spinner=False)
 def _dashboards(directory: str, version):
     from lens_core.features.dashboards import Dashboards
