@@ -6,17 +6,11 @@ import streamlit as st
 from lens_core.experiments.patching import DIRECTIONS, SWEEPS, PatchingRequest, activation_patching
 from ui import charts, state
 from ui.errors import UserInputError, guard, md_escape
+from ui.contrast_inputs import contrast_inputs
 from ui.export import experiment_snippet, export_bar
 from ui.model import run_experiment
 from ui.notices import patching_value_choice, small_gap_warning
-from ui.widgets import (
-    answer_pair_inputs,
-    app_context,
-    derive_corrupted_prompt,
-    next_token_guesses,
-    preset_picker,
-    prompt_input,
-)
+from ui.widgets import app_context, derive_corrupted_prompt, preset_picker
 
 VALUES = ("normalized", "logit difference", "answer probability")
 DEFAULT_SWEEPS = ["resid_pre", "head_out_all_pos"]
@@ -59,27 +53,7 @@ model, clean_tokens = ctx.require_prompt()
 clean_ids = [int(t) for t in clean_tokens[0].tolist()]
 
 # -- inputs ----------------------------------------------------------------------------
-guesses = []
-if not {"answer", "wrong_answer", "corrupted"} <= set(st.session_state):
-    guesses = next_token_guesses(model, clean_tokens, 2)
-guesses += [""] * (2 - len(guesses))
-default_corrupted = ""
-if "corrupted" not in st.session_state:
-    answer0 = st.session_state.get("answer") or st.query_params.get("answer") or guesses[0]
-    wrong0 = st.session_state.get("wrong_answer") or st.query_params.get("wrong_answer") or guesses[1]
-    default_corrupted = derive_corrupted_prompt(model, ctx.prompt, answer0, wrong0) or ctx.prompt
-
-
-def derive_from_clean() -> None:
-    derived = derive_corrupted_prompt(model, ctx.prompt, st.session_state.get("answer"), st.session_state.get("wrong_answer"))
-    state.set_value("corrupted", derived or ctx.prompt)
-
-
-corrupted_text, corrupted_tokens = prompt_input("Corrupted prompt", key="corrupted", model=model,
-                                                default=default_corrupted, area=False, settings=ctx.settings)
-st.button("Derive a corrupted prompt from the clean one", key="derive_corrupted", on_click=derive_from_clean,
-          help="Replaces the first occurrence of the answer token by the wrong answer (or breaks the first repeated token).")
-answer_text, answer, wrong_text, wrong = answer_pair_inputs(model, clean_tokens, guesses)
+corrupted_text, corrupted_tokens, answer_text, answer, wrong_text, wrong = contrast_inputs(ctx, model, clean_tokens)
 cols = st.columns([3, 2, 3])
 sweeps = state.multiselect("Sweeps", list(SWEEPS), key="sweeps", default=DEFAULT_SWEEPS, where=cols[0],
                            help="; ".join(f"{name}: {text}" for name, text in SWEEP_HELP.items()))

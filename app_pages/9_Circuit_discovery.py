@@ -13,10 +13,11 @@ from lens_core.experiments.patching import SWEEPS, PatchingRequest, activation_p
 from ui import charts, state
 from ui.circuit_view import circuit_graph_figure, faithfulness_figure
 from ui.errors import UserInputError, guard, md_escape
+from ui.contrast_inputs import contrast_inputs
 from ui.export import experiment_snippet, export_bar
 from ui.graph_chart import selected_ids
 from ui.model import run_experiment
-from ui.widgets import answer_pair_inputs, app_context, derive_corrupted_prompt, next_token_guesses, preset_picker, prompt_input
+from ui.widgets import app_context, derive_corrupted_prompt, preset_picker
 
 METHOD_NAMES = {"eap_ig": "EAP-IG (integrated gradients)", "eap": "EAP (one gradient)"}
 ABLATION_NAMES = {"corrupted": "their sender's corrupted output", "mean": "the mean corrupted output over the prompts"}
@@ -61,24 +62,7 @@ if task == "pair":
                   ctx, extra_pages=("activation_patching", "attention"), derive=with_corrupted)
     model, clean_tokens = ctx.require_prompt()
     clean_ids = [int(t) for t in clean_tokens[0].tolist()]
-    guesses = []
-    if not {"answer", "wrong_answer", "corrupted"} <= set(st.session_state):
-        guesses = next_token_guesses(model, clean_tokens, 2)
-    guesses += [""] * (2 - len(guesses))
-    default_corrupted = ""
-    if "corrupted" not in st.session_state:
-        answer0 = st.session_state.get("answer") or st.query_params.get("answer") or guesses[0]
-        wrong0 = st.session_state.get("wrong_answer") or st.query_params.get("wrong_answer") or guesses[1]
-        default_corrupted = derive_corrupted_prompt(model, ctx.prompt, answer0, wrong0) or ctx.prompt
-
-    def derive_from_clean() -> None:
-        derived = derive_corrupted_prompt(model, ctx.prompt, st.session_state.get("answer"), st.session_state.get("wrong_answer"))
-        state.set_value("corrupted", derived or ctx.prompt)
-
-    corrupted_text, corrupted_tokens = prompt_input("Corrupted prompt", key="corrupted", model=model,
-                                                    default=default_corrupted, area=False, settings=ctx.settings)
-    st.button("Derive a corrupted prompt from the clean one", key="derive_corrupted", on_click=derive_from_clean)
-    answer_text, answer, wrong_text, wrong = answer_pair_inputs(model, clean_tokens, guesses)
+    corrupted_text, corrupted_tokens, answer_text, answer, wrong_text, wrong = contrast_inputs(ctx, model, clean_tokens)
     if corrupted_tokens is None or answer is None or (wrong_text and wrong is None):
         st.stop()
     corrupted_ids = [int(t) for t in corrupted_tokens[0].tolist()]

@@ -1,0 +1,35 @@
+"""The corrupted prompt and answer pair that every clean-vs-corrupted page asks for, written once."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui import state
+from ui.widgets import answer_pair_inputs, derive_corrupted_prompt, next_token_guesses, prompt_input
+
+
+def contrast_inputs(ctx, model, clean_tokens):
+    """Corrupted prompt (derived from the clean one by default, or by a button) and answer / wrong answer.
+
+    Returns (corrupted_text, corrupted_tokens, answer_text, answer, wrong_text, wrong) as the widgets give them.
+    """
+    guesses = []
+    if not {"answer", "wrong_answer", "corrupted"} <= set(st.session_state):
+        guesses = next_token_guesses(model, clean_tokens, 2)
+    guesses += [""] * (2 - len(guesses))
+    default_corrupted = ""
+    if "corrupted" not in st.session_state:
+        answer0 = st.session_state.get("answer") or st.query_params.get("answer") or guesses[0]
+        wrong0 = st.session_state.get("wrong_answer") or st.query_params.get("wrong_answer") or guesses[1]
+        default_corrupted = derive_corrupted_prompt(model, ctx.prompt, answer0, wrong0) or ctx.prompt
+
+    def derive_from_clean() -> None:
+        derived = derive_corrupted_prompt(model, ctx.prompt, st.session_state.get("answer"), st.session_state.get("wrong_answer"))
+        state.set_value("corrupted", derived or ctx.prompt)
+
+    corrupted_text, corrupted_tokens = prompt_input("Corrupted prompt", key="corrupted", model=model,
+                                                    default=default_corrupted, area=False, settings=ctx.settings)
+    st.button("Derive a corrupted prompt from the clean one", key="derive_corrupted", on_click=derive_from_clean,
+              help="Replaces the first occurrence of the answer token by the wrong answer (or breaks the first repeated token).")
+    answer_text, answer, wrong_text, wrong = answer_pair_inputs(model, clean_tokens, guesses)
+    return corrupted_text, corrupted_tokens, answer_text, answer, wrong_text, wrong
