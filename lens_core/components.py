@@ -42,9 +42,11 @@ class Embed(nn.Module):
     def __init__(self, cfg: HookedTransformerConfig) -> None:
         super().__init__()
         self.W_E = _param(cfg.d_vocab, cfg.d_model)
+        self.scale = cfg.embed_scale  # Gemma: sqrt(d_model), applied in the weights' dtype as Hugging Face does
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return F.embedding(tokens, self.W_E)  # [batch, pos, d_model]
+        out = F.embedding(tokens, self.W_E)  # [batch, pos, d_model]
+        return out if self.scale == 1.0 else out * torch.tensor(self.scale, dtype=out.dtype)
 
 
 class PosEmbed(nn.Module):
@@ -61,27 +63,37 @@ class Unembed(nn.Module):
         super().__init__()
         self.weight = _param(cfg.d_vocab_out, cfg.d_model)  # stored like the embedding: [d_vocab, d_model]
         self.b_U = _param(cfg.d_vocab_out)
+        self.soft_cap = cfg.output_logits_soft_cap
 
     @property
     def W_U(self) -> torch.Tensor:
         return self.weight.T  # [d_model, d_vocab]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.b_U)  # [batch, pos, d_vocab]
+        return soft_cap(F.linear(x, self.weight, self.b_U), self.soft_cap)  # [batch, pos, d_vocab]
+
+
+def soft_cap(x: torch.Tensor, cap: float) -> torch.Tensor:
+    """``cap * tanh(x / cap)`` when ``cap > 0`` (Gemma 2's logit soft-capping), else ``x``."""
+    return x if cap is None or cap <= 0 else torch.tanh(x / cap) * cap
 
 
 class Norm(nn.Module):
-    """LayerNorm or RMSNorm; the ``Pre`` kinds have had their weights folded into the next layer."""
+    """LayerNorm or RMSNorm; the ``Pre`` kinds have had their weights folded into the next layer.
 
-    def __init__(self, cfg: HookedTransformerConfig, name: str) -> None:
+    ``kind``/``d``: for the norms that are never folded (post-sublayer norms, q/k norms over ``d``
+    features). Gemma's ``(1 + weight)`` is converted at load time, so ``w`` is the whole factor."""
+
+    def __init__(self, cfg: HookedTransformerConfig, name: str, kind: Optional[str] = None, d: Optional[int] = None) -> None:
         super().__init__()
-        self.kind = cfg.normalization_type
+        self.kind = kind or cfg.normalization_type
         self.eps = cfg.eps
         self.centered = self.kind in ("LN", "LNPre")
+        d = d or cfg.d_model
         if self.kind in ("LN", "RMS"):
-            self.w = _param(cfg.d_model)
+            self.w = _param(d)
         if self.kind == "LN":
-            self.b = _param(cfg.d_model)
+            self.b = _param(d)
         self.hook_scale = HookPoint(f"{name}.hook_scale")  # [batch, pos, 1]
         self.hook_normalized = HookPoint(f"{name}.hook_normalized")  # [batch, pos, d_model]
 
@@ -106,11 +118,15 @@ class Norm(nn.Module):
         return x
 
 
-def rotary_cos_sin(cfg: HookedTransformerConfig, n_pos: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin tables [pos, rotary_dim] for the rotate-half convention (GPT-NeoX, Llama)."""
+def rotary_cos_sin(cfg: HookedTransformerConfig, n_pos: int, device: torch.device,
+                   local: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables [pos, rotary_dim] for the rotate-half convention (GPT-NeoX, Llama).
+    ``local``: a sliding-window layer of a model with its own local base (Gemma 3: unscaled)."""
     dim = cfg.rotary_dim
-    inv_freq = 1.0 / (cfg.rotary_base ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim))
-    scaling = cfg.rope_scaling or {}
+    local = local and cfg.rotary_base_local is not None
+    base = cfg.rotary_base_local if local else cfg.rotary_base
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim))
+    scaling = {} if local else (cfg.rope_scaling or {})
     rope_type = scaling.get("rope_type", scaling.get("type", "default"))
     if rope_type == "linear":
         inv_freq = inv_freq / scaling["factor"]
@@ -155,6 +171,11 @@ class Attention(nn.Module):
             setattr(self, f"hook_{point}", HookPoint(f"{name}.hook_{point}"))
         if cfg.positional_embedding_type != "rotary":
             del self.hook_rot_q, self.hook_rot_k
+        self.local = cfg.is_local(layer)
+        if cfg.qk_norm is not None:  # RMSNorm of each head's query/key (or of all heads at once), before rotary
+            kind, per_head = cfg.unfolded_norm_type, cfg.qk_norm == "head"
+            self.q_norm = Norm(cfg, f"{name}.q_norm", kind, e if per_head else h * e)
+            self.k_norm = Norm(cfg, f"{name}.k_norm", kind, e if per_head else kv * e)
 
     # TransformerLens-shaped views of the fused weights.
     def _heads(self, index: int, n: int, flat: torch.Tensor) -> torch.Tensor:
@@ -221,8 +242,12 @@ class Attention(nn.Module):
         q = self.hook_q(q)  # [batch, pos, head, d_head]
         k = self.hook_k(k)  # [batch, pos, kv_head, d_head]
         v = self.hook_v(v)
+        if cfg.qk_norm == "head":
+            q, k = self.q_norm(q), self.k_norm(k)
+        elif cfg.qk_norm == "all":
+            q, k = self.q_norm(q.flatten(-2)).view(q.shape), self.k_norm(k.flatten(-2)).view(k.shape)
         if cfg.positional_embedding_type == "rotary":
-            cos, sin = rotary_cos_sin(cfg, n_keys, x.device)
+            cos, sin = rotary_cos_sin(cfg, n_keys, x.device, local=self.local)
             q = self.hook_rot_q(apply_rotary(q, cos[offset:], sin[offset:]))
             k = self.hook_rot_k(apply_rotary(k, cos[offset:], sin[offset:]))
         if last_query_only:
@@ -240,8 +265,11 @@ class Attention(nn.Module):
         if attention_mask is not None:
             # Padding keys are hidden; a position always sees itself, so no row is empty.
             allowed = allowed & (attention_mask[:, None, None, :].bool() | (query_pos[:, None] == torch.arange(n_keys, device=x.device)))
-        if self.hook_attn_scores.is_active() or self.hook_pattern.is_active():
+        if self.local:  # sliding window: the last window_size keys, the query's own included
+            allowed = allowed & (torch.arange(n_keys, device=x.device)[None, :] > query_pos[:, None] - cfg.window_size)
+        if self.hook_attn_scores.is_active() or self.hook_pattern.is_active() or cfg.attn_scores_soft_cap > 0:
             scores = torch.matmul(q, k.transpose(-1, -2)) / cfg.attn_scale  # [batch, head, query, key_pos]
+            scores = soft_cap(scores, cfg.attn_scores_soft_cap)
             scores = self.hook_attn_scores(scores.masked_fill(~allowed, float("-inf")))
             pattern = self.hook_pattern(scores.float().softmax(dim=-1).to(x.dtype))
             z = torch.matmul(pattern, v)
@@ -291,10 +319,17 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.layer = layer
-        self.ln1 = Norm(cfg, f"blocks.{layer}.ln1")
+        pre, post = cfg.sublayer_norms in ("pre", "pre_post"), cfg.sublayer_norms in ("pre_post", "post")
+        # OLMo 2 has no pre-sublayer norms: ln1/ln2 are None and the sublayers read the residual itself.
+        self.ln1 = Norm(cfg, f"blocks.{layer}.ln1") if pre else None
         self.attn = Attention(cfg, layer)
-        self.ln2 = Norm(cfg, f"blocks.{layer}.ln2")
+        self.ln2 = Norm(cfg, f"blocks.{layer}.ln2") if pre else None
         self.mlp = MLP(cfg, layer)
+        if post:  # norms of each sublayer's output before the residual add (never folded)
+            self.ln1_post = Norm(cfg, f"blocks.{layer}.ln1_post", cfg.unfolded_norm_type)
+            self.ln2_post = Norm(cfg, f"blocks.{layer}.ln2_post", cfg.unfolded_norm_type)
+        else:
+            self.ln1_post = self.ln2_post = None
         for point in ("resid_pre", "attn_out", "mlp_out", "resid_post"):
             setattr(self, f"hook_{point}", HookPoint(f"blocks.{layer}.hook_{point}"))
         # Receivers' inputs (edge-level patching): the residual before ln1, one copy per head
@@ -320,21 +355,25 @@ class TransformerBlock(nn.Module):
             inputs = [point(resid[:, :, None].expand(-1, -1, n, -1)) for point, n in
                       zip((self.hook_q_input, self.hook_k_input, self.hook_v_input), per_head)]
             # One ln1 call on [batch, pos, head + 2 kv_head, d_model], so its hooks still fire once.
-            split = self.ln1(torch.cat(inputs, dim=2)).split(per_head, dim=2)
+            split = _apply(self.ln1, torch.cat(inputs, dim=2)).split(per_head, dim=2)
             attn_out = self.attn(None, attention_mask, past_kv, last_query_only, split_inputs=split)
         else:
-            attn_out = self.attn(self.ln1(resid), attention_mask, past_kv, last_query_only)
-        attn_out = self.hook_attn_out(attn_out)
+            attn_out = self.attn(_apply(self.ln1, resid), attention_mask, past_kv, last_query_only)
+        attn_out = self.hook_attn_out(_apply(self.ln1_post, attn_out))
         if last_query_only:
             resid = resid[:, -1:]
         if self.cfg.parallel_attn_mlp:
-            mlp_out = self.hook_mlp_out(self.mlp(self.ln2(self._mlp_in(resid))))
+            mlp_out = self.hook_mlp_out(_apply(self.ln2_post, self.mlp(_apply(self.ln2, self._mlp_in(resid)))))
             return self.hook_resid_post(resid + attn_out + mlp_out)
         resid_mid = self.hook_resid_mid(resid + attn_out)
-        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(self._mlp_in(resid_mid))))
+        mlp_out = self.hook_mlp_out(_apply(self.ln2_post, self.mlp(_apply(self.ln2, self._mlp_in(resid_mid)))))
         return self.hook_resid_post(resid_mid + mlp_out)
 
     def _mlp_in(self, resid: torch.Tensor) -> torch.Tensor:
         # A copy when hooked, so a hook's change (or a gradient taken there) is the MLP's input
         # alone, not the residual stream that also flows past the MLP.
         return self.hook_mlp_in(resid.clone()) if self.hook_mlp_in.is_active() else resid
+
+
+def _apply(norm: Optional[Norm], x: torch.Tensor) -> torch.Tensor:
+    return x if norm is None else norm(x)

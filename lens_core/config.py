@@ -16,6 +16,7 @@ import torch
 NORMALIZATION_TYPES = ("LN", "LNPre", "RMS", "RMSPre")
 POSITIONAL_TYPES = ("standard", "rotary")
 ACT_FNS = ("gelu", "gelu_new", "silu", "relu")
+SUBLAYER_NORMS = ("pre", "pre_post", "post")
 
 
 @dataclasses.dataclass
@@ -52,6 +53,15 @@ class HookedTransformerConfig:
     init_weights: bool = True  # HookedTransformer(cfg) initialises (loading turns it off)
     init_mode: str = "gpt2"
     initializer_range: float = -1.0  # -1: 0.8 / sqrt(d_model), TransformerLens's default
+    # Variants of the newer families (Gemma 2/3, Qwen3, OLMo 2); see lens_core/families/.
+    sublayer_norms: str = "pre"  # "pre" | "pre_post" (ln1_post, ln2_post too: Gemma) | "post" (only those: OLMo 2)
+    qk_norm: Optional[str] = None  # None | "head" (RMSNorm over d_head: Qwen3, Gemma 3) | "all" (over all heads: OLMo 2)
+    attn_scores_soft_cap: float = -1.0  # > 0: scores -> cap * tanh(scores / cap) (Gemma 2); TransformerLens's name
+    output_logits_soft_cap: float = -1.0  # > 0: the same on the logits
+    attn_types: Optional[list] = None  # per layer "global" | "local" (sliding window of window_size keys)
+    window_size: Optional[int] = None
+    rotary_base_local: Optional[float] = None  # rotary base of the "local" layers (Gemma 3); no scaling there
+    embed_scale: float = 1.0  # token embeddings are multiplied by this (Gemma: sqrt(d_model))
 
     def __post_init__(self) -> None:
         if self.n_key_value_heads is None:
@@ -72,8 +82,37 @@ class HookedTransformerConfig:
             raise NotImplementedError("attention-only models (attn_only=True) are not supported by lens_core")
         if self.init_mode != "gpt2":
             raise NotImplementedError(f"init_mode {self.init_mode!r}: only TransformerLens's 'gpt2' initialisation is supported")
+        if self.sublayer_norms not in SUBLAYER_NORMS:
+            raise ValueError(f"sublayer_norms must be one of {SUBLAYER_NORMS}, got {self.sublayer_norms!r}")
+        if self.qk_norm not in (None, "head", "all"):
+            raise ValueError(f"qk_norm must be None, 'head' or 'all', got {self.qk_norm!r}")
+        if self.attn_types is not None:
+            if len(self.attn_types) != self.n_layers or set(self.attn_types) - {"global", "local"}:
+                raise ValueError("attn_types needs one 'global' or 'local' per layer")
+            if "local" in self.attn_types and not self.window_size:
+                raise ValueError("local attention layers need a window_size")
         if self.n_heads % self.n_key_value_heads:
             raise ValueError("n_heads must be a multiple of n_key_value_heads")
+
+    @property
+    def use_normalization_before_and_after(self) -> bool:  # TransformerLens's name for Gemma's layout
+        return self.sublayer_norms == "pre_post"
+
+    @property
+    def use_qk_norm(self) -> bool:
+        return self.qk_norm is not None
+
+    @property
+    def use_local_attn(self) -> bool:
+        return bool(self.attn_types) and "local" in self.attn_types
+
+    def is_local(self, layer: int) -> bool:
+        return bool(self.attn_types) and self.attn_types[layer] == "local"
+
+    @property
+    def unfolded_norm_type(self) -> str:
+        """The kind of the norms that keep their weights (post-sublayer and q/k norms): never folded."""
+        return {"LNPre": "LN", "RMSPre": "RMS"}.get(self.normalization_type, self.normalization_type)
 
     @property
     def n_kv_groups(self) -> int:

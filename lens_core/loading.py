@@ -26,7 +26,7 @@ from .config import HookedTransformerConfig
 from .families import family_for
 from .families.reader import WeightReader
 from .model import HookedTransformer
-from .processing import process_weights
+from .processing import process_weights, processing_notes
 from .safetensors_io import SafetensorsError, read_file
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
@@ -134,6 +134,7 @@ def build_model(
     if owned:
         tensors.clear()  # the ignored ones (attention masks, rotary tables): not needed
     del reader
+    skipped = processing_notes(cfg, **{k: v for k, v in processing.items() if k != "fold_value_biases"})
     applied = process_weights(weights, cfg, inplace=owned, **processing)
     target = as_dtype(dtype)
     cfg.dtype = target
@@ -143,6 +144,7 @@ def build_model(
     model = HookedTransformer(cfg, tokenizer=tokenizer)
     load_weights(model, weights)
     model.processing = applied
+    model.processing_skipped = skipped
     return model.to(device=cfg.device, dtype=target)
 
 

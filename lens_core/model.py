@@ -30,6 +30,7 @@ class HookedTransformer(TransformerLensMixin, TokenizerMixin, nn.Module):
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.processing: dict[str, bool] = {}
+        self.processing_skipped: dict[str, str] = {}  # step -> why it was not (fully) applied to this model
         self.embed = Embed(cfg)
         self.hook_embed = HookPoint("hook_embed")  # [batch, pos, d_model]
         if cfg.positional_embedding_type == "standard":
@@ -302,9 +303,9 @@ def lm_cross_entropy(
     return loss.mean()
 
 
-_SUB_ORDER = ["hook_resid_pre", "hook_q_input", "hook_k_input", "hook_v_input", "ln1.hook_scale", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_rot_q", "attn.hook_rot_k",
-              "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z", "attn.hook_result", "hook_attn_out",
-              "hook_resid_mid", "hook_mlp_in", "ln2.hook_scale", "ln2.hook_normalized", "mlp.hook_pre", "mlp.hook_pre_linear", "mlp.hook_post", "hook_mlp_out", "hook_resid_post"]
+_SUB_ORDER = ["hook_resid_pre", "hook_q_input", "hook_k_input", "hook_v_input", "ln1.hook_scale", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.q_norm", "attn.k_norm", "attn.hook_rot_q", "attn.hook_rot_k",
+              "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z", "attn.hook_result", "ln1_post", "hook_attn_out",
+              "hook_resid_mid", "hook_mlp_in", "ln2.hook_scale", "ln2.hook_normalized", "mlp.hook_pre", "mlp.hook_pre_linear", "mlp.hook_post", "ln2_post", "hook_mlp_out", "hook_resid_post"]
 
 
 def _hook_order(name: str) -> tuple:

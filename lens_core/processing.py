@@ -65,7 +65,9 @@ def _fold_into_columns(sd: Weights, weight_name: str, bias_name: str | None, w: 
 
 def _fold_layer_norm(sd: Weights, cfg: HookedTransformerConfig, inplace: bool) -> None:
     center = cfg.normalization_type == "LN"
-    for layer in range(cfg.n_layers):
+    # Only pre-sublayer norms (and the final norm) fold: a post-sublayer norm (ln1_post, ln2_post) and the
+    # q/k norms keep their weights (processing_notes says so).
+    for layer in range(cfg.n_layers if cfg.sublayer_norms != "post" else 0):
         attn, mlp = f"blocks.{layer}.attn", f"blocks.{layer}.mlp"
         w, b = sd.pop(f"blocks.{layer}.ln1.w"), sd.pop(f"blocks.{layer}.ln1.b", None)
         _fold_into_columns(sd, f"{attn}.W_QKV", f"{attn}.b_QKV", w, b, center, inplace)
@@ -119,6 +121,31 @@ def _fold_value_biases(sd: Weights, cfg: HookedTransformerConfig) -> None:
         sd[f"{attn}.b_QKV"] = b_qkv
 
 
+def processing_notes(cfg: HookedTransformerConfig, fold_ln: bool = True, center_writing_weights: bool = True,
+                     center_unembed: bool = True) -> dict[str, str]:
+    """What the chosen steps cannot do on this architecture, and why: ``{step: reason}``.
+    The loader stores it as ``model.processing_skipped``, for the app to show."""
+    notes: dict[str, str] = {}
+    if fold_ln and cfg.normalization_type in ("LN", "RMS"):
+        if cfg.sublayer_norms != "pre":
+            notes["fold_ln.post_norms"] = (
+                "the norms after each sublayer (ln1_post, ln2_post) keep their weights: they scale the sublayer's "
+                "normalized output, which no later weight reads linearly" + (
+                    "; this model has no pre-sublayer norms, so only ln_final is folded" if cfg.sublayer_norms == "post" else ""))
+        if cfg.qk_norm is not None:
+            notes["fold_ln.qk_norms"] = ("the query/key norms (attn.q_norm, attn.k_norm) keep their weights: "
+                                         "rotary rotates after them, so their weights cannot move into W_Q/W_K")
+    if center_writing_weights:
+        if cfg.normalization_type not in ("LN", "LNPre"):
+            notes["center_writing_weights"] = "skipped: RMSNorm does not remove the mean, so centring would change the model"
+        elif cfg.sublayer_norms != "pre":
+            notes["center_writing_weights"] = "skipped: sublayer outputs go through a post-norm before the residual"
+    if center_unembed and cfg.output_logits_soft_cap > 0:
+        notes["center_unembed"] = ("skipped: final-logit soft-capping (tanh) is applied after the unembedding, so "
+                                   "shifting every logit by the same amount would change the probabilities")
+    return notes
+
+
 def process_weights(
     sd: Weights,
     cfg: HookedTransformerConfig,
@@ -133,7 +160,7 @@ def process_weights(
     ``inplace``: the tensors of ``sd`` belong to the caller's load alone and may be overwritten
     (see the module docstring); ``sd`` itself is updated either way.
     """
-    is_layernorm = cfg.normalization_type in ("LN", "LNPre")
+    is_layernorm = cfg.normalization_type in ("LN", "LNPre") and cfg.sublayer_norms == "pre"
     applied = {"fold_ln": False, "center_writing_weights": False, "center_unembed": False, "fold_value_biases": False}
     if fold_ln and cfg.normalization_type in ("LN", "RMS"):
         _fold_layer_norm(sd, cfg, inplace)
@@ -142,7 +169,7 @@ def process_weights(
         # RMSNorm keeps the mean, so centring would change the model: skipped (as TransformerLens does).
         _center_writing_weights(sd, cfg, inplace)
         applied["center_writing_weights"] = True
-    if center_unembed:
+    if center_unembed and cfg.output_logits_soft_cap <= 0:
         # A step above made a new unembedding (folding): it is ours to change in place.
         _center_unembed(sd, cfg, inplace or applied["fold_ln"])
         applied["center_unembed"] = True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import gpt2, llama, neox
+from . import gemma2, gemma3, gpt2, llama, neox, olmo2, qwen3
 
 FAMILIES: dict[str, ModuleType] = {
     "gpt2": gpt2,
@@ -18,6 +18,10 @@ FAMILIES: dict[str, ModuleType] = {
     "llama": llama,
     "mistral": llama,
     "qwen2": llama,
+    "gemma2": gemma2,
+    "gemma3_text": gemma3,
+    "qwen3": qwen3,
+    "olmo2": olmo2,
 }
 
 
