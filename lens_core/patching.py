@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from .experiments import _suffix
-from .experiments._common import final_norm
+from .experiments._common import capped, final_norm
 from .experiments.patching import LayerCells, bytes_per_row, run_cells
 from .utils import get_act_name
 
@@ -123,7 +123,7 @@ def generic_activation_patch(model, corrupted_tokens: torch.Tensor, clean_cache,
         W_U, b_U = model.W_U[:, columns], model.b_U[columns]  # only the columns the metric reads
 
         def readout(last: torch.Tensor) -> tuple[torch.Tensor]:
-            return (_metric_values(patching_metric, final_norm(model, last) @ W_U + b_U, template, columns),)
+            return (_metric_values(patching_metric, capped(model, final_norm(model, last) @ W_U + b_U), template, columns),)
 
         max_rows = max(1, int(MEMORY_BUDGET_MB * 2**20 // (bytes_per_row(model, n_pos) + 4 * len(columns))))
         (values,) = runner.run(suffix_cells, readout, max_rows)
@@ -133,7 +133,7 @@ def generic_activation_patch(model, corrupted_tokens: torch.Tensor, clean_cache,
     groups = [LayerCells(l, names[l], sources[l], cells) for l in range(n)]
 
     def full_readout(final: torch.Tensor) -> tuple[torch.Tensor]:
-        logits = final_norm(model, final) @ model.W_U + model.b_U  # [rows, pos, vocab]
+        logits = capped(model, final_norm(model, final) @ model.W_U + model.b_U)  # [rows, pos, vocab]
         return (torch.tensor([float(patching_metric(logits[i : i + 1])) for i in range(logits.shape[0])]),)
 
     results = run_cells(model, [base_cache[name][0] for name in resid_names], groups, full_readout,

@@ -163,7 +163,14 @@ def final_norm_linear(model, stack: torch.Tensor, scale: torch.Tensor) -> torch.
 
 
 def unembed(model, x: torch.Tensor) -> torch.Tensor:
-    return x @ model.W_U + model.b_U
+    return capped(model, x @ model.W_U + model.b_U)
+
+
+def capped(model, logits: torch.Tensor) -> torch.Tensor:
+    """The model's final-logit soft-capping (Gemma 2: ``cap * tanh(logits / cap)``), elementwise, so it may be
+    applied to a few vocabulary columns alone; the identity for models without it."""
+    cap = getattr(model.cfg, "output_logits_soft_cap", -1.0)
+    return logits if cap is None or cap <= 0 else torch.tanh(logits / cap) * cap
 
 
 # ---- metrics at one position ------------------------------------------------------

@@ -16,7 +16,15 @@ Nodes, in this order (the rows and columns of ``adjacency``):
 - embeddings: one per position: the token embedding (``hook_embed``; positional embeddings
   count as a constant);
 - logits: the target tokens at the last position; input = the logit minus the mean logit
-  over the vocabulary (the published method's demeaned logit).
+  over the vocabulary (the published method's demeaned logit). With final-logit soft-capping
+  (Gemma 2) it is the logit *before* the cap (``c * tanh(x / c)`` is not linear); ``logit_probs``
+  are still the model's real, capped probabilities.
+
+Post-sublayer norms (Gemma, OLMo 2) are frozen like the others: ``ln1_post``'s scale per query
+position (its weight folded into ``W_O``); ``ln2_post`` sits inside what the transcoder replaces
+(it writes ``hook_mlp_out``, after that norm). Models without pre-sublayer norms (OLMo 2) read the
+residual directly: their transcoders read ``hook_resid_mid``. q/k norms, soft-capped scores and
+sliding windows only shape the attention patterns, which are frozen.
 
 ``adjacency[t, s]`` is source ``s``'s output carried to target ``t``'s input through the
 frozen attention and the residual stream (no path through another feature: that path is two
@@ -70,6 +78,9 @@ def transcoder_views(model, transcoders) -> list[TranscoderView]:
             raise ValueError(f"transcoder for layer {layer} writes {hook_out!r}; the graph needs blocks.{layer}.hook_mlp_out")
         if hook_in not in (f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_resid_mid"):
             raise ValueError(f"transcoder for layer {layer} reads {hook_in!r}; the graph supports ln2.hook_normalized or hook_resid_mid")
+        if hook_in not in model.hook_dict:
+            raise ValueError(f"transcoder for layer {layer} reads {hook_in!r}, which this model does not have "
+                             "(no norm before its MLP): use hook_resid_mid")
         device = model.W_E.device
 
         def grab(x):
@@ -187,12 +198,17 @@ def build_graph(
     names = ["hook_embed", "ln_final.hook_scale"]
     if cfg.positional_embedding_type == "standard":
         names.append("hook_pos_embed")
+    soft_capped = cfg.output_logits_soft_cap > 0
+    if soft_capped:
+        names.append("unembed.hook_in")
     for l, v in enumerate(views):
         names += [f"blocks.{l}.ln1.hook_scale", f"blocks.{l}.attn.hook_pattern", f"blocks.{l}.ln2.hook_scale",
-                  f"blocks.{l}.hook_mlp_out", v.hook_in]
-    logits, cache = model.run_with_cache(tokens, names_filter=sorted(set(names)))
+                  f"blocks.{l}.ln1_post.hook_scale", f"blocks.{l}.hook_mlp_out", v.hook_in]
+    logits, cache = model.run_with_cache(tokens, names_filter=sorted(set(names) & set(model.hook_dict)))
     last = logits[0, -1].float()
     probs = last.softmax(-1)
+    if soft_capped:  # the graph's logit nodes are the logits before the (nonlinear) cap
+        last = cache["unembed.hook_in"][0, -1].float() @ model.W_U.float() + model.b_U.float()
     logit_tokens = select_logits(probs, targets, logit_mass, max_logits)
 
     # ---- the nodes: active features (and their inputs), errors, embeddings
@@ -219,8 +235,14 @@ def build_graph(
 
     embed = cache["hook_embed"][0].float()
     pos_embed = cache["hook_pos_embed"][0].float() if "hook_pos_embed" in cache else torch.zeros_like(embed)
-    scale1 = [cache[f"blocks.{l}.ln1.hook_scale"][0].float() for l in range(n)]  # [pos, 1]
-    scale2 = [cache[f"blocks.{l}.ln2.hook_scale"][0].float() for l in range(n)]
+    ones = torch.ones(P, 1, device=last.device)
+
+    def cached(name: str) -> torch.Tensor:
+        return cache[name][0].float() if name in cache else ones
+
+    scale1 = [cached(f"blocks.{l}.ln1.hook_scale") for l in range(n)]  # [pos, 1]; ones without the norm
+    scale2 = [cached(f"blocks.{l}.ln2.hook_scale") for l in range(n)]
+    post1 = [1.0 / cached(f"blocks.{l}.ln1_post.hook_scale") for l in range(n)]  # [pos, 1]: ln1_post's frozen 1/scale
     patterns = [cache[f"blocks.{l}.attn.hook_pattern"][0].float() for l in range(n)]  # [head, q, k]
     scale_f = cache["ln_final.hook_scale"][0].float()
 
@@ -233,6 +255,9 @@ def build_graph(
         W_V = block.attn.W_V.float().repeat_interleave(groups, 0)  # [head, d_model, d_head]
         b_V = block.attn.b_V.float().repeat_interleave(groups, 0)  # [head, d_head]
         W_O = block.attn.W_O.float()  # [head, d_head, d_model]
+        post_w = getattr(block.ln1_post, "w", None) if block.ln1_post is not None else None
+        if post_w is not None:
+            W_O = W_O * post_w.float()  # ln1_post's weight; its frozen scale is post1, per query position
         ln_w, ln_b = getattr(block.ln1, "w", None), getattr(block.ln1, "b", None)
         W_eff = W_V * ln_w.float()[None, :, None] if ln_w is not None else W_V
         if centered:
@@ -241,21 +266,22 @@ def build_graph(
         W_O_t.append(W_O.reshape(h_e, d).T.contiguous())  # [d_model, head*d_head]
         P_t.append((patterns[l] / scale1[l][None, None, :, 0]).transpose(1, 2).contiguous())  # [head, k, q]
         value_bias = b_V + torch.einsum("d,hde->he", ln_b.float(), W_V) if ln_b is not None else b_V
-        attn_const.append(block.attn.b_O.float() + torch.einsum("he,hed->d", value_bias, W_O))
+        b_O = block.attn.b_O.float() * (post_w.float() if post_w is not None else 1.0)
+        attn_const.append((b_O + torch.einsum("he,hed->d", value_bias, W_O))[None, :] * post1[l])  # [pos, d_model]
 
     h, e = cfg.n_heads, cfg.d_head
 
     def attn_t(l: int, g: torch.Tensor) -> torch.Tensor:
         """g [q, B, d] at layer l's attention output -> its part at layer l's input (positions < q)."""
         q, B = g.shape[:2]
-        u = (g @ W_O_t[l]).view(q, B, h, e).permute(2, 0, 1, 3).reshape(h, q, B * e)
+        u = ((g * post1[l][:q, :, None]) @ W_O_t[l]).view(q, B, h, e).permute(2, 0, 1, 3).reshape(h, q, B * e)
         u = torch.bmm(P_t[l][:, :q, :q], u)  # [head, k, B * d_head]
         u = u.view(h, q, B, e).permute(1, 2, 0, 3).reshape(q, B, h_e)
         return u @ W_V_t[l]
 
     def attn_t_one(l: int, seed: torch.Tensor, pos: torch.Tensor, q: int) -> torch.Tensor:
         """attn_t of a gradient that is ``seed [B, d]`` at one position per row: no zero rows multiplied."""
-        y = torch.bmm((seed @ W_O_t[l]).view(-1, h, e).transpose(0, 1), W_V_t[l].view(h, e, d))  # [head, B, d]
+        y = torch.bmm(((seed * post1[l][pos]) @ W_O_t[l]).view(-1, h, e).transpose(0, 1), W_V_t[l].view(h, e, d))  # [head, B, d]
         coef = P_t[l][:, :q, :][:, :, pos]  # [head, k, B]: attention of each row's query to each key
         return torch.bmm(coef.permute(2, 1, 0), y.transpose(0, 1)).transpose(0, 1).contiguous()  # [B,k,h] @ [B,h,d]
 
@@ -288,7 +314,7 @@ def build_graph(
     def through_attn0(x: torch.Tensor) -> torch.Tensor:
         vals = (x @ W_V_t[0].T / scale1[0]).view(P, h, e)  # [key, head, d_head]
         z = torch.einsum("khe,hed->hkd", vals, W_O_t[0].T.reshape(h, e, d))  # [head, key, d_model]
-        return torch.einsum("hqk,hkd->kqd", patterns[0], z) + torch.diag_embed(x.T).permute(1, 2, 0)
+        return torch.einsum("hqk,hkd->kqd", patterns[0], z) * post1[0][None] + torch.diag_embed(x.T).permute(1, 2, 0)
     E_tok = through_attn0(embed)  # [key, query, d_model]
     E_pos = through_attn0(pos_embed).sum(0)  # [query, d_model]
 
@@ -324,7 +350,7 @@ def build_graph(
             if v.hook_in.endswith("ln2.hook_normalized"):
                 enc = _norm_t(enc, scale2[L][pos_r], centered, None)
             bias = v.b_enc[f_idx[r0:r1]] - (v.b_in @ v.W_enc[:, f_idx[r0:r1]])
-            bias = bias + enc @ attn_const[L]  # layer L's attention writes resid_mid[L]
+            bias = bias + (enc * attn_const[L][pos_r]).sum(-1)  # layer L's attention writes resid_mid[L]
             g = attn_t_one(L, enc, pos_r, q)
             g[pos_r, torch.arange(B)] += enc
             top = L - 1

@@ -105,7 +105,7 @@ def feature_check(model, tset, tokens, graph: ReplacementGraph, influence: torch
     _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith(("attn.hook_pattern", "hook_scale")))
     out = []
     for patterns in (None, dict(cache.items())):
-        logits = demeaned(run_interventions(model, tset, tokens, sets, patterns))
+        logits = demeaned(run_interventions(model, tset, tokens, sets, patterns, uncapped=True))
         out.append((logits[1:, token] - logits[0, token]).cpu())
     return nodes, predicted, direct, out[0], out[1]
 

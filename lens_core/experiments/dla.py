@@ -10,6 +10,12 @@ norm's bias (unfolded LayerNorm) dotted with the direction plus the
 unembedding bias, reported separately, so ``decomposed.sum() + bias_total``
 equals the model's actual metric.
 
+Soft-capped logits (Gemma 2): the cap ``c * tanh(logit / c)`` is not linear, so the decomposition is of the
+logits before the cap: ``decomposed.sum() + bias_total == uncapped_logit_diff``, while ``logit_diff`` is the
+model's (capped) metric; ``soft_capped`` says which case a result is. Post-sublayer norms (Gemma, OLMo 2):
+``hook_attn_out``/``hook_mlp_out`` are after them, and heads and neurons are carried through the layer's
+post-norm with its scale frozen (linear), so they still sum to their layer's part (plus ``b_O``'s).
+
 Views:
 - ``accumulated``: the residual entering each block and the final residual.
 - ``decomposed``: embed, pos_embed (learned positions), then attn and mlp of each layer.
@@ -72,6 +78,8 @@ class DLAResult(ExperimentResult):
     answer_id: int
     wrong_answer_id: Optional[int]
     str_tokens: list
+    uncapped_logit_diff: float = float("nan")  # the metric before final-logit soft-capping (= logit_diff without it)
+    soft_capped: bool = False
 
 
 @torch.inference_mode()
@@ -88,6 +96,7 @@ def direct_logit_attribution(model, request: DLARequest) -> DLAResult:
     names += ["hook_pos_embed"] if has_pos_embed else []
     for l in range(n):
         names += [f"blocks.{l}.hook_resid_pre", f"blocks.{l}.hook_attn_out", f"blocks.{l}.hook_mlp_out", f"blocks.{l}.attn.hook_z"]
+        names += [f"blocks.{l}.{which}.hook_scale" for which in ("ln1_post", "ln2_post") if f"blocks.{l}.{which}.hook_scale" in model.hook_dict]
     logits, cache = model.run_with_cache(tokens, names_filter=names)
     at = lambda name: cache[name][0, pos]  # noqa: E731  [d_model] (or [head, d_head])
 
@@ -111,15 +120,18 @@ def direct_logit_attribution(model, request: DLARequest) -> DLAResult:
     # Per-head outputs [layer, head, d_model] at the position: z_h @ W_O[h].
     z = torch.stack([at(f"blocks.{l}.attn.hook_z") for l in range(n)])  # [layer, head, d_head]
     head_out = torch.einsum("lhe,lhed->lhd", z.float(), model.W_O.float())
+    head_out = torch.stack([_post_norm(model, cache, l, "ln1_post", pos, head_out[l]) for l in range(n)])
     heads = project(head_out)
 
     # Per-neuron: post[n] * W_out[n]; the frozen norm is linear, so project W_out's rows once.
     post = at(f"blocks.{neuron_layer}.mlp.hook_post").float()  # [d_mlp]
-    neurons = post * project(model.blocks[neuron_layer].mlp.W_out.float())
+    neurons = post * project(_post_norm(model, cache, neuron_layer, "ln2_post", pos, model.blocks[neuron_layer].mlp.W_out.float()))
     k = max(1, min(int(request.top_k_neurons), neurons.numel()))
     top_neurons = neurons.abs().topk(k).indices
 
     actual, _ = answer_metrics(logits[0, pos], answer, wrong)
+    soft_capped = cfg.output_logits_soft_cap > 0
+    uncapped = float(decomposed.sum()) + bias_total if soft_capped else float(actual)
     return DLAResult(
         accumulated=accumulated.cpu(),
         decomposed=decomposed.cpu(),
@@ -137,4 +149,16 @@ def direct_logit_attribution(model, request: DLARequest) -> DLAResult:
         answer_id=answer,
         wrong_answer_id=wrong,
         str_tokens=str_tokens(model, tokens[0].tolist()),
+        uncapped_logit_diff=uncapped,
+        soft_capped=soft_capped,
     )
+
+
+def _post_norm(model, cache, layer: int, which: str, pos: int, vectors: torch.Tensor) -> torch.Tensor:
+    """``vectors [..., d_model]`` written into layer's sublayer output, carried through its post-norm (frozen
+    scale, times its weight); unchanged when the model has no post-norms."""
+    norm = getattr(model.blocks[layer], which, None)
+    if norm is None:
+        return vectors
+    x = vectors / cache[f"blocks.{layer}.{which}.hook_scale"][0, pos].float()
+    return x * norm.w.float() if getattr(norm, "w", None) is not None else x

@@ -19,6 +19,10 @@ alone carries the corrupted value of its sender:
   all in one batch.
 
 Scores are kept per position (``scores_by_pos [S, R, pos]``) and summed (``scores [S, R]``).
+With post-sublayer norms (Gemma, OLMo 2) a head's output is ``z @ W_O`` carried through its layer's
+``ln1_post`` with that run's scale (frozen) and weight, and an MLP's is ``hook_mlp_out`` (after
+``ln2_post``); the gradients are the real model's (soft-capped logits included: the metric is the
+model's logit difference), through every norm.
 Receiver inputs come from the hook points ``blocks.{l}.hook_q_input`` etc.
 (``lens_core.components``), so the gradient of each head's query input is its own.
 """
@@ -32,7 +36,7 @@ import torch
 
 from lens_core.results import ExperimentResult
 
-from ._common import ContrastRequest, contrast_tokens, resolve_answers, str_tokens
+from ._common import ContrastRequest, capped, contrast_tokens, resolve_answers, str_tokens
 
 METHODS = ("eap", "eap_ig")
 TASKS = ("pair", "induction", "pairs")
@@ -220,7 +224,7 @@ def task_metric(model, final_resid: torch.Tensor, task: Task, rows_per_prompt: i
     answers = task.answers.repeat(rows_per_prompt)
 
     def logit(tokens: torch.Tensor) -> torch.Tensor:
-        return ((last * model.W_U[:, tokens].T).sum(-1) + model.b_U[tokens]).float()
+        return capped(model, (last * model.W_U[:, tokens].T).sum(-1) + model.b_U[tokens]).float()
 
     diff = logit(answers)
     if task.wrongs is not None:
@@ -253,6 +257,13 @@ def sender_hooks(model, graph: Graph, out: torch.Tensor) -> list:
             out[:, index] = x.detach()
 
         hooks += [(f"blocks.{l}.attn.hook_z", heads), (f"blocks.{l}.hook_mlp_out", mlp)]
+        post = model.blocks[l].ln1_post
+        if post is not None:  # the heads' outputs reach the residual through ln1_post: its scale of this run, its weight
+            def through_post(scale, hook, first=first, w=getattr(post, "w", None)):
+                heads_out = out[:, first : first + H] / scale.detach()[:, None]
+                out[:, first : first + H] = heads_out * w if w is not None else heads_out
+
+            hooks.append((f"blocks.{l}.ln1_post.hook_scale", through_post))
     return hooks
 
 

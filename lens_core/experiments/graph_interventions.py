@@ -16,7 +16,7 @@ import torch
 
 from lens_core.results import ExperimentResult
 
-from ._common import TokenLike, resolve_token, resolve_tokens, str_tokens
+from ._common import TokenLike, capped, resolve_token, resolve_tokens, str_tokens
 
 Clamp = tuple[int, int, int, float]  # layer, pos, feature, value
 
@@ -37,11 +37,13 @@ def check_clamps(tset, n_pos: int, clamps: Sequence[Clamp]) -> list[Clamp]:
 
 @torch.no_grad()
 def run_interventions(model, tset, tokens: torch.Tensor, sets: Sequence[Sequence[Clamp]],
-                      patterns: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
+                      patterns: Optional[dict[str, torch.Tensor]] = None, uncapped: bool = False) -> torch.Tensor:
     """Last-position logits [m, d_vocab] of the real model under each set of clamps (a set may be empty).
 
     ``patterns`` (hook name -> the clean run's value [1, ...]: ``hook_pattern``, ``hook_scale``) freezes those
-    activations (attention patterns, norm scales): the graph's own assumptions, to tell its error from theirs."""
+    activations (attention patterns, norm scales): the graph's own assumptions, to tell its error from theirs.
+    ``uncapped``: the logits before final-logit soft-capping (what the graph's logit nodes are; the same
+    without soft-capping)."""
     m = len(sets)
     batch = tokens.expand(m, -1)
     sets = [check_clamps(tset, tokens.shape[1], s) for s in sets]
@@ -65,7 +67,12 @@ def run_interventions(model, tset, tokens: torch.Tensor, sets: Sequence[Sequence
     hooks = [(name, lambda x, hook: patterns[hook.name].expand_as(x)) for name in (patterns or {})]
     for layer in layers:
         hooks += [(tset[layer].cfg.hook_in, keep_input), (tset[layer].cfg.hook_out, edit_output)]
+    final = {}
+    if uncapped and model.cfg.output_logits_soft_cap > 0:
+        hooks.append(("unembed.hook_in", lambda x, hook: final.setdefault("x", x)))
     logits = model.run_with_hooks(batch, fwd_hooks=hooks)
+    if final:
+        return (final["x"][:, -1].float() @ model.W_U.float() + model.b_U.float())
     return logits[:, -1].float()
 
 
@@ -133,8 +140,9 @@ def graph_intervention(model, request: GraphInterventionRequest, transcoders=Non
                              "node for it (clamping an inactive feature is an addition the graph cannot predict)")
         nodes.append((index[(layer, pos, feature)], value))
     predicted = predicted_effects(graph, [nodes])[graph.logit_node(0):, 0]
-    logits = run_interventions(model, tset, tokens, [[], clamps])
-    actual = demeaned(logits[1]) - demeaned(logits[0])
+    raw = run_interventions(model, tset, tokens, [[], clamps], uncapped=True)  # the graph's (pre-cap) logits
+    actual = demeaned(raw[1]) - demeaned(raw[0])
+    logits = capped(model, raw)  # the model's real logits
     ids = graph.logit_tokens
     k = max(1, min(int(request.top_k), logits.shape[-1]))
     before = logits[0].softmax(-1).topk(k)

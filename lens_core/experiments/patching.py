@@ -36,6 +36,7 @@ from . import _suffix
 from ._common import (
     ContrastRequest,
     answer_metrics,
+    capped,
     contrast_tokens,
     final_norm,
     layer_labels,
@@ -177,7 +178,7 @@ def metric_readout(
         normed = final_norm(model, last)
         if with_prob:
             return answer_metrics(unembed(model, normed), answer, wrong)
-        logits = (normed @ model.W_U[:, columns] + model.b_U[columns]).float()  # [rows, 1 or 2]
+        logits = capped(model, normed @ model.W_U[:, columns] + model.b_U[columns]).float()  # [rows, 1 or 2]
         diff = logits[:, 0] - (logits[:, 1] if wrong is not None else 0.0)
         return diff, torch.full_like(diff, float("nan"))
 
