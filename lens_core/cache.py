@@ -245,6 +245,8 @@ class ActivationCache(NeuronDecompositionMixin):
         else:
             which = "ln2" if mlp_input else "ln1"
             norm, key = getattr(self.model.blocks[layer], which), f"blocks.{layer}.{which}.hook_scale"
+            if norm is None:  # no pre-sublayer norm (OLMo 2): the sublayer reads the residual as it is
+                return residual_stack
         scale = pos_slice.apply(self[key], dim=-2)
         if self.has_batch_dim:
             scale = batch_slice.apply(scale, dim=0)

@@ -36,6 +36,8 @@ ALIASES = {
     "gpt2-small": "gpt2", "gpt2-medium": "gpt2-medium", "gpt2-large": "gpt2-large", "gpt2-xl": "gpt2-xl",
     **{f"pythia-{size}": f"EleutherAI/pythia-{size}" for size in ("14m", "31m", "70m", "160m", "410m", "1b", "1.4b")},
     "qwen2-0.5b": "Qwen/Qwen2-0.5B", "qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B",
+    "gemma-2-2b": "google/gemma-2-2b", "gemma-3-1b-pt": "google/gemma-3-1b-pt", "qwen3-0.6b": "Qwen/Qwen3-0.6B",
+    "olmo-2-1b": "allenai/OLMo-2-0425-1B",
 }
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,

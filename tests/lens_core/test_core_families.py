@@ -1,15 +1,12 @@
 """Gemma 2, Gemma 3 (text), Qwen3 and OLMo 2: logits equal to transformers, processing on and off, loading from
 saved directories, their hook points, and the processing steps they cannot take (skipped and said)."""
 
-import json
-
 import pytest
 import torch
 
 import hf_tiny
 import hf_tiny_families
 from lens_core import HookedTransformer
-from lens_core.loading import ModelLoadError
 
 OFF = dict(fold_ln=False, center_writing_weights=False, center_unembed=False, fold_value_biases=False)
 FAMILIES = sorted(hf_tiny_families.FAMILIES)
@@ -103,6 +100,8 @@ def test_hook_points_in_transformer_lens_style():
     _, cache = olmo.run_with_cache(tokens)
     assert cache["blocks.0.attn.q_norm.hook_normalized"].shape == (1, 12, 4 * 8)  # over the whole projection
     assert torch.allclose(cache["blocks.0.hook_resid_mid"], cache["blocks.0.hook_resid_pre"] + cache["blocks.0.hook_attn_out"])
+    stack, _ = cache.decompose_resid(layer=1, return_labels=True)
+    assert torch.equal(cache.apply_ln_to_stack(stack, layer=1), stack)  # no norm before block 1's attention
 
 
 def test_sliding_window_pattern_and_soft_cap_seen_in_hooks():
@@ -116,10 +115,22 @@ def test_sliding_window_pattern_and_soft_cap_seen_in_hooks():
     assert scores[torch.isfinite(scores)].abs().max() <= 5.0
 
 
-def test_loading_refuses_remote_code_by_default(tmp_path):
-    marker = tmp_path / "ran"
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "remote_only", "auto_map": {"AutoConfig": "remote.Config"}}))
-    (tmp_path / "remote.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
-    with pytest.raises(ModelLoadError):
-        HookedTransformer.from_pretrained(str(tmp_path))
-    assert not marker.exists()
+def test_hub_names_resolve_and_load_through_the_hub_client(monkeypatch, tmp_path):
+    """By hub name: the alias becomes the repository asked of huggingface_hub (stubbed here: no network),
+    weights and tokenizer files only, and the snapshot it returns loads like a local directory."""
+    import huggingface_hub
+
+    hf = hf_tiny_families.gemma2()
+    hf.save_pretrained(tmp_path)
+    asked = {}
+
+    def snapshot(repo, revision=None, allow_patterns=None):
+        asked.update(repo=repo, patterns=allow_patterns)
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    model = HookedTransformer.from_pretrained("gemma-2-2b", **OFF)
+    assert asked["repo"] == "google/gemma-2-2b" and "*.safetensors" in asked["patterns"] and "*.py" not in asked["patterns"]
+    tokens = _tokens()
+    with torch.no_grad():
+        assert (model(tokens) - hf(tokens).logits).abs().max() < 1e-4
