@@ -9,6 +9,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .tensor_utils import (  # noqa: F401  (TransformerLens's utils names)
+    composition_scores, get_cumsum_along_dim, get_matrix_corner, get_nested_attr, get_offset_position_ids,
+    is_lower_triangular, is_square, repeat_along_head_dimension, set_nested_attr,
+)
+
 _ATTN = {"q", "k", "v", "z", "rot_q", "rot_k", "attn_scores", "pattern", "result"}
 _MLP = {"pre", "post", "pre_linear", "mid"}
 _BLOCK = {"resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "attn_in", "mlp_in", "q_input", "k_input", "v_input"}
