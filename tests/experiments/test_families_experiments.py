@@ -194,3 +194,25 @@ def test_attribution_graph_experiment_and_intervention(family):
                                                          max_logits=2), transcoders=tset)
     assert torch.isfinite(out.actual_change).all() and torch.isfinite(out.predicted_change).all()
     assert out.before_probs.sum() <= 1.0 + 1e-5
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_path_and_attribution_patching(family):
+    from lens_core.experiments import (AttributionPatchingRequest, PathPatchingRequest, attribution_patching,
+                                       path_patching)
+    m = model(family)
+    res = path_patching(m, PathPatchingRequest(clean_tokens=CLEAN, corrupted_tokens=CORRUPTED, answer=ANSWER,
+                                               wrong_answer=WRONG, senders=((0, 1),)))
+    _, clean = m.run_with_cache(torch.tensor([CLEAN]), names_filter=lambda name: name.endswith("hook_z"))
+    _, corrupt = m.run_with_cache(torch.tensor([CORRUPTED]), names_filter=lambda name: name.endswith("hook_z"))
+
+    def sender(z, hook):
+        z = z.clone()
+        z[:, :, 1] = clean[hook.name][:, :, 1]
+        return z
+    hooks = [("blocks.0.attn.hook_z", sender), ("blocks.1.attn.hook_z", lambda z, hook: corrupt[hook.name])]
+    logits = m.run_with_hooks(torch.tensor([CORRUPTED]), fwd_hooks=hooks)[0, -1]  # only the direct paths of L0H1
+    assert float(res.logit_diff.reshape(-1)[0]) == pytest.approx(float(logits[ANSWER] - logits[WRONG]), abs=1e-4)
+    approx = attribution_patching(m, AttributionPatchingRequest(clean_tokens=CLEAN, corrupted_tokens=CORRUPTED,
+                                                                answer=ANSWER, wrong_answer=WRONG, sweep="resid_pre"))
+    assert torch.isfinite(approx.logit_diff).all() and approx.logit_diff.shape[0] == m.cfg.n_layers

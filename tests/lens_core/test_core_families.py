@@ -134,3 +134,19 @@ def test_hub_names_resolve_and_load_through_the_hub_client(monkeypatch, tmp_path
     tokens = _tokens()
     with torch.no_grad():
         assert (model(tokens) - hf(tokens).logits).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_is_as_close_as_transformers_own(dtype):
+    hf = hf_tiny_families.gemma2()
+    tokens = _tokens()
+    model = HookedTransformer.from_hf_model(hf, dtype=dtype)
+    assert model.W_E.dtype == getattr(torch, dtype)
+    with torch.no_grad():
+        ref = hf(tokens).logits.log_softmax(-1)
+        own = hf_tiny_families.gemma2().to(getattr(torch, dtype))(tokens).logits.float().log_softmax(-1)
+    ours = model(tokens).float().log_softmax(-1)
+    # As close to float32 as transformers' own run in that dtype (bfloat16 keeps only 8 bits of mantissa).
+    assert (ours - ref).abs().max() <= 1.5 * (own - ref).abs().max() + 0.02
+    agree = lambda x: (x.argmax(-1) == ref.argmax(-1)).float().mean()  # noqa: E731
+    assert agree(ours) >= agree(own) - 0.1
