@@ -207,3 +207,13 @@ def load_from_hf_model(hf_model: Any, tokenizer: Any = None, model_name: Optiona
     # Cloned so that our weights never alias the caller's model.
     state = {name_: tensor.detach().clone() for name_, tensor in hf_model.state_dict().items()}
     return build_model(hf_model.config, state, tokenizer, name, owned=True, **kwargs)
+
+
+class _CheckpointLoader:
+    """What ``HookedTransformer.from_pretrained`` / ``from_hf_model`` call: this module's two entry points."""
+
+    load_pretrained = staticmethod(load_pretrained)
+    load_from_hf_model = staticmethod(load_from_hf_model)
+
+
+HookedTransformer._checkpoint_loader = _CheckpointLoader()

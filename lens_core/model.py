@@ -263,6 +263,16 @@ class HookedTransformer(TransformerLensMixin, TokenizerMixin, nn.Module):
         return self
 
     # ----------------------------------------------------------------- loading
+    # The model knows nothing of checkpoints: ``lens_core.loading`` depends on this module and installs
+    # itself here when it is imported (``lens_core/__init__`` imports it, so it is always there).
+    _checkpoint_loader: Any = None
+
+    @classmethod
+    def _loader(cls) -> Any:
+        if cls._checkpoint_loader is None:
+            raise RuntimeError("no checkpoint loader installed: import lens_core (it installs lens_core.loading)")
+        return cls._checkpoint_loader
+
     @classmethod
     def from_pretrained(cls, name_or_path: str, default_prepend_bos: Optional[bool] = None, hf_model: Any = None,
                         tokenizer: Any = None, **kwargs: Any) -> "HookedTransformer":
@@ -270,12 +280,11 @@ class HookedTransformer(TransformerLensMixin, TokenizerMixin, nn.Module):
         in-memory ``transformers`` model instead of reading files; ``default_prepend_bos`` sets
         ``cfg.default_prepend_bos``; ``fold_ln``, ``center_writing_weights``, ``center_unembed``,
         ``fold_value_biases``, ``dtype``, ``device`` choose the processing and placement."""
-        from .loading import load_from_hf_model, load_pretrained
-
+        loader = cls._loader()
         if hf_model is not None:
-            model = load_from_hf_model(hf_model, tokenizer=tokenizer, model_name=name_or_path, **kwargs)
+            model = loader.load_from_hf_model(hf_model, tokenizer=tokenizer, model_name=name_or_path, **kwargs)
         else:
-            model = load_pretrained(name_or_path, **kwargs)
+            model = loader.load_pretrained(name_or_path, **kwargs)
             if tokenizer is not None:
                 model.tokenizer = tokenizer
         if default_prepend_bos is not None:
@@ -284,9 +293,7 @@ class HookedTransformer(TransformerLensMixin, TokenizerMixin, nn.Module):
 
     @classmethod
     def from_hf_model(cls, hf_model: Any, tokenizer: Any = None, **kwargs: Any) -> "HookedTransformer":
-        from .loading import load_from_hf_model
-
-        return load_from_hf_model(hf_model, tokenizer=tokenizer, **kwargs)
+        return cls._loader().load_from_hf_model(hf_model, tokenizer=tokenizer, **kwargs)
 
 
 def lm_cross_entropy(
