@@ -94,6 +94,8 @@ class Norm(nn.Module):
             self.w = _param(d)
         if self.kind == "LN":
             self.b = _param(d)
+        if self.kind is None:  # normalization_type=None: the identity, with no hook points (TransformerLens's nn.Identity)
+            return
         self.hook_scale = HookPoint(f"{name}.hook_scale")  # [batch, pos, 1]
         self.hook_normalized = HookPoint(f"{name}.hook_normalized")  # [batch, pos, d_model]
 
@@ -102,6 +104,8 @@ class Norm(nn.Module):
         return self.kind in ("LN", "RMS")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind is None:
+            return x
         hooked = self.hook_scale.is_active() or self.hook_normalized.is_active()
         if self.centered and not hooked:
             return F.layer_norm(x, (x.shape[-1],), getattr(self, "w", None), getattr(self, "b", None), self.eps)
@@ -323,8 +327,9 @@ class TransformerBlock(nn.Module):
         # OLMo 2 has no pre-sublayer norms: ln1/ln2 are None and the sublayers read the residual itself.
         self.ln1 = Norm(cfg, f"blocks.{layer}.ln1") if pre else None
         self.attn = Attention(cfg, layer)
-        self.ln2 = Norm(cfg, f"blocks.{layer}.ln2") if pre else None
-        self.mlp = MLP(cfg, layer)
+        # Attention-only models (TransformerLens's attn_only): no ln2, MLP or their hook points.
+        self.ln2 = Norm(cfg, f"blocks.{layer}.ln2") if pre and not cfg.attn_only else None
+        self.mlp = None if cfg.attn_only else MLP(cfg, layer)
         if post:  # norms of each sublayer's output before the residual add (never folded)
             self.ln1_post = Norm(cfg, f"blocks.{layer}.ln1_post", cfg.unfolded_norm_type)
             self.ln2_post = Norm(cfg, f"blocks.{layer}.ln2_post", cfg.unfolded_norm_type)
@@ -339,6 +344,8 @@ class TransformerBlock(nn.Module):
             setattr(self, f"hook_{point}", HookPoint(f"blocks.{layer}.hook_{point}"))
         if not cfg.parallel_attn_mlp:
             self.hook_resid_mid = HookPoint(f"blocks.{layer}.hook_resid_mid")
+        if cfg.attn_only:
+            del self.hook_mlp_in, self.hook_mlp_out, self.hook_resid_mid
 
     def forward(
         self,
@@ -362,6 +369,8 @@ class TransformerBlock(nn.Module):
         attn_out = self.hook_attn_out(_apply(self.ln1_post, attn_out))
         if last_query_only:
             resid = resid[:, -1:]
+        if self.mlp is None:
+            return self.hook_resid_post(resid + attn_out)
         if self.cfg.parallel_attn_mlp:
             mlp_out = self.hook_mlp_out(_apply(self.ln2_post, self.mlp(_apply(self.ln2, self._mlp_in(resid)))))
             return self.hook_resid_post(resid + attn_out + mlp_out)

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import torch
 
-NORMALIZATION_TYPES = ("LN", "LNPre", "RMS", "RMSPre")
+NORMALIZATION_TYPES = ("LN", "LNPre", "RMS", "RMSPre", None)  # None: no norms (TransformerLens's identity)
 POSITIONAL_TYPES = ("standard", "rotary")
 ACT_FNS = ("gelu", "gelu_new", "silu", "relu")
 SUBLAYER_NORMS = ("pre", "pre_post", "post")
@@ -25,9 +25,9 @@ class HookedTransformerConfig:
     d_model: int
     n_heads: int
     d_head: int
-    d_mlp: int
-    d_vocab: int
-    n_ctx: int
+    d_mlp: Optional[int] = None  # None: 4 * d_model (none at all when attn_only), as in TransformerLens
+    d_vocab: int = -1  # must be set (TransformerLens would read it off the tokenizer)
+    n_ctx: int = -1  # must be set
     act_fn: str = "gelu_new"
     n_key_value_heads: Optional[int] = None  # None: as many as n_heads (no GQA)
     normalization_type: str = "LN"
@@ -48,7 +48,7 @@ class HookedTransformerConfig:
     d_vocab_out: Optional[int] = None
     # Fields TransformerLens notebooks read or set.
     use_attn_result: bool = False  # run_with_cache(names_filter=None) also keeps hook_result
-    attn_only: bool = False  # no MLPs (not supported by the components: an error says so)
+    attn_only: bool = False  # no MLPs (and no ln2, mlp_in, mlp_out, resid_mid hook points)
     seed: Optional[int] = None  # seeds init_weights
     init_weights: bool = True  # HookedTransformer(cfg) initialises (loading turns it off)
     init_mode: str = "gpt2"
@@ -64,6 +64,10 @@ class HookedTransformerConfig:
     embed_scale: float = 1.0  # token embeddings are multiplied by this (Gemma: sqrt(d_model))
 
     def __post_init__(self) -> None:
+        if self.d_vocab <= 0 or self.n_ctx <= 0:
+            raise ValueError(f"d_vocab and n_ctx must be positive, got d_vocab={self.d_vocab}, n_ctx={self.n_ctx}")
+        if self.d_mlp is None and not self.attn_only:
+            self.d_mlp = 4 * self.d_model
         if self.n_key_value_heads is None:
             self.n_key_value_heads = self.n_heads
         if self.d_vocab_out is None:
@@ -78,8 +82,6 @@ class HookedTransformerConfig:
             raise ValueError(f"positional_embedding_type must be one of {POSITIONAL_TYPES}")
         if self.act_fn not in ACT_FNS:
             raise ValueError(f"act_fn must be one of {ACT_FNS}, got {self.act_fn!r}")
-        if self.attn_only:
-            raise NotImplementedError("attention-only models (attn_only=True) are not supported by lens_core")
         if self.init_mode != "gpt2":
             raise NotImplementedError(f"init_mode {self.init_mode!r}: only TransformerLens's 'gpt2' initialisation is supported")
         if self.sublayer_norms not in SUBLAYER_NORMS:
