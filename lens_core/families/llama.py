@@ -5,9 +5,8 @@ Qwen2 differs only in data: biases on q/k/v (read when present).
 
 from __future__ import annotations
 
-import torch
-
 from ..config import HookedTransformerConfig
+from . import gated
 from .reader import WeightReader, rope_settings, zeros
 
 PREFIXES = ("model.",)
@@ -30,20 +29,13 @@ def config_from_hf(hf) -> HookedTransformerConfig:
 
 
 def convert(r: WeightReader, cfg: HookedTransformerConfig) -> dict:
-    d, h, kv, e, m, V = cfg.d_model, cfg.n_heads, cfg.n_key_value_heads, cfg.d_head, cfg.d_mlp, cfg.d_vocab
+    d, m, V = cfg.d_model, cfg.d_mlp, cfg.d_vocab
     sd = {"embed.W_E": r.get("embed_tokens.weight", (V, d))}
     for l in range(cfg.n_layers):
         p, out = f"layers.{l}.", f"blocks.{l}."
         sd[out + "ln1.w"] = r.get(p + "input_layernorm.weight", (d,))
         sd[out + "ln2.w"] = r.get(p + "post_attention_layernorm.weight", (d,))
-        projections = (("q_proj", h), ("k_proj", kv), ("v_proj", kv))
-        weights = [r.get(p + f"self_attn.{proj}.weight", (heads * e, d)) for proj, heads in projections]
-        sd[out + "attn.W_QKV"] = torch.cat(weights).T.contiguous()  # [d_model, (q | k | v heads) * d_head]
-        biases = [r.optional(p + f"self_attn.{proj}.bias", (heads * e,)) for proj, heads in projections]
-        sd[out + "attn.b_QKV"] = torch.cat([zeros(heads * e) if b is None else b for b, (_, heads) in zip(biases, projections)])
-        sd[out + "attn.W_O"] = r.get(p + "self_attn.o_proj.weight", (d, h * e)).T.contiguous().reshape(h, e, d)
-        b_o = r.optional(p + "self_attn.o_proj.bias", (d,))
-        sd[out + "attn.b_O"] = zeros(d) if b_o is None else b_o
+        gated.attention(r, cfg, p, out, sd)
         if r.has(p + "mlp.gate_proj.bias"):
             raise ValueError("MLP gate biases are not supported")
         sd[out + "mlp.W_gate"] = r.get(p + "mlp.gate_proj.weight", (m, d)).T.contiguous()
