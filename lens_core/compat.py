@@ -50,6 +50,26 @@ class TransformerLensMixin:
             self.clear_contexts()
         self.remove_all_hook_fns(direction, including_permanent=including_permanent, level=level)
 
+    context_level: int = 0  # TransformerLens's counter; hooks(reset_hooks_end=False) tags its hooks with it
+
+    @property
+    def mod_dict(self) -> dict:
+        """Every submodule and hook point by name (TransformerLens's ``mod_dict``)."""
+        modules = {name: module for name, module in self.named_modules() if name}
+        modules.update(self.hook_dict)
+        return modules
+
+    def list_hooks(self, name_filter: Any = None, dir: str = "both", including_permanent: bool = True) -> dict:
+        """Model-wide hooks by hook point name (points with none are left out), as handles."""
+        out = {}
+        for name in resolve_names(name_filter, self.hook_dict):
+            point = self.hook_dict[name]
+            handles = (point.fwd_hooks if dir in ("fwd", "both") else []) + (point.bwd_hooks if dir in ("bwd", "both") else [])
+            handles = [h for h in handles if including_permanent or not h.is_permanent]
+            if handles:
+                out[name] = handles
+        return out
+
     def set_use_attn_result(self, use_attn_result: bool) -> None:
         """Cache ``hook_result`` (per-head outputs) in ``run_with_cache`` without naming it."""
         self.cfg.use_attn_result = use_attn_result

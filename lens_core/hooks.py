@@ -19,6 +19,7 @@ never adds them; an empty tuple on each point keeps them free when unused.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import re
 from typing import Any, Callable, Iterable, Optional, Union
 
@@ -33,6 +34,26 @@ _ACTIVE: contextvars.ContextVar[Optional[dict["HookPoint", tuple[HookFn, ...]]]]
 )
 
 _LAYER_RE = re.compile(r"^blocks\.(\d+)\.")
+
+
+@dataclasses.dataclass
+class LensHandle:
+    """What ``HookPoint.add_hook`` returns (TransformerLens's name): ``handle.hook.remove()`` detaches it."""
+
+    hook: Any
+    is_permanent: bool = False
+    context_level: Optional[int] = None
+    user_hook: Any = None
+
+
+class _Remover:
+    """The ``handle.hook`` part: ``remove()`` takes this one entry off its hook point."""
+
+    def __init__(self, point: "HookPoint", entry: tuple) -> None:
+        self._point, self._entry = point, entry
+
+    def remove(self) -> None:
+        self._point._wide = tuple(e for e in self._point._wide if e is not self._entry)
 
 
 class HookPoint:
@@ -83,12 +104,17 @@ class HookPoint:
 
     # ---- TransformerLens's model-wide hooks (visible to every thread) ------------
     def add_hook(self, hook: HookFn, dir: str = "fwd", is_permanent: bool = False, level: Optional[int] = None,
-                 prepend: bool = False) -> None:
-        """Attach ``hook(tensor, hook_point)`` to this point for every later run, in every thread."""
+                 prepend: bool = False) -> LensHandle:
+        """Attach ``hook(tensor, hook_point)`` to this point for every later run, in every thread.
+
+        ``dir="bwd"``: ``hook(grad, hook_point)`` on the gradient of this activation (a returned
+        tensor replaces the gradient). ``prepend`` runs it before the hooks already here; ``level``
+        tags it for ``remove_hooks(level=...)``. Returns a handle (``handle.hook.remove()``)."""
         if dir not in ("fwd", "bwd"):
             raise ValueError(f"dir must be 'fwd' or 'bwd', got {dir!r}")
         entry = (hook if dir == "fwd" else grad_hook(hook), dir, is_permanent, level, hook)
         self._wide = (entry,) + self._wide if prepend else self._wide + (entry,)
+        return LensHandle(_Remover(self, entry), is_permanent, level, hook)
 
     def add_perma_hook(self, hook: HookFn, dir: str = "fwd") -> None:
         self.add_hook(hook, dir=dir, is_permanent=True)
@@ -100,16 +126,24 @@ class HookPoint:
             dir in ("both", entry[1]) and (including_permanent or not entry[2]) and (level is None or entry[3] == level)))
 
     def has_hooks(self, dir: str = "both", including_permanent: bool = True, level: Optional[int] = None) -> bool:
+        """Whether model-wide hooks are attached here (the call-scoped hooks of ``run_with_hooks`` are
+        private to their call: ``is_active()`` sees those)."""
+        if dir not in ("fwd", "bwd", "both"):
+            raise ValueError(f"Invalid direction {dir}")
         return any(dir in ("both", entry[1]) and (including_permanent or not entry[2]) and (level is None or entry[3] == level)
                    for entry in self._wide)
 
-    @property
-    def fwd_hooks(self) -> list[HookFn]:
-        return [entry[4] for entry in self._wide if entry[1] == "fwd"]
+    def _handles(self, dir: str) -> list[LensHandle]:
+        return [LensHandle(_Remover(self, e), e[2], e[3], e[4]) for e in self._wide if e[1] == dir]
 
     @property
-    def bwd_hooks(self) -> list[HookFn]:
-        return [entry[4] for entry in self._wide if entry[1] == "bwd"]
+    def fwd_hooks(self) -> list[LensHandle]:
+        """The model-wide forward hooks, as TransformerLens lists them (``.user_hook`` is the function)."""
+        return self._handles("fwd")
+
+    @property
+    def bwd_hooks(self) -> list[LensHandle]:
+        return self._handles("bwd")
 
     def clear_context(self) -> None:
         self.ctx = {}

@@ -123,8 +123,9 @@ class HookedTransformer(TransformerLensMixin, TokenizerMixin, nn.Module):
             resid = resid + self.hook_pos_embed(self.pos_embed(*tokens.shape))
         return resid
 
-    def hook_points(self) -> list[str]:
-        return list(self.hook_dict)
+    def hook_points(self):
+        """Every hook point, in forward order (TransformerLens's ``hook_dict.values()``)."""
+        return self.hook_dict.values()
 
     def _pairs(self, fwd_hooks: FwdHooks) -> list[tuple[HookPoint, HookFn]]:
         pairs = []
@@ -143,14 +144,16 @@ class HookedTransformer(TransformerLensMixin, TokenizerMixin, nn.Module):
         """
         fwd, bwd = self._pairs(list(fwd_hooks)), self._pairs(list(bwd_hooks))
         if not reset_hooks_end:
+            # Tagged with the context level they were added at, as TransformerLens does.
+            level = getattr(self, "context_level", 0) + 1
             for point, fn in fwd:
-                point.add_hook(fn)
+                point.add_hook(fn, level=level)
             for point, fn in bwd:
-                point.add_hook(fn, dir="bwd")
+                point.add_hook(fn, dir="bwd", level=level)
             scope = active_hooks([])
         else:
             scope = active_hooks(fwd + [(point, grad_hook(fn)) for point, fn in bwd])
-        if clear_contexts:
+        if clear_contexts:  # the touched points only, as the 4.3.0 bridge does (its legacy HookedRootModule clears all)
             scope.on_exit = lambda: [point.clear_context() for point, _ in fwd + bwd]
         scope.target = self
         return scope

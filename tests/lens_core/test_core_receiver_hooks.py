@@ -69,6 +69,6 @@ def test_one_heads_key_input_changes_only_that_head():
 
 
 def test_hook_order_lists_receiver_inputs_in_forward_order():
-    names = [n for n in tiny("gpt2").hook_points() if n.startswith("blocks.0.")]
+    names = [p.name for p in tiny("gpt2").hook_points() if p.name.startswith("blocks.0.")]
     assert names.index("blocks.0.hook_resid_pre") < names.index("blocks.0.hook_q_input") < names.index("blocks.0.ln1.hook_scale")
     assert names.index("blocks.0.hook_resid_mid") < names.index("blocks.0.hook_mlp_in") < names.index("blocks.0.ln2.hook_scale")
