@@ -7,9 +7,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from lens_core.experiments.browse import (METHODS, BrowseRequest, browse, chunk_requests, combine, parse_component,
+from lens_core.experiments.corpus.browse import (METHODS, BrowseRequest, browse, chunk_requests, combine, parse_component,
                                           request_corpus, resolve_component)
-from lens_core.experiments.browse_example import BrowseExampleRequest, browse_example
+from lens_core.experiments.corpus.browse_example import BrowseExampleRequest, browse_example
 from ui import charts, state
 from ui.corpus_input import corpus_picker
 from ui.errors import guard, md_escape

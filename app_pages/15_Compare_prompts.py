@@ -3,10 +3,10 @@
 import pandas as pd
 import streamlit as st
 
-from lens_core.experiments.attention import AttentionRequest, attention_patterns
-from lens_core.experiments.dla import DLARequest, direct_logit_attribution
-from lens_core.experiments.logit_lens import LogitLensRequest, logit_lens
-from lens_core.experiments.predictions import PredictionsRequest, predictions
+from lens_core.experiments.views.attention import AttentionRequest, attention_patterns
+from lens_core.experiments.views.dla import DLARequest, direct_logit_attribution
+from lens_core.experiments.views.logit_lens import LogitLensRequest, logit_lens
+from lens_core.experiments.views.predictions import PredictionsRequest, predictions
 from ui import charts, state
 from ui.errors import guard, md_escape
 from ui.export import experiment_snippet, export_bar

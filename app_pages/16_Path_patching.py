@@ -3,8 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from lens_core.experiments.patching import DIRECTIONS
-from lens_core.experiments.path_patching import PathPatchingRequest, path_patching
+from lens_core.experiments.interventions.patching import DIRECTIONS
+from lens_core.experiments.interventions.path_patching import PathPatchingRequest, path_patching
 from ui import charts, state
 from ui.errors import UserInputError, guard, md_escape
 from ui.export import experiment_snippet, export_bar

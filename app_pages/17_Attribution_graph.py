@@ -6,9 +6,9 @@ import json
 import pandas as pd
 import streamlit as st
 
-from lens_core.experiments.attribution_graph import AttributionGraphRequest, attribution_graph
-from lens_core.experiments.graph_interventions import GraphInterventionRequest, graph_intervention
-from lens_core.experiments.graph_json import graph_json, node_ids
+from lens_core.experiments.graphs.attribution_graph import AttributionGraphRequest, attribution_graph
+from lens_core.experiments.graphs.graph_interventions import GraphInterventionRequest, graph_intervention
+from lens_core.experiments.graphs.graph_json import graph_json, node_ids
 from ui import attribution_graph_view as view
 from ui import state
 from ui.errors import guard, md_escape

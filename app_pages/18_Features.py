@@ -4,7 +4,7 @@ held-out split, and steering by clamping or zeroing features."""
 import pandas as pd
 import streamlit as st
 
-from lens_core.experiments.features import (FeatureActivationsRequest, SteeringRequest, UnitActivationRequest,
+from lens_core.experiments.views.features import (FeatureActivationsRequest, SteeringRequest, UnitActivationRequest,
                                             feature_activations_on_prompt, feature_steering, unit_activation)
 from lens_core.features import FeaturesUnavailable
 from ui import charts, state

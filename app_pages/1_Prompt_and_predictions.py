@@ -5,7 +5,7 @@ import html
 import pandas as pd
 import streamlit as st
 
-from lens_core.experiments.predictions import PredictionsRequest, predictions
+from lens_core.experiments.views.predictions import PredictionsRequest, predictions
 from ui import charts, state
 from ui.errors import guard
 from ui.export import experiment_snippet, export_bar

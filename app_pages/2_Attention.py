@@ -4,8 +4,8 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from lens_core.experiments.attention import AttentionRequest, attention_patterns
-from lens_core.experiments.detectors import DetectorRequest, head_detectors
+from lens_core.experiments.views.attention import AttentionRequest, attention_patterns
+from lens_core.experiments.views.detectors import DetectorRequest, head_detectors
 from ui import charts, state
 from ui.errors import guard
 from ui.export import export_bar, python_literal

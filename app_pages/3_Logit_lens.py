@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from lens_core.experiments.logit_lens import LN_MODES, LogitLensRequest, logit_lens
+from lens_core.experiments.views.logit_lens import LN_MODES, LogitLensRequest, logit_lens
 from ui import charts, state
 from ui.errors import guard
 from ui.export import experiment_snippet, export_bar

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from lens_core.experiments.dla import DLARequest, direct_logit_attribution
+from lens_core.experiments.views.dla import DLARequest, direct_logit_attribution
 from ui import charts, state
 from ui.errors import guard, md_escape
 from ui.export import experiment_snippet, export_bar

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from lens_core.experiments.patching import DIRECTIONS, SWEEPS, PatchingRequest, activation_patching
+from lens_core.experiments.interventions.patching import DIRECTIONS, SWEEPS, PatchingRequest, activation_patching
 from ui import charts, state
 from ui.errors import UserInputError, guard, md_escape
 from ui.contrast_inputs import contrast_inputs

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from lens_core.experiments.ablation import (
+from lens_core.experiments.interventions.ablation import (
     MEAN_OVER,
     METHODS,
     AblationRequest,

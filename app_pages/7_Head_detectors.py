@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from lens_core.experiments.detectors import DETECTORS, DetectorRequest, head_detectors
+from lens_core.experiments.views.detectors import DETECTORS, DetectorRequest, head_detectors
 from ui import charts, state
 from ui.errors import guard
 from ui.export import experiment_snippet, export_bar

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from lens_core.experiments.circuits import CompositionRequest, HeadCircuitsRequest, composition, head_circuits
+from lens_core.experiments.views.circuits import CompositionRequest, HeadCircuitsRequest, composition, head_circuits
 from ui import charts, state
 from ui.errors import guard
 from ui.export import experiment_snippet, export_bar, python_literal
@@ -63,7 +63,7 @@ heads_table = pd.DataFrame([
     for l in range(len(layers)) for h in range(len(heads))
 ])
 export_bar("copying_scores", df=heads_table, fig=copy_fig, snippet=f"""from lens_core import HookedTransformer
-from lens_core.experiments.circuits import ov_copying_scores
+from lens_core.experiments.views.circuits import ov_copying_scores
 
 model = HookedTransformer.from_pretrained({python_literal(ctx.model_name)}, dtype={python_literal(ctx.dtype)})
 print(ov_copying_scores(model))  # [layer, head]
@@ -99,7 +99,7 @@ st.dataframe(ov_table, hide_index=True, key="full_ov_table",
              column_config={f"logit {k + 1}": st.column_config.NumberColumn(format="%.3f") for k in range(top_k)})
 export_bar(f"full_ov_{name}", df=ov_table, fig=sv_fig, snippet=experiment_snippet(
     ctx, head_circuits, request, "print(result.source_labels)", "print(result.top_output_labels, result.top_output_values)",
-    "from lens_core.experiments.circuits import full_ov_circuit",
+    "from lens_core.experiments.views.circuits import full_ov_circuit",
     f"full_ov = full_ov_circuit(model, {layer}, {head})  # FactoredMatrix [d_vocab, d_vocab], never dense",
     "print(full_ov.eigenvalues)"))
 

@@ -5,11 +5,11 @@ import json
 import pandas as pd
 import streamlit as st
 
-from lens_core.experiments.attribution import AttributionPatchingRequest, attribution_patching, correlation
-from lens_core.experiments.circuit_graph import circuit_json, select_circuit
-from lens_core.experiments.edges import METHODS, EdgeAttributionRequest, build_graph, edge_attribution
-from lens_core.experiments.faithfulness import ABLATIONS, FaithfulnessRequest, circuit_faithfulness
-from lens_core.experiments.patching import SWEEPS, PatchingRequest, activation_patching
+from lens_core.experiments.interventions.attribution import AttributionPatchingRequest, attribution_patching, correlation
+from lens_core.experiments.edge_circuits.circuit_graph import circuit_json, select_circuit
+from lens_core.experiments.edge_circuits.edges import METHODS, EdgeAttributionRequest, build_graph, edge_attribution
+from lens_core.experiments.edge_circuits.faithfulness import ABLATIONS, FaithfulnessRequest, circuit_faithfulness
+from lens_core.experiments.interventions.patching import SWEEPS, PatchingRequest, activation_patching
 from ui import charts, state
 from ui.circuit_view import circuit_graph_figure, faithfulness_figure
 from ui.errors import UserInputError, guard, md_escape
@@ -171,7 +171,7 @@ export_bar("circuit_graph", df=table, fig=fig, snippet=snippet)
 graph_json = json.dumps(circuit_json(scores, mask, ctx.model_name, faith.circuit_metric, faith.circuit_normalized), indent=1)
 st.download_button("Graph (JSON)", data=graph_json.encode("utf-8"), file_name="circuit_graph.json", mime="application/json",
                    key="json_circuit_graph", on_click="ignore", icon=":material/download:",
-                   help="Schema circuit-explorer/circuit-graph@1: see lens_core/experiments/circuit_graph.py.")
+                   help="Schema circuit-explorer/circuit-graph@1: see lens_core/experiments/edge_circuits/circuit_graph.py.")
 
 st.subheader("Faithfulness curve")
 curve_fig = faithfulness_figure(faith)

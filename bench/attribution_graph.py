@@ -24,7 +24,7 @@ import torch
 
 from lens_core import HookedTransformer
 from lens_core.experiments import AttributionGraphRequest, attribution_graph
-from lens_core.experiments._replacement import build_graph
+from lens_core.experiments.graphs._replacement import build_graph
 from lens_core.features import FeaturesUnavailable, Transcoder, TranscoderConfig, TranscoderSet, load_transcoders
 from lens_core.features import mlp_in_hook, mlp_out_hook
 

@@ -20,7 +20,7 @@ import torch
 
 from lens_core import HookedTransformer
 from lens_core.corpus import load_default_corpus
-from lens_core.experiments.browse import (BrowseRequest, _batch_size, browse, chunk_requests, clear_memo, combine,
+from lens_core.experiments.corpus.browse import (BrowseRequest, _batch_size, browse, chunk_requests, clear_memo, combine,
                                           request_corpus)
 
 

@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--fp16", action="store_true", help="store activations as float16")
     args = parser.parse_args()
 
-    from lens_core.experiments.patching import PatchingRequest, activation_patching
+    from lens_core.experiments.interventions.patching import PatchingRequest, activation_patching
 
     model = build_model()
     tokens = torch.randint(0, 50257, (1, 64), generator=torch.Generator().manual_seed(1))

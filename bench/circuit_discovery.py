@@ -27,9 +27,9 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from lens_core import HookedTransformer
-from lens_core.experiments.circuit_graph import rank_edges, top_circuit
-from lens_core.experiments.edges import EdgeAttributionRequest, build_graph, edge_attribution, sender_outputs, task_from_request
-from lens_core.experiments.faithfulness import curve_sizes, patched_metric
+from lens_core.experiments.edge_circuits.circuit_graph import rank_edges, top_circuit
+from lens_core.experiments.edge_circuits.edges import EdgeAttributionRequest, build_graph, edge_attribution, sender_outputs, task_from_request
+from lens_core.experiments.edge_circuits.faithfulness import curve_sizes, patched_metric
 
 
 def timed(fn, repeats: int) -> float:

@@ -21,10 +21,10 @@ log = logging.getLogger(__name__)
 
 # experiment name -> (module, function, request class)
 WARMABLE: dict[str, tuple[str, str, str]] = {
-    "predictions": ("lens_core.experiments.predictions", "predictions", "PredictionsRequest"),
-    "attention_patterns": ("lens_core.experiments.attention", "attention_patterns", "AttentionRequest"),
-    "logit_lens": ("lens_core.experiments.logit_lens", "logit_lens", "LogitLensRequest"),
-    "dla": ("lens_core.experiments.dla", "direct_logit_attribution", "DLARequest"),
+    "predictions": ("lens_core.experiments.views.predictions", "predictions", "PredictionsRequest"),
+    "attention_patterns": ("lens_core.experiments.views.attention", "attention_patterns", "AttentionRequest"),
+    "logit_lens": ("lens_core.experiments.views.logit_lens", "logit_lens", "LogitLensRequest"),
+    "dla": ("lens_core.experiments.views.dla", "direct_logit_attribution", "DLARequest"),
 }
 
 

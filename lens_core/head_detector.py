@@ -3,7 +3,7 @@
 ``detect_head(model, seq, "induction_head")`` scores every head against a detection pattern
 (a ``[pos, pos]`` lower-triangular matrix: where such a head should attend). Scored all heads at
 once from one run that keeps only the attention patterns. For the app's detectors (averaged over
-query positions, repeated random tokens) see ``lens_core.experiments.detectors``.
+query positions, repeated random tokens) see ``lens_core.experiments.views.detectors``.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import torch
 
 from .experiments import _suffix
 from .experiments._common import capped, final_norm
-from .experiments.patching import LayerCells, bytes_per_row, run_cells
+from .experiments.interventions.patching import LayerCells, bytes_per_row, run_cells
 from .utils import get_act_name
 
 Metric = Callable[[torch.Tensor], torch.Tensor]

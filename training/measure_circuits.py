@@ -18,7 +18,7 @@ import torch
 from tokenizers import Tokenizer
 
 from lens_core import HookedTransformer
-from lens_core.experiments.detectors import DetectorRequest, head_detectors, repeated_random_tokens
+from lens_core.experiments.views.detectors import DetectorRequest, head_detectors, repeated_random_tokens
 from lens_core.loading import DEFAULT_MODEL_DIR
 from training.train_default_model import encode_files, held_out_batches, stdlib_files
 

@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from lens_core.experiments._common import str_tokens
-from lens_core.experiments.graph_json import node_ids
+from lens_core.experiments.graphs.graph_json import node_ids
 from lens_core.features import FeaturesUnavailable, load_transcoders
 from ui.charts import visible
 

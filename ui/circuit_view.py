@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from lens_core.experiments.circuit_graph import edge_table
+from lens_core.experiments.edge_circuits.circuit_graph import edge_table
 from ui.graph_chart import layered_graph
 
 KIND_COLORS = {"embed": "rgb(120, 120, 120)", "head": "rgb(255, 187, 120)", "mlp": "rgb(152, 223, 138)",

@@ -45,6 +45,16 @@ def python_literal(value) -> str:
     return repr(value)
 
 
+def stable_module(*objects: Any) -> str:
+    """``lens_core.experiments`` when it exports every object (the import path that never moves),
+    else the objects' own module."""
+    import lens_core.experiments as experiments
+
+    if all(getattr(experiments, obj.__name__, None) is obj for obj in objects):
+        return experiments.__name__
+    return objects[0].__module__
+
+
 def experiment_snippet(ctx: Any, fn: Callable, request: Any, *prints: str, **readable: Any) -> str:
     """A "copy as Python" script that rebuilds ``request`` and runs ``fn`` on it with lens_core.
 
@@ -63,7 +73,7 @@ def experiment_snippet(ctx: Any, fn: Callable, request: Any, *prints: str, **rea
     request_cls = type(request).__name__
     lines = "".join(f"{line}\n" for line in prints)
     return f"""from lens_core import HookedTransformer
-from {fn.__module__} import {request_cls}, {fn.__name__}
+from {stable_module(fn, type(request))} import {request_cls}, {fn.__name__}
 
 model = HookedTransformer.from_pretrained({python_literal(ctx.model_name)}, dtype={python_literal(ctx.dtype)})
 request = {request_cls}(

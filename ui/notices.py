@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from lens_core.experiments.predictions import PredictionsRequest, predictions
+from lens_core.experiments.views.predictions import PredictionsRequest, predictions
 from ui import state
 from ui.errors import guard, md_escape
 from ui.model import run_experiment

@@ -14,7 +14,7 @@ from typing import Any
 import streamlit as st
 import torch
 
-from lens_core.experiments.predictions import PredictionsRequest, predictions
+from lens_core.experiments.views.predictions import PredictionsRequest, predictions
 from ui import state
 from ui.errors import USER_FACING, log, md_escape, message_for
 from ui.notices import SPREAD_DEPTH, bos_note, not_one_token_message, starts_with_bos

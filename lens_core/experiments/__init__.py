@@ -6,17 +6,30 @@ JSON-able axis labels, ready for a page to draw. Long sweeps also take a
 ``progress(done, total)`` keyword. ``REGISTRY`` maps a stable name to the
 function (for the cache CLI and the app), ``REQUEST_TYPES`` the same name to its
 request class.
+
+The experiments are grouped by family, one subpackage each (its docstring says which file does what):
+
+- ``views``: one prompt, read without changing it (predictions, attention, logit lens, DLA, head
+  detectors, QK/OV circuits, features on a prompt).
+- ``interventions``: change activations and measure (activation and attribution patching, path
+  patching, ablation).
+- ``edge_circuits``: edge attribution (EAP, EAP-IG), circuits of edges, faithfulness curves.
+- ``graphs``: attribution graphs on transcoder replacement models, their interventions and JSON export.
+- ``corpus``: browsing a corpus for where a component matters.
+
+Every public name is importable from here (``from lens_core.experiments import X``), and the old flat
+module paths (``lens_core.experiments.patching`` ...) still import, as aliases of the moved modules.
 """
 
 from __future__ import annotations
 
-from .ablation import AblationRequest, AblationResult, AblationSweepRequest, AblationSweepResult, ablation, ablation_sweep
-from .attention import AttentionRequest, AttentionResult, attention_patterns
-from .attribution import AttributionPatchingRequest, AttributionPatchingResult, attribution_patching
-from .attribution_graph import AttributionGraphRequest, AttributionGraphResult, attribution_graph
-from .browse import BrowseRequest, BrowseResult, browse
-from .browse_example import BrowseExampleRequest, BrowseExampleResult, browse_example
-from .circuits import (
+from .interventions.ablation import AblationRequest, AblationResult, AblationSweepRequest, AblationSweepResult, ablation, ablation_sweep
+from .views.attention import AttentionRequest, AttentionResult, attention_patterns
+from .interventions.attribution import AttributionPatchingRequest, AttributionPatchingResult, attribution_patching
+from .graphs.attribution_graph import AttributionGraphRequest, AttributionGraphResult, attribution_graph
+from .corpus.browse import BrowseRequest, BrowseResult, browse
+from .corpus.browse_example import BrowseExampleRequest, BrowseExampleResult, browse_example
+from .views.circuits import (
     CompositionRequest,
     CompositionResult,
     HeadCircuitsRequest,
@@ -29,11 +42,11 @@ from .circuits import (
     ov_copying_scores,
     qk_circuit,
 )
-from .detectors import DetectorRequest, DetectorResult, head_detectors
-from .dla import DLARequest, DLAResult, direct_logit_attribution
-from .edges import EdgeAttributionRequest, EdgeAttributionResult, edge_attribution
-from .faithfulness import FaithfulnessRequest, FaithfulnessResult, circuit_faithfulness
-from .features import (
+from .views.detectors import DetectorRequest, DetectorResult, head_detectors
+from .views.dla import DLARequest, DLAResult, direct_logit_attribution
+from .edge_circuits.edges import EdgeAttributionRequest, EdgeAttributionResult, edge_attribution
+from .edge_circuits.faithfulness import FaithfulnessRequest, FaithfulnessResult, circuit_faithfulness
+from .views.features import (
     FeatureActivationsRequest,
     FeatureActivationsResult,
     SteeringRequest,
@@ -44,11 +57,11 @@ from .features import (
     feature_steering,
     unit_activation,
 )
-from .graph_interventions import GraphInterventionRequest, GraphInterventionResult, graph_intervention
-from .logit_lens import LogitLensRequest, LogitLensResult, logit_lens
-from .patching import SWEEPS, PatchingRequest, PatchingResult, activation_patching
-from .path_patching import PathPatchingRequest, PathPatchingResult, path_patching
-from .predictions import PredictionsRequest, PredictionsResult, predictions
+from .graphs.graph_interventions import GraphInterventionRequest, GraphInterventionResult, graph_intervention
+from .views.logit_lens import LogitLensRequest, LogitLensResult, logit_lens
+from .interventions.patching import SWEEPS, PatchingRequest, PatchingResult, activation_patching
+from .interventions.path_patching import PathPatchingRequest, PathPatchingResult, path_patching
+from .views.predictions import PredictionsRequest, PredictionsResult, predictions
 
 REGISTRY = {
     "attribution_graph": attribution_graph,
@@ -97,3 +110,42 @@ REQUEST_TYPES = {
     "unit_activation": UnitActivationRequest,
     "feature_steering": SteeringRequest,
 }
+
+
+# The flat module paths of rounds 1-2 (``lens_core.experiments.<module>``), kept importable.
+MOVED_MODULES = {
+    "predictions": "views.predictions",
+    "attention": "views.attention",
+    "logit_lens": "views.logit_lens",
+    "dla": "views.dla",
+    "detectors": "views.detectors",
+    "circuits": "views.circuits",
+    "features": "views.features",
+    "patching": "interventions.patching",
+    "_suffix": "interventions._suffix",
+    "attribution": "interventions.attribution",
+    "ablation": "interventions.ablation",
+    "path_patching": "interventions.path_patching",
+    "edges": "edge_circuits.edges",
+    "faithfulness": "edge_circuits.faithfulness",
+    "circuit_graph": "edge_circuits.circuit_graph",
+    "attribution_graph": "graphs.attribution_graph",
+    "_replacement": "graphs._replacement",
+    "_graph_prune": "graphs._graph_prune",
+    "graph_interventions": "graphs.graph_interventions",
+    "graph_json": "graphs.graph_json",
+    "browse": "corpus.browse",
+    "browse_components": "corpus.browse_components",
+    "browse_example": "corpus.browse_example",
+}
+
+
+def _alias_moved_modules() -> None:
+    import importlib
+    import sys
+
+    for old, new in MOVED_MODULES.items():
+        sys.modules.setdefault(f"{__name__}.{old}", importlib.import_module(f"{__name__}.{new}"))
+
+
+_alias_moved_modules()

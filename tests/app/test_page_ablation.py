@@ -30,7 +30,7 @@ def test_zero_ablation_from_url_draws_lens_core_numbers_and_a_transformers_basel
     assert at.radio(key="abl_method").value == "zero"
     assert at.text_input(key="answer").value == " sat" and at.text_input(key="wrong_answer").value == " the"
 
-    from lens_core.experiments.ablation import AblationRequest, ablation
+    from lens_core.experiments.interventions.ablation import AblationRequest, ablation
 
     expected = ablation(model, AblationRequest(prompt=PROMPT, components=(("head", 1, 2), ("mlp", 0)), method="zero",
                                                answer=" sat", wrong_answer=" the"))
@@ -66,7 +66,7 @@ def test_mean_per_position_and_head_sweep_from_url_match_lens_core(app_settings,
     assert at.text_area(key="refs").value == SWAPPED
     assert at.checkbox(key="abl_sweep").value is True
 
-    from lens_core.experiments.ablation import AblationRequest, AblationSweepRequest, ablation, ablation_sweep
+    from lens_core.experiments.interventions.ablation import AblationRequest, AblationSweepRequest, ablation, ablation_sweep
 
     refs = (ids_of(model, SWAPPED),)
     expected = ablation(model, AblationRequest(prompt=PROMPT, components=(("head", 0, 1),), method="mean",
@@ -90,7 +90,7 @@ def test_sweep_over_mlps_draws_one_bar_per_layer(app_settings, model):
     assert not at.exception and errors(at) == []
     assert any("at least one component" in i.value for i in at.info)
 
-    from lens_core.experiments.ablation import AblationSweepRequest, ablation_sweep
+    from lens_core.experiments.interventions.ablation import AblationSweepRequest, ablation_sweep
 
     sweep = ablation_sweep(model, AblationSweepRequest(prompt=PROMPT, target="mlp", answer=" sat"))
     bars = torch.tensor(plotly_array(plotly_figure(at, "sweep_metric_chart")["data"][0]["y"]))

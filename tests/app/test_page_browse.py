@@ -33,8 +33,8 @@ def bundled():
 
 
 def test_browse_from_url_shows_lens_core_ranking_and_example(bundled_settings, bundled):
-    from lens_core.experiments.browse import BrowseRequest, browse
-    from lens_core.experiments.browse_example import BrowseExampleRequest, browse_example
+    from lens_core.experiments.corpus.browse import BrowseRequest, browse
+    from lens_core.experiments.corpus.browse_example import BrowseExampleRequest, browse_example
 
     expected = browse(bundled, BrowseRequest(component=("head", 1, 3), method="zero", window_stop=6))
     w, p = expected.rise[2].tolist()
@@ -118,7 +118,7 @@ def test_snippet_reads_an_upload_back_from_its_file():
     from ui.corpus_input import CorpusChoice
     from ui.export import experiment_snippet
 
-    from lens_core.experiments.browse import BrowseRequest, browse
+    from lens_core.experiments.corpus.browse import BrowseRequest, browse
 
     class Ctx:
         model_name, dtype = "default", "float32"

@@ -23,11 +23,11 @@ def test_graph_curve_and_numbers_match_the_experiments(app_settings, model):
     at = run_page(**PAIR, method="eap", n_edges="20", ap_sweep="attn_out")
     assert not at.exception, [e.value for e in at.exception]
     assert errors(at) == []
-    from lens_core.experiments.attribution import AttributionPatchingRequest, attribution_patching, correlation
-    from lens_core.experiments.circuit_graph import select_circuit
-    from lens_core.experiments.edges import EdgeAttributionRequest, edge_attribution
-    from lens_core.experiments.faithfulness import FaithfulnessRequest, circuit_faithfulness
-    from lens_core.experiments.patching import PatchingRequest, activation_patching
+    from lens_core.experiments.interventions.attribution import AttributionPatchingRequest, attribution_patching, correlation
+    from lens_core.experiments.edge_circuits.circuit_graph import select_circuit
+    from lens_core.experiments.edge_circuits.edges import EdgeAttributionRequest, edge_attribution
+    from lens_core.experiments.edge_circuits.faithfulness import FaithfulnessRequest, circuit_faithfulness
+    from lens_core.experiments.interventions.patching import PatchingRequest, activation_patching
 
     kwargs = dict(clean_prompt=CLEAN, corrupted_prompt=CORRUPTED, answer=" Mary", wrong_answer=" John")
     scores = edge_attribution(model, EdgeAttributionRequest(method="eap", **kwargs))
@@ -74,7 +74,7 @@ def test_url_state_and_json_export(app_settings):
 def test_induction_task_runs_without_prompts(app_settings, model):
     at = run_page(task="induction", task_size="4", task_seq_len="4", method="eap", n_edges="10", ablation="mean")
     assert not at.exception and errors(at) == []
-    from lens_core.experiments.faithfulness import FaithfulnessRequest, circuit_faithfulness
+    from lens_core.experiments.edge_circuits.faithfulness import FaithfulnessRequest, circuit_faithfulness
 
     faith = circuit_faithfulness(model, FaithfulnessRequest(task="induction", task_size=4, task_seq_len=4, method="eap",
                                                             n_edges=10, ablation="mean"))
@@ -100,7 +100,7 @@ def test_bad_inputs_get_clear_messages(app_settings, query, message):
 
 @pytest.mark.parametrize("size", ["0", "100000"])
 def test_circuit_size_out_of_range_uses_the_nearest_and_says_so(app_settings, model, size):
-    from lens_core.experiments.edges import build_graph
+    from lens_core.experiments.edge_circuits.edges import build_graph
 
     total = int(build_graph(model.cfg).allowed.sum())
     at = run_page(**PAIR, method="eap", n_edges=size)
@@ -113,7 +113,7 @@ def test_circuit_size_out_of_range_uses_the_nearest_and_says_so(app_settings, mo
 def test_per_position_scores_of_an_edge(app_settings, model):
     at = run_page(**PAIR, method="eap", n_edges="20")
     assert not at.exception and errors(at) == []
-    from lens_core.experiments.edges import EdgeAttributionRequest, edge_attribution
+    from lens_core.experiments.edge_circuits.edges import EdgeAttributionRequest, edge_attribution
 
     scores = edge_attribution(model, EdgeAttributionRequest(method="eap", clean_prompt=CLEAN, corrupted_prompt=CORRUPTED,
                                                             answer=" Mary", wrong_answer=" John"))

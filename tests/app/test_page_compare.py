@@ -16,9 +16,9 @@ def ids(model, text):
 
 
 def test_two_prompts_from_one_url_match_lens_core(app_settings, model):
-    from lens_core.experiments.attention import AttentionRequest, attention_patterns
-    from lens_core.experiments.dla import DLARequest, direct_logit_attribution
-    from lens_core.experiments.logit_lens import LogitLensRequest, logit_lens
+    from lens_core.experiments.views.attention import AttentionRequest, attention_patterns
+    from lens_core.experiments.views.dla import DLARequest, direct_logit_attribution
+    from lens_core.experiments.views.logit_lens import LogitLensRequest, logit_lens
 
     at = open_page(PAGE, prompt=A, prompt_b=B, answer=" sat", wrong_answer=" the", layer="1", head="2")
     assert not at.exception, [e.value for e in at.exception]

@@ -82,7 +82,7 @@ def test_repeated_random_tokens_from_url_match_lens_core_and_a_plain_loop(app_se
     assert at.number_input(key="seq_len").value == 7 and at.number_input(key="det_batch").value == 2
     assert at.number_input(key="seed").value == 3
 
-    from lens_core.experiments.detectors import DetectorRequest, head_detectors, repeated_random_tokens
+    from lens_core.experiments.views.detectors import DetectorRequest, head_detectors, repeated_random_tokens
 
     expected = head_detectors(model, DetectorRequest(seq_len=7, batch=2, seed=3))
     torch.testing.assert_close(shown_scores(at), expected.induction.double(), atol=1e-6, rtol=1e-5)
@@ -102,7 +102,7 @@ def test_arena_preset_switches_to_repeated_random_tokens(app_settings, model):
     assert at.number_input(key="seq_len").value == seq_len
     assert at.query_params["det_source"] in ("random", ["random"])
 
-    from lens_core.experiments.detectors import DetectorRequest, head_detectors
+    from lens_core.experiments.views.detectors import DetectorRequest, head_detectors
 
     expected = head_detectors(model, DetectorRequest(seq_len=seq_len, batch=4, seed=0))
     torch.testing.assert_close(shown_scores(at), expected.induction.double(), atol=1e-6, rtol=1e-5)
@@ -155,7 +155,7 @@ def test_arena_preset_lights_up_induction_heads_in_a_later_layer_of_the_bundled_
     assert not at.exception and errors(at) == []
     scores = shown_scores(at)
     from lens_core import HookedTransformer
-    from lens_core.experiments.detectors import DetectorRequest, head_detectors
+    from lens_core.experiments.views.detectors import DetectorRequest, head_detectors
 
     bundled = HookedTransformer.from_pretrained("default")
     cap = tomllib.loads(text)["limits"]["max_prompt_tokens"]

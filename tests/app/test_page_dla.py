@@ -61,7 +61,7 @@ def test_numbers_match_transformers_and_the_experiment(app_settings, tiny_model_
     assert float(y_of(at, "dla_accumulated")[-1]) + bias == pytest.approx(actual, abs=5e-3)
 
     from lens_core import HookedTransformer
-    from lens_core.experiments.dla import DLARequest, direct_logit_attribution
+    from lens_core.experiments.views.dla import DLARequest, direct_logit_attribution
 
     model = HookedTransformer.from_pretrained(str(tiny_model_dir))
     ref = direct_logit_attribution(model, DLARequest(prompt=PROMPT, answer=" Mary", wrong_answer=" John", position=10,

@@ -49,7 +49,7 @@ def test_heatmap_is_the_target_probability_and_its_last_row_is_the_models_output
     torch.testing.assert_close(z[-1], probs[:, sat], atol=1e-5, rtol=1e-4)
 
     from lens_core import HookedTransformer
-    from lens_core.experiments.logit_lens import LogitLensRequest, logit_lens
+    from lens_core.experiments.views.logit_lens import LogitLensRequest, logit_lens
 
     model = HookedTransformer.from_pretrained(str(tiny_model_dir))
     for mode in ("recomputed", "frozen"):

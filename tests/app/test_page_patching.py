@@ -83,7 +83,7 @@ def test_heatmaps_and_baselines_match_transformers_and_the_experiment(app_settin
         assert float(z[0, p]) == pytest.approx(hf.logit_diff(swapped, " John", " Mary"), abs=1e-4), p
 
     from lens_core import HookedTransformer
-    from lens_core.experiments.patching import PatchingRequest, activation_patching
+    from lens_core.experiments.interventions.patching import PatchingRequest, activation_patching
 
     model = HookedTransformer.from_pretrained(str(tiny_model_dir))
     for sweep in ("resid_pre", "head_out_all_pos", "head_out_by_pos"):
@@ -210,7 +210,7 @@ def test_bundled_presets_get_a_same_length_corrupted_prompt_and_run(tmp_path, mo
 
 
 def test_the_progress_bar_is_fed_by_the_experiments_progress_callback(app_settings, monkeypatch):
-    import lens_core.experiments.patching as patching
+    import lens_core.experiments.interventions.patching as patching
     import streamlit as st
 
     real, calls, bars = patching.activation_patching, [], []

@@ -17,7 +17,7 @@ def ids(model, text):
 
 
 def test_sweep_into_head_queries_matches_lens_core(app_settings, model):
-    from lens_core.experiments.path_patching import PathPatchingRequest, path_patching
+    from lens_core.experiments.interventions.path_patching import PathPatchingRequest, path_patching
 
     at = open_page(PAGE, prompt=CLEAN, corrupted=CORRUPTED, answer=" sat", wrong_answer=" the", sender_mode="sweep",
                    receiver_mode="heads", receivers="L1H2", recv_inputs="q,v", direction="denoise",
@@ -36,7 +36,7 @@ def test_sweep_into_head_queries_matches_lens_core(app_settings, model):
 
 
 def test_chosen_senders_into_final_residual(app_settings, model):
-    from lens_core.experiments.path_patching import PathPatchingRequest, path_patching
+    from lens_core.experiments.interventions.path_patching import PathPatchingRequest, path_patching
 
     at = open_page(PAGE, prompt=CLEAN, corrupted=CORRUPTED, answer=" sat", wrong_answer=" the", sender_mode="chosen", senders="L0H1,L1H3",
                    receiver_mode="resid_final", direction="noise", patch_value="normalized")

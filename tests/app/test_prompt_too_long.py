@@ -36,7 +36,7 @@ def _page_running_a_long_prompt_through_the_store(model_dir: str, cache_dir: str
 
     from cache_store import ResultStore
     from lens_core import HookedTransformer
-    from lens_core.experiments.predictions import PredictionsRequest, predictions
+    from lens_core.experiments.views.predictions import PredictionsRequest, predictions
     from ui.errors import guard
 
     model = HookedTransformer.from_pretrained(model_dir, dtype="float32", device="cpu")

@@ -154,7 +154,7 @@ def _oom_script(model_dir):
     import streamlit as st
 
     from lens_core import HookedTransformer
-    from lens_core.experiments.predictions import PredictionsRequest, predictions
+    from lens_core.experiments.views.predictions import PredictionsRequest, predictions
     from ui.errors import guard
     from ui.model import run_experiment
 

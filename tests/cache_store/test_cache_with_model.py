@@ -14,7 +14,7 @@ from cache_store.warm import warm
 from cache_store_testkit import assert_same, tiny_hf_gpt2
 
 lens_core = pytest.importorskip("lens_core")
-predictions_module = pytest.importorskip("lens_core.experiments.predictions")
+predictions_module = pytest.importorskip("lens_core.experiments.views.predictions")
 from lens_core import ActivationCache, HookedTransformer  # noqa: E402
 
 PredictionsRequest = predictions_module.PredictionsRequest

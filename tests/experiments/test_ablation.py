@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lens_core.experiments.ablation import AblationRequest, AblationSweepRequest, ablation, ablation_sweep
+from lens_core.experiments.interventions.ablation import AblationRequest, AblationSweepRequest, ablation, ablation_sweep
 
 from exp_tiny import random_tokens, tiny
 

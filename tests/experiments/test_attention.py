@@ -4,7 +4,7 @@ import torch
 
 from exp_tiny import hf_gpt2, random_tokens
 from lens_core import HookedTransformer
-from lens_core.experiments.attention import AttentionRequest, attention_patterns
+from lens_core.experiments.views.attention import AttentionRequest, attention_patterns
 
 
 def test_patterns_equal_transformers_attentions():

@@ -7,8 +7,8 @@ import torch
 from exp_tiny import HF
 
 from lens_core import HookedTransformer
-from lens_core.experiments.attribution import AttributionPatchingRequest, attribution_patching, correlation
-from lens_core.experiments.patching import PatchingRequest, activation_patching
+from lens_core.experiments.interventions.attribution import AttributionPatchingRequest, attribution_patching, correlation
+from lens_core.experiments.interventions.patching import PatchingRequest, activation_patching
 from lens_core.utils import get_act_name
 
 CLEAN, CORRUPTED = (3, 8, 1, 20, 7), (3, 9, 1, 21, 7)

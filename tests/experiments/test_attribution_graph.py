@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lens_core.experiments._replacement import build_graph
+from lens_core.experiments.graphs._replacement import build_graph
 
 from exp_tiny import random_tokens, tiny
 from graph_support import random_transcoders
@@ -102,7 +102,7 @@ def _frozen_replacement_logits(model, tset, tokens, graph, clamps):
 
 
 def test_predicted_effect_is_exact_in_the_frozen_replacement_model():
-    from lens_core.experiments._graph_prune import predicted_effects
+    from lens_core.experiments.graphs._graph_prune import predicted_effects
 
     model = tiny("gpt2", True)
     tset = random_transcoders(model, activation="relu", always_on=False)  # small clamps keep every active feature active

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from lens_core.experiments import AttributionGraphRequest, attribution_graph
-from lens_core.experiments._graph_prune import node_influence, normalized_abs, prune
-from lens_core.experiments._replacement import ReplacementGraph, build_graph
-from lens_core.experiments.graph_json import GRAPH_SCHEMA, graph_json
+from lens_core.experiments.graphs._graph_prune import node_influence, normalized_abs, prune
+from lens_core.experiments.graphs._replacement import ReplacementGraph, build_graph
+from lens_core.experiments.graphs.graph_json import GRAPH_SCHEMA, graph_json
 from lens_core.features import FeaturesUnavailable
 
 from exp_tiny import random_tokens, tiny

@@ -8,15 +8,15 @@ import torch
 
 from lens_core import HookedTransformer
 from lens_core.corpus import load_default_corpus
-from lens_core.experiments.ablation import AblationRequest, ablation
-from lens_core.experiments.attention import AttentionRequest, attention_patterns
-from lens_core.experiments.browse import (BrowseRequest, browse, chunk_requests, clear_memo, combine, parse_component,
+from lens_core.experiments.interventions.ablation import AblationRequest, ablation
+from lens_core.experiments.views.attention import AttentionRequest, attention_patterns
+from lens_core.experiments.corpus.browse import (BrowseRequest, browse, chunk_requests, clear_memo, combine, parse_component,
                                           request_corpus, resample_sources, resolve_component)
-from lens_core.experiments.browse_example import BrowseExampleRequest, browse_example
-from lens_core.experiments.detectors import DetectorRequest, head_detectors
-from lens_core.experiments.dla import DLARequest, direct_logit_attribution
-from lens_core.experiments.logit_lens import LogitLensRequest, logit_lens
-from lens_core.experiments.predictions import PredictionsRequest, predictions
+from lens_core.experiments.corpus.browse_example import BrowseExampleRequest, browse_example
+from lens_core.experiments.views.detectors import DetectorRequest, head_detectors
+from lens_core.experiments.views.dla import DLARequest, direct_logit_attribution
+from lens_core.experiments.views.logit_lens import LogitLensRequest, logit_lens
+from lens_core.experiments.views.predictions import PredictionsRequest, predictions
 
 WINDOW = 32
 

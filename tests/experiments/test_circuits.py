@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lens_core.experiments.circuits import (
+from lens_core.experiments.views.circuits import (
     CompositionRequest,
     HeadCircuitsRequest,
     composition,

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from lens_core import HookedTransformer
-from lens_core.experiments.ablation import AblationRequest, ablation
-from lens_core.experiments.detectors import DetectorRequest, head_detectors, repeated_random_tokens
+from lens_core.experiments.interventions.ablation import AblationRequest, ablation
+from lens_core.experiments.views.detectors import DetectorRequest, head_detectors, repeated_random_tokens
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "lens_core" / "default_model"
 

@@ -7,7 +7,7 @@ import torch
 
 from lens_core import HookedTransformer
 from training.measure_circuits import code_windows
-from lens_core.experiments.detectors import DetectorRequest, head_detectors
+from lens_core.experiments.views.detectors import DetectorRequest, head_detectors
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "lens_core" / "default_model"
 

@@ -3,7 +3,7 @@ import itertools
 import pytest
 import torch
 
-from lens_core.experiments.detectors import DetectorRequest, detector_scores, head_detectors, repeated_random_tokens
+from lens_core.experiments.views.detectors import DetectorRequest, detector_scores, head_detectors, repeated_random_tokens
 
 from exp_tiny import random_tokens, tiny
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from exp_tiny import tiny
 
-from lens_core.experiments.circuit_graph import circuit_json, edge_table, prune, select_circuit
-from lens_core.experiments.edges import EdgeAttributionRequest, build_graph, edge_attribution
+from lens_core.experiments.edge_circuits.circuit_graph import circuit_json, edge_table, prune, select_circuit
+from lens_core.experiments.edge_circuits.edges import EdgeAttributionRequest, build_graph, edge_attribution
 
 CLEAN, CORRUPTED = (3, 8, 1, 20, 7, 11), (3, 9, 1, 21, 7, 12)
 ANSWER, WRONG = 4, 5

@@ -10,10 +10,10 @@ import torch
 from exp_tiny import tiny
 
 from lens_core import HookedTransformer
-from lens_core.experiments.detectors import DetectorRequest, head_detectors
-from lens_core.experiments.circuit_graph import select_circuit
-from lens_core.experiments.edges import EdgeAttributionRequest, build_graph, edge_attribution, task_from_request
-from lens_core.experiments.faithfulness import FaithfulnessRequest, circuit_faithfulness, curve_sizes, patched_metric
+from lens_core.experiments.views.detectors import DetectorRequest, head_detectors
+from lens_core.experiments.edge_circuits.circuit_graph import select_circuit
+from lens_core.experiments.edge_circuits.edges import EdgeAttributionRequest, build_graph, edge_attribution, task_from_request
+from lens_core.experiments.edge_circuits.faithfulness import FaithfulnessRequest, circuit_faithfulness, curve_sizes, patched_metric
 
 CLEAN, CORRUPTED = (3, 8, 1, 20, 7, 11), (3, 9, 1, 21, 7, 12)
 PAIR = dict(clean_tokens=CLEAN, corrupted_tokens=CORRUPTED, answer=4, wrong_answer=5)
@@ -161,8 +161,8 @@ def test_mean_ablation_feeds_every_receiver_the_mean_corrupted_output():
 
 
 def test_acdc_refinement_equals_a_plain_greedy_loop():
-    from lens_core.experiments.circuit_graph import prune, rank_edges
-    from lens_core.experiments.faithfulness import acdc_refine
+    from lens_core.experiments.edge_circuits.circuit_graph import prune, rank_edges
+    from lens_core.experiments.edge_circuits.faithfulness import acdc_refine
 
     model = tiny("gpt2")
     request = EdgeAttributionRequest(**PAIR)

@@ -16,7 +16,7 @@ from lens_core.experiments import (AblationRequest, AttentionRequest, DetectorRe
                                    LogitLensRequest, PatchingRequest, PredictionsRequest, ablation, attention_patterns,
                                    direct_logit_attribution, edge_attribution, head_detectors, logit_lens,
                                    activation_patching, predictions)
-from lens_core.experiments._replacement import build_graph
+from lens_core.experiments.graphs._replacement import build_graph
 from test_attribution_graph import _autograd_rows
 
 FAMILIES = sorted(hf_tiny_families.FAMILIES)

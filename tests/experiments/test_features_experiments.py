@@ -6,7 +6,7 @@ import pytest
 import torch
 from features_support import default_model, random_set
 
-from lens_core.experiments.features import (FeatureActivationsRequest, SteeringRequest, UnitActivationRequest,
+from lens_core.experiments.views.features import (FeatureActivationsRequest, SteeringRequest, UnitActivationRequest,
                                             feature_activations_on_prompt, feature_steering, unit_activation)
 from lens_core.features import FeaturesUnavailable, feature_activations, steer
 

@@ -33,7 +33,7 @@ from lens_core.results import ExperimentResult
 from lens_core.utils import get_act_name
 
 from . import _suffix
-from ._common import (
+from .._common import (
     ContrastRequest,
     answer_metrics,
     capped,

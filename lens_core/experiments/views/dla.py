@@ -33,7 +33,7 @@ import torch
 
 from lens_core.results import ExperimentResult
 
-from ._common import (
+from .._common import (
     TokenLike,
     answer_metrics,
     check_layer,

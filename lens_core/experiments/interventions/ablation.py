@@ -28,7 +28,7 @@ import torch
 
 from lens_core.results import ExperimentResult
 
-from ._common import (
+from .._common import (
     TokenLike,
     answer_metrics,
     check_head,

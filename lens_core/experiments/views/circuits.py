@@ -28,7 +28,7 @@ import torch
 from lens_core.factored_matrix import FactoredMatrix
 from lens_core.results import ExperimentResult
 
-from ._common import TokenLike, check_head, head_labels, layer_labels, resolve_token, str_tokens
+from .._common import TokenLike, check_head, head_labels, layer_labels, resolve_token, str_tokens
 
 
 # ---- circuits as factored matrices -----------------------------------------------

@@ -9,7 +9,7 @@ import torch
 
 from lens_core.results import ExperimentResult
 
-from ._common import resolve_tokens, str_tokens
+from .._common import resolve_tokens, str_tokens
 
 
 @dataclasses.dataclass(frozen=True)

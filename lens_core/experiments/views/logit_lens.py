@@ -25,7 +25,7 @@ import torch
 
 from lens_core.results import ExperimentResult
 
-from ._common import TokenLike, final_norm, layer_labels, resolve_token, resolve_tokens, str_tokens, unembed
+from .._common import TokenLike, final_norm, layer_labels, resolve_token, resolve_tokens, str_tokens, unembed
 
 LN_MODES = ("recomputed", "frozen")
 

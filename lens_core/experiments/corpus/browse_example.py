@@ -3,7 +3,7 @@ the actual next token there.
 
 The panel: the logits at the position before and after the ablation (top tokens, the next
 token's logit, probability and loss), the component's direct logit attribution for the next
-token (``lens_core.experiments.dla``: the head's row, the layer's attn/mlp part, or the
+token (``lens_core.experiments.views.dla``: the head's row, the layer's attn/mlp part, or the
 neuron), the head's attention pattern from that position (``attention``), and the logit lens
 on the residual entering the component's layer (``logit_lens``). Those three run on the
 window's prefix up to the position, which is what the model sees there (attention is causal).
@@ -20,11 +20,11 @@ import torch
 
 from lens_core.results import ExperimentResult
 
-from ._common import final_norm_linear, logit_direction, str_tokens
-from .attention import AttentionRequest, attention_patterns
+from .._common import final_norm_linear, logit_direction, str_tokens
+from ..views.attention import AttentionRequest, attention_patterns
 from .browse import ablated_logits, component_label, request_corpus, resolve_component
-from .dla import DLARequest, direct_logit_attribution
-from .logit_lens import LogitLensRequest, logit_lens
+from ..views.dla import DLARequest, direct_logit_attribution
+from ..views.logit_lens import LogitLensRequest, logit_lens
 
 
 @dataclasses.dataclass(frozen=True)

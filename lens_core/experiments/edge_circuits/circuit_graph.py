@@ -1,6 +1,6 @@
 """Circuits from edge scores: rank, select, prune to embed -> logits paths, export as JSON.
 
-Works on an :class:`lens_core.experiments.edges.EdgeAttributionResult` (``scores [S, R]``,
+Works on an :class:`lens_core.experiments.edge_circuits.edges.EdgeAttributionResult` (``scores [S, R]``,
 ``allowed [S, R]``, labels, ``receiver_owners``); no model needed, so a page can recount a
 circuit's edges as the user moves the size slider.
 

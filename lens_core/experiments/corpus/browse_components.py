@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from ._common import check_head, check_layer
+from .._common import check_head, check_layer
 
 COMPONENT_KINDS = ("head", "attn", "mlp", "neuron", "feature")
 

@@ -16,7 +16,7 @@ import torch
 
 from lens_core.results import ExperimentResult
 
-from ._common import TokenLike, capped, resolve_token, resolve_tokens, str_tokens
+from .._common import TokenLike, capped, resolve_token, resolve_tokens, str_tokens
 
 Clamp = tuple[int, int, int, float]  # layer, pos, feature, value
 

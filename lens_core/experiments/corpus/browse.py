@@ -38,7 +38,7 @@ from lens_core.corpus import Corpus, CorpusError, Document, corpus_from_text, lo
 from lens_core.results import ExperimentResult
 
 from .browse_components import COMPONENT_KINDS, Target, component_label, parse_component, resolve_component
-from .patching import Progress
+from ..interventions.patching import Progress
 
 METHODS = ("zero", "mean", "resample")
 __all__ = ["COMPONENT_KINDS", "METHODS", "BrowseRequest", "BrowseResult", "Target", "browse", "chunk_requests", "combine",

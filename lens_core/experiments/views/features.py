@@ -15,7 +15,7 @@ import torch
 from lens_core.features import FeaturesUnavailable, feature_activations, load_transcoders, steer
 from lens_core.results import ExperimentResult
 
-from ._common import resolve_tokens, str_tokens
+from .._common import resolve_tokens, str_tokens
 
 KINDS = ("feature", "neuron")
 

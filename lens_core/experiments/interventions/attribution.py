@@ -1,14 +1,14 @@
 """Attribution patching: the first-order (gradient) estimate of every activation-patching cell.
 
 For a cell that copies activation ``a`` from the source run into the base run (see
-:mod:`lens_core.experiments.patching`; ``denoise``: base = corrupted, source = clean),
+:mod:`lens_core.experiments.interventions.patching`; ``denoise``: base = corrupted, source = clean),
 
     metric(patched) ~= metric(base) + (a_source - a_base) . d metric / d a   (at the base run)
 
 summed over the cell's entries. One source forward pass, one base forward pass with gradients
 and one backward pass (two: the logit difference and the answer's probability) give every
 cell of a sweep, for every layer. The result has the type and axes of
-:func:`lens_core.experiments.patching.activation_patching`, so the two sit side by side;
+:func:`lens_core.experiments.interventions.patching.activation_patching`, so the two sit side by side;
 :func:`correlation` compares them. It is exact for a metric linear in ``a`` and drifts where
 attention or the final softmax saturate (Nanda, "Attribution patching", 2023).
 """
@@ -22,7 +22,7 @@ import torch
 
 from lens_core.utils import get_act_name
 
-from ._common import answer_metrics, layer_labels, str_tokens
+from .._common import answer_metrics, layer_labels, str_tokens
 from .patching import PatchingRequest, sweep_setup, PatchingResult, normalize, position_labels
 
 

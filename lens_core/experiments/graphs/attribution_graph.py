@@ -26,7 +26,7 @@ import torch
 
 from lens_core.results import ExperimentResult
 
-from ._common import TokenLike, resolve_token, resolve_tokens, str_tokens
+from .._common import TokenLike, resolve_token, resolve_tokens, str_tokens
 from ._graph_prune import predicted_effects, prune
 from ._replacement import DEFAULT_MAX_NODES, ReplacementGraph, build_graph
 from .graph_interventions import demeaned, run_interventions

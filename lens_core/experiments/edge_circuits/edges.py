@@ -36,7 +36,7 @@ import torch
 
 from lens_core.results import ExperimentResult
 
-from ._common import ContrastRequest, capped, contrast_tokens, resolve_answers, str_tokens
+from .._common import ContrastRequest, capped, contrast_tokens, resolve_answers, str_tokens
 
 METHODS = ("eap", "eap_ig")
 TASKS = ("pair", "induction", "pairs")

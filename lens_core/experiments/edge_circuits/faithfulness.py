@@ -1,6 +1,6 @@
 """Exact edge-level patching: run a circuit alone and measure how much of the behaviour it keeps.
 
-A circuit is a set of edges ``mask [S, R]`` of :class:`lens_core.experiments.edges.Graph`.
+A circuit is a set of edges ``mask [S, R]`` of :class:`lens_core.experiments.edge_circuits.edges.Graph`.
 The run takes the clean prompt; every receiver's input is recomputed as
 
     input_r = resid (this run) - sum over senders s with mask[s, r] off of (out_s (this run) - out_s (corrupted run))

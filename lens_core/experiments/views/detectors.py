@@ -27,7 +27,7 @@ import torch
 
 from lens_core.results import ExperimentResult
 
-from ._common import layer_labels, resolve_tokens, str_tokens
+from .._common import layer_labels, resolve_tokens, str_tokens
 
 DETECTORS = ("previous_token", "duplicate_token", "induction")
 

@@ -30,7 +30,7 @@ import torch
 
 from lens_core.results import ExperimentResult
 
-from ._common import (
+from .._common import (
     ContrastRequest,
     answer_metrics,
     check_head,
