@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 
+from bench.timing import median_time
 from lens_core import HookedTransformer
 from lens_core.experiments import AttributionGraphRequest, attribution_graph
 from lens_core.experiments.graphs._replacement import build_graph
@@ -29,14 +28,6 @@ from lens_core.features import FeaturesUnavailable, Transcoder, TranscoderConfig
 from lens_core.features import mlp_in_hook, mlp_out_hook
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def random_set(model, d_sae: int = 1024, k: int = 32) -> TranscoderSet:

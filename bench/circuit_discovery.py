@@ -24,39 +24,22 @@ import statistics
 import time
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
 
+from bench.timing import add_model_args, median_time, random_gpt2, set_threads
 from lens_core import HookedTransformer
 from lens_core.experiments.edge_circuits.circuit_graph import rank_edges, top_circuit
 from lens_core.experiments.edge_circuits.edges import EdgeAttributionRequest, build_graph, edge_attribution, sender_outputs, task_from_request
 from lens_core.experiments.edge_circuits.faithfulness import curve_sizes, patched_metric
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--d-model", type=int, default=768)
-    parser.add_argument("--heads", type=int, default=12)
-    parser.add_argument("--vocab", type=int, default=50257)
-    parser.add_argument("--tokens", type=int, default=16)
+    add_model_args(parser)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    hf = GPT2LMHeadModel(GPT2Config(n_layer=args.layers, n_embd=args.d_model, n_head=args.heads, vocab_size=args.vocab,
-                                    n_positions=max(64, args.tokens))).eval()
+    set_threads(args.threads)
+    hf = random_gpt2(args, n_positions=max(64, args.tokens))
     model = HookedTransformer.from_hf_model(hf)
     gen = torch.Generator().manual_seed(1)
     clean = torch.randint(1, args.vocab, (args.tokens,), generator=gen)
@@ -106,7 +89,7 @@ def main() -> None:
             took = timed_once(fn)
             ratios[name].append(took / reference)
             seconds[name].append(took)
-    forward_s = timed(forward, 5)
+    forward_s = median_time(forward, 5)
     print(f"one forward pass (median of 5, wall clock): {forward_s * 1e3:.1f} ms; the figures below are CPU time")
     for name, (_, goal) in work.items():
         ratio, took = statistics.median(ratios[name]), statistics.median(seconds[name])

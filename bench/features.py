@@ -13,27 +13,15 @@ the same shape if they are missing (said in the output).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
+from bench.timing import interleaved
 from lens_core import HookedTransformer
 from lens_core.features import FeaturesUnavailable, Transcoder, TranscoderConfig, TranscoderSet, feature_activations
 from lens_core.features import load_transcoders, mlp_in_hook, mlp_out_hook
 
 
-def interleaved(fns: dict, repeats: int) -> dict:
-    """Median seconds per call, the contenders alternated so drifting machine load hits them alike."""
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def transcoders(model) -> tuple[TranscoderSet, str]:

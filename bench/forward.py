@@ -13,40 +13,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from bench import load_memory
+from bench.timing import interleaved
 from lens_core import HookedTransformer
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
-def interleaved(fns: dict, repeats: int) -> dict:
-    """Alternate the contenders so drifting machine load hits them alike."""
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 FRESH_PROCESS_LOAD = """

@@ -36,8 +36,9 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast  # noqa: E402
+from transformers import AutoTokenizer, PreTrainedTokenizerFast  # noqa: E402
 
+from bench.timing import add_model_args, random_gpt2, set_threads  # noqa: E402
 from lens_core import HookedTransformer  # noqa: E402
 from lens_core.experiments import PatchingRequest, activation_patching  # noqa: E402
 
@@ -58,26 +59,19 @@ def offline_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--d-model", type=int, default=768)
-    parser.add_argument("--heads", type=int, default=12)
-    parser.add_argument("--vocab", type=int, default=50257)
-    parser.add_argument("--pos", type=int, default=16)
+    add_model_args(parser, tokens_flag="--pos")
     parser.add_argument("--repeats", type=int, default=3, help="runs of our sweep (best time kept); the reference runs once")
     parser.add_argument("--pair", choices=("ioi", "random"), default="ioi",
                         help="ioi: the corrupted prompt differs from the clean one in two tokens (positions pos/4 and "
                              "pos/2), as in a name-swap; random: two unrelated random prompts (nothing shared)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads for both (0: torch's default)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
 
     from transformer_lens import patching as tl_patching
     from transformer_lens.model_bridge import TransformerBridge
 
-    torch.manual_seed(0)
-    config = GPT2Config(n_layer=args.layers, n_embd=args.d_model, n_head=args.heads, vocab_size=args.vocab, n_positions=1024)
-    hf = GPT2LMHeadModel(config).eval()
+    hf = random_gpt2(args)
     ours = HookedTransformer.from_hf_model(hf, tokenizer=None)  # fold_ln + centring, as TransformerLens
     bridge = TransformerBridge.boot_transformers("gpt2", hf_model=hf, tokenizer=offline_tokenizer(args.vocab), device="cpu")
     bridge.enable_compatibility_mode(disable_warnings=True)
