@@ -15,7 +15,7 @@ import torch
 
 from .factored_matrix import FactoredMatrix
 from .hooks import HookFn, resolve_names
-from .utils import get_attention_mask
+from .padding import mask_for
 
 NameOrFilter = Union[str, Callable[[str], bool]]
 
@@ -83,7 +83,7 @@ class TransformerLensMixin:
     def get_token_position(self, single_token: Union[str, int], input: Union[str, torch.Tensor], mode: str = "first",
                            prepend_bos: Optional[bool] = None, padding_side: Optional[str] = None) -> int:
         """Where ``single_token`` first (or last) occurs in ``input``; an error if it does not."""
-        tokens = self.to_tokens(input, prepend_bos=prepend_bos, padding_side=padding_side or "right") if isinstance(input, str) else input
+        tokens = self.to_tokens(input, prepend_bos=prepend_bos, padding_side=padding_side) if isinstance(input, str) else input
         if tokens.dim() == 2:
             if tokens.shape[0] != 1:
                 raise ValueError(f"tokens of rank two must have shape [1, seq_len], not {tuple(tokens.shape)}")
@@ -103,12 +103,10 @@ class TransformerLensMixin:
                        padding_side: Optional[str] = None, attention_mask: Optional[torch.Tensor] = None):
         """``(residual entering block 0, tokens, None, attention_mask)``, as TransformerLens returns it."""
         if isinstance(input, (str, list)):
-            tokens = self.to_tokens(input, prepend_bos=prepend_bos, padding_side=padding_side or "right")
-            if attention_mask is None and padding_side == "left":
-                prepend = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
-                attention_mask = get_attention_mask(self.tokenizer, tokens, prepend, "left")
+            tokens = self.to_tokens(input, prepend_bos=prepend_bos, padding_side=padding_side)
         else:
             tokens = input[None] if input.dim() == 1 else input
+        attention_mask = mask_for(self, tokens, attention_mask, padding_side, prepend_bos)
         residual = self(tokens, stop_at_layer=0, attention_mask=attention_mask)
         return residual, tokens, None, attention_mask
 

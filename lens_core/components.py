@@ -23,6 +23,7 @@ from torch import nn
 
 from .config import HookedTransformerConfig
 from .hooks import HookPoint
+from .padding import position_ids
 
 
 def _param(*shape: int) -> nn.Parameter:
@@ -54,8 +55,12 @@ class PosEmbed(nn.Module):
         super().__init__()
         self.W_pos = _param(cfg.n_ctx, cfg.d_model)
 
-    def forward(self, batch: int, n_pos: int) -> torch.Tensor:
-        return self.W_pos[:n_pos].unsqueeze(0).expand(batch, n_pos, -1)  # [batch, pos, d_model]
+    def forward(self, batch: int, n_pos: int, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if attention_mask is None:
+            return self.W_pos[:n_pos].unsqueeze(0).expand(batch, n_pos, -1)  # [batch, pos, d_model]
+        # Padded batch: positions count real tokens only; padding gets no positional embedding (as in TransformerLens).
+        pos_embed = self.W_pos[position_ids(attention_mask)]
+        return pos_embed.masked_fill(~attention_mask.bool()[..., None], 0.0)
 
 
 class Unembed(nn.Module):
@@ -151,10 +156,11 @@ def rotary_cos_sin(cfg: HookedTransformerConfig, n_pos: int, device: torch.devic
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the first rotary_dim dims of each head. x: [batch, pos, head, d_head]."""
+    """Rotate the first rotary_dim dims of each head. x: [batch, pos, head, d_head]; cos, sin: [pos, rotary_dim]
+    or, for a padded batch (each row its own positions), [batch, pos, rotary_dim]."""
     dim = cos.shape[-1]
     rot, keep = x[..., :dim], x[..., dim:]
-    cos, sin = cos[:, None, :].to(x.dtype), sin[:, None, :].to(x.dtype)  # [pos, 1, rotary_dim]
+    cos, sin = cos[..., None, :].to(x.dtype), sin[..., None, :].to(x.dtype)  # [(batch,) pos, 1, rotary_dim]
     half = dim // 2
     rotated_half = torch.cat([-rot[..., half:], rot[..., :half]], dim=-1)
     return torch.cat([rot * cos + rotated_half * sin, keep], dim=-1)
@@ -252,8 +258,13 @@ class Attention(nn.Module):
             q, k = self.q_norm(q.flatten(-2)).view(q.shape), self.k_norm(k.flatten(-2)).view(k.shape)
         if cfg.positional_embedding_type == "rotary":
             cos, sin = rotary_cos_sin(cfg, n_keys, x.device, local=self.local)
-            q = self.hook_rot_q(apply_rotary(q, cos[offset:], sin[offset:]))
-            k = self.hook_rot_k(apply_rotary(k, cos[offset:], sin[offset:]))
+            if attention_mask is None:
+                cos, sin = cos[offset:], sin[offset:]
+            else:  # a padded batch: each row's positions skip its padding
+                ids = position_ids(attention_mask.to(x.device), offset)
+                cos, sin = cos[ids], sin[ids]
+            q = self.hook_rot_q(apply_rotary(q, cos, sin))
+            k = self.hook_rot_k(apply_rotary(k, cos, sin))
         if last_query_only:
             q = q[:, -1:]
         if past_kv is not None:

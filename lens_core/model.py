@@ -13,6 +13,7 @@ from .compat import TransformerLensMixin
 from .components import Embed, Norm, PosEmbed, TransformerBlock, Unembed
 from .config import HookedTransformerConfig
 from .hooks import HookFn, HookPoint, NameFilter, active_hooks, grad_hook, resolve_names
+from .padding import check_padding_side, mask_for
 from .tokens import TokenizerMixin
 
 FwdHooks = list[tuple[Union[str, Callable[[str], bool]], HookFn]]
@@ -65,6 +66,7 @@ class HookedTransformer(TransformerLensMixin, TokenizerMixin, nn.Module):
         stop_at_layer: Optional[int] = None,
         attention_mask: Optional[torch.Tensor] = None,
         tokens: Optional[torch.Tensor] = None,
+        padding_side: Optional[str] = None,
     ) -> Any:
         """Run the model.
 
@@ -72,11 +74,18 @@ class HookedTransformer(TransformerLensMixin, TokenizerMixin, nn.Module):
         stream [batch, pos, d_model] entering block l (pass ``tokens=`` too if you want a loss).
         With ``stop_at_layer=l`` the residual stream entering block l is returned.
         ``return_type``: "logits", "loss", "both" (logits, loss) or None.
+
+        Batches of different lengths (``lens_core.padding``): ``padding_side`` pads a list of prompts
+        on that side (default: the tokenizer's); with left padding the mask comes from the pad
+        tokens unless ``attention_mask`` [batch, pos] is given, and positions skip the padding, so
+        each prompt gets the logits it has alone.
         """
         n_layers = self.cfg.n_layers
+        check_padding_side(padding_side)
         if start_at_layer is None:
-            tokens = self._as_tokens(input, prepend_bos)
-            resid = self._embed(tokens)
+            tokens = self._as_tokens(input, prepend_bos, padding_side)
+            attention_mask = mask_for(self, tokens, attention_mask, padding_side, prepend_bos)
+            resid = self._embed(tokens, attention_mask)
             start = 0
         else:
             resid = input
@@ -104,9 +113,10 @@ class HookedTransformer(TransformerLensMixin, TokenizerMixin, nn.Module):
             return logits, loss
         raise ValueError(f"unknown return_type {return_type!r}")
 
-    def _as_tokens(self, input: Union[str, list[str], torch.Tensor], prepend_bos: Optional[bool]) -> torch.Tensor:
+    def _as_tokens(self, input: Union[str, list[str], torch.Tensor], prepend_bos: Optional[bool],
+                   padding_side: Optional[str] = None) -> torch.Tensor:
         if isinstance(input, (str, list)):
-            tokens = self.to_tokens(input, prepend_bos=prepend_bos)
+            tokens = self.to_tokens(input, prepend_bos=prepend_bos, padding_side=padding_side)
         else:
             tokens = input
         if tokens.dim() == 1:
@@ -117,10 +127,10 @@ class HookedTransformer(TransformerLensMixin, TokenizerMixin, nn.Module):
             raise ValueError(f"the prompt has {tokens.shape[1]} tokens; this model reads at most {self.cfg.n_ctx}")
         return tokens.to(self.W_E.device)
 
-    def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
+    def _embed(self, tokens: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         resid = self.hook_embed(self.embed(tokens))
         if self.cfg.positional_embedding_type == "standard":
-            resid = resid + self.hook_pos_embed(self.pos_embed(*tokens.shape))
+            resid = resid + self.hook_pos_embed(self.pos_embed(*tokens.shape, attention_mask))
         return resid
 
     def hook_points(self):
@@ -302,15 +312,15 @@ class HookedTransformer(TransformerLensMixin, TokenizerMixin, nn.Module):
 def lm_cross_entropy(
     logits: torch.Tensor, tokens: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, per_token: bool = False
 ) -> torch.Tensor:
-    """Next-token loss: [batch, pos-1] per token, or its mean (over unpadded tokens)."""
+    """Next-token loss: [batch, pos-1] per token, or its mean. With a mask, TransformerLens's rule: a
+    prediction counts when the token and the next one are both real (0 per token otherwise)."""
     log_probs = F.log_softmax(logits[:, :-1].float(), dim=-1)
     loss = -log_probs.gather(-1, tokens[:, 1:, None].to(logits.device))[..., 0]
-    if per_token:
-        return loss
     if attention_mask is not None:
-        keep = attention_mask[:, 1:].to(loss.device).float()
-        return (loss * keep).sum() / keep.sum()
-    return loss.mean()
+        keep = (attention_mask[:, :-1].bool() & attention_mask[:, 1:].bool()).to(loss.device)
+        loss = loss.masked_fill(~keep, 0.0)
+        return loss if per_token else loss.sum() / keep.sum()
+    return loss if per_token else loss.mean()
 
 
 _SUB_ORDER = ["hook_resid_pre", "hook_q_input", "hook_k_input", "hook_v_input", "ln1.hook_scale", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.q_norm", "attn.k_norm", "attn.hook_rot_q", "attn.hook_rot_k",

@@ -55,11 +55,12 @@ class TokenizerMixin:
         self,
         input: Union[str, list[str]],
         prepend_bos: Optional[bool] = None,
-        padding_side: str = "right",
+        padding_side: Optional[str] = None,
         move_to_device: bool = True,
         truncate: bool = False,
     ) -> torch.Tensor:
-        """Text to token ids [batch, pos]; a list of prompts is padded on ``padding_side``.
+        """Text to token ids [batch, pos]; a list of prompts is padded on ``padding_side`` (default: the
+        tokenizer's ``padding_side``, as in TransformerLens).
 
         A prompt longer than ``cfg.n_ctx`` tokens (BOS included) raises :class:`PromptTooLongError`
         unless ``truncate=True``, which keeps its first ``n_ctx`` tokens. (TransformerLens truncates
@@ -82,6 +83,10 @@ class TokenizerMixin:
                 raise PromptTooLongError(longest, n_ctx)
         width = max(len(row) for row in rows)
         pad = [self.pad_token_id]
+        if padding_side is None:
+            padding_side = getattr(tok, "padding_side", None) or "right"
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         rows = [row + pad * (width - len(row)) if padding_side == "right" else pad * (width - len(row)) + row for row in rows]
         tokens = torch.tensor(rows, dtype=torch.long)
         return tokens.to(self.cfg.device) if move_to_device else tokens

@@ -13,6 +13,7 @@ from .tensor_utils import (  # noqa: F401  (TransformerLens's utils names)
     composition_scores, get_cumsum_along_dim, get_matrix_corner, get_nested_attr, get_offset_position_ids,
     is_lower_triangular, is_square, repeat_along_head_dimension, set_nested_attr,
 )
+from .tokenize_utils import tokenize_and_concatenate  # noqa: F401
 
 _ATTN = {"q", "k", "v", "z", "rot_q", "rot_k", "attn_scores", "pattern", "result"}
 _MLP = {"pre", "post", "pre_linear", "mid"}
@@ -147,13 +148,14 @@ def get_attention_mask(tokenizer: Any, tokens: torch.Tensor, prepend_bos: bool, 
     if tokenizer is None:
         return mask
     padding_side = padding_side or tokenizer.padding_side
-    real = tokens.ne(tokenizer.pad_token_id).long()
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id  # TL pads with EOS
+    real = tokens.ne(pad_id).long()
     if padding_side == "right":
         mask[real.flip(-1).cumsum(-1).flip(-1) == 0] = 0
     else:
         leading = real.cumsum(-1) == 0
         mask[leading] = 0
-        if prepend_bos and tokenizer.bos_token_id == tokenizer.pad_token_id:
+        if prepend_bos and tokenizer.bos_token_id == pad_id:
             mask[torch.arange(mask.shape[0]), leading.sum(-1) - 1] = 1
     return mask
 
