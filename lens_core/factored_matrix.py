@@ -124,6 +124,11 @@ class FactoredMatrix:
         """
         if not isinstance(index, tuple):
             index = (index,)
+        if any(item is Ellipsis for item in index):
+            if sum(item is Ellipsis for item in index) > 1:
+                raise IndexError("An index can only have a single ellipsis")
+            at = next(i for i, item in enumerate(index) if item is Ellipsis)
+            index = index[:at] + (slice(None),) * (self.ndim - len(index) + 1) + index[at + 1:]
         n_batch = self.ndim - 2
         if len(index) > self.ndim:
             raise IndexError(f"too many indices ({len(index)}) for a factored matrix of shape {tuple(self.shape)}")

@@ -124,11 +124,8 @@ def to_numpy(tensor: Any) -> np.ndarray:
 
 
 def get_corner(tensor: Any, n: int = 3) -> Any:
-    """The top-left ``n x n x ...`` corner (a FactoredMatrix's corner without forming the product)."""
-    from .factored_matrix import FactoredMatrix
-
-    if isinstance(tensor, FactoredMatrix):
-        return tensor.get_corner(n)
+    """The top-left ``n x n x ...`` corner. A FactoredMatrix gives its corner as a FactoredMatrix (TransformerLens's
+    behaviour; ``fm.get_corner(n)`` or ``get_matrix_corner`` give the dense corner)."""
     return tensor[tuple(slice(n) for _ in range(tensor.ndim))]
 
 
