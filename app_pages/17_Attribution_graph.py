@@ -14,6 +14,7 @@ from ui import state
 from ui.errors import guard, md_escape
 from ui.export import experiment_snippet, export_bar
 from ui.graph_chart import layered_graph, selected_ids
+from ui.links import feature_link
 from ui.model import run_experiment
 from ui.widgets import app_context, optional_token_input, preset_picker
 
@@ -126,6 +127,7 @@ features = [i for i in selection if result.node_kind[all_ids.index(i)] == "featu
 if len(selection) == 1 and features:
     i = all_ids.index(features[0])
     view.feature_card(model, dash, result.node_layer[i], result.node_feature[i])
+    feature_link(st, ctx, result.node_layer[i], result.node_feature[i])
 
 # -- supernodes ----------------------------------------------------------------------------------
 st.subheader("Supernodes")

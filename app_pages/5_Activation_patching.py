@@ -8,6 +8,7 @@ from ui import charts, state
 from ui.errors import UserInputError, guard, md_escape
 from ui.contrast_inputs import contrast_inputs
 from ui.export import experiment_snippet, export_bar
+from ui.links import head_links
 from ui.model import run_experiment
 from ui.notices import patching_value_choice, small_gap_warning
 from ui.widgets import app_context, derive_corrupted_prompt, preset_picker
@@ -126,6 +127,10 @@ for sweep, result in results.items():
                          y_title=y_title, value_name=value, zmid=None if field == "answer_prob" else 0.0,
                          labels_are_tokens=x_title == "position")
     st.plotly_chart(fig, key=f"patching_{sweep}")
+    if result.axes == ["layer", "head"] and not bool(z.isnan().all()):
+        top = int(z.nan_to_num(0.0).abs().flatten().argmax())
+        head_links(st, ctx, top // z.shape[1], top % z.shape[1], caption=f"Strongest head, L{top // z.shape[1]}H{top % z.shape[1]}:",
+                   answer=answer_text, wrong_answer=wrong_text)
     long = result.logit_diff.reshape(-1).shape[0]
     table = pd.DataFrame({
         "cell": [f"{y}/{x}" for y in range(len(y_labels)) for x in range(len(x_labels))],

@@ -8,6 +8,7 @@ from lens_core.experiments.views.detectors import DETECTORS, DetectorRequest, he
 from ui import charts, state
 from ui.errors import guard
 from ui.export import experiment_snippet, export_bar
+from ui.links import head_links
 from ui.model import run_experiment
 from ui.widgets import app_context, preset_picker, value_presets
 
@@ -87,6 +88,7 @@ else:
     st.caption(f"Highest: {layers[best // len(heads)]}{heads[best % len(heads)]} at {float(scores.flatten()[best]):.3f}. "
                "A score is the attention on the detector's targets as a fraction of the allowed attention, "
                "averaged over the positions that have a target.")
+    head_links(st, ctx, best // len(heads), best % len(heads))
 
 if result.source == "random":
     with st.expander("The first sequence"):

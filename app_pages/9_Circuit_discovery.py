@@ -16,6 +16,7 @@ from ui.errors import UserInputError, guard, md_escape
 from ui.contrast_inputs import contrast_inputs
 from ui.export import experiment_snippet, export_bar
 from ui.graph_chart import selected_ids
+from ui.links import edge_link, head_links
 from ui.model import run_experiment
 from ui.widgets import app_context, derive_corrupted_prompt, preset_picker
 
@@ -158,13 +159,8 @@ picked, _ = selected_ids(event)
 heads = [p for p in picked if p.startswith("L") and "H" in p and "." not in p]
 if heads:
     layer, head = (int(v) for v in heads[0][1:].split("H"))
-    cols = st.columns(3)
-    cols[0].markdown(f"**{md_escape(heads[0])}** selected")
-    for col, (label, page) in zip(cols[1:], (("Attention", "app_pages/2_Attention.py"), ("Circuits", "app_pages/8_Circuits.py"))):
-        if col.button(f"Open {heads[0]} on the {label} page", key=f"open_{label}"):
-            state.set_value("layer", layer)
-            state.set_value("head", head)
-            st.switch_page(page)
+    head_links(st, ctx, layer, head, caption=f"{heads[0]} selected; open it in:",
+               **({"answer": answer_text, "wrong_answer": wrong_text} if task == "pair" else {}))
 snippet = experiment_snippet(ctx, circuit_faithfulness, request, "print(result.circuit_normalized, result.curve_normalized)",
                              **readable)
 export_bar("circuit_graph", df=table, fig=fig, snippet=snippet)
@@ -193,6 +189,9 @@ if len(table):
                          + (f" (first of {scores.n_prompts} prompts shown as labels)" if scores.n_prompts > 1 else ""),
                          x_title="position", y_title="score", labels_are_tokens=True)
     st.plotly_chart(pos_fig, key="edge_by_pos_chart")
+    if task == "pair":
+        edge_link(st, ctx, row["sender"], row["receiver"],
+                  contrast={"corrupted": corrupted_text, "answer": answer_text, "wrong_answer": wrong_text})
 
 # -- attribution patching beside exact activation patching -----------------------------------------
 if task == "pair":
