@@ -15,6 +15,7 @@ import streamlit as st
 
 from ui.auth import require_sign_in
 from ui.errors import guard
+from ui.links import take_link_state
 from ui.widgets import sidebar
 
 PAGES_DIR = Path(__file__).resolve().parent / "app_pages"
@@ -40,5 +41,6 @@ with guard("checking the sign-in"):
     require_sign_in()  # off by default; when on, no page runs for a visitor who is not signed in and allowed
 navigation = st.navigation(discover_pages())
 with guard("setting up the sidebar"):
+    take_link_state()  # an "Open in" link followed in this session: its values, not the session's
     sidebar()
 navigation.run()

@@ -4,7 +4,7 @@ A link is an ``st.page_link`` to the target page with the state in its query str
 target page's URL-backed widgets read (``ui.state``). Opened in a new tab it is a fresh session, which
 reads the URL as any pasted link. Followed in the same session, the session already holds values for
 those keys (a widget reads the URL only on a session's first run); the marker ``LINK_PARAM`` in the query
-string makes :func:`take_link_state` (called before the sidebar draws) drop them, so the link's values go
+string makes :func:`take_link_state` (called in app.py before the sidebar draws) drop them, so the link's values go
 through the same checks and notices as a pasted link.
 
 Pages are looked up by their title words (``"Attention"``, ``"Browse_examples"``), never by their number,

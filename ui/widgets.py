@@ -17,7 +17,6 @@ import torch
 from lens_core.experiments.views.predictions import PredictionsRequest, predictions
 from ui import state
 from ui.errors import USER_FACING, log, md_escape, message_for
-from ui.links import take_link_state
 from ui.notices import SPREAD_DEPTH, bos_note, not_one_token_message, starts_with_bos
 from ui.model import load_model, run_experiment
 from ui.settings import Settings, get_settings
@@ -189,7 +188,6 @@ def _device_options(settings: Settings) -> list[str]:
 def sidebar(settings: Settings | None = None) -> AppContext:
     """Draw the sidebar, load the model, validate the prompt; remember the result for the pages."""
     settings = settings or get_settings()
-    take_link_state()  # an "Open in" link followed in this session: its values, not the session's
     side = st.sidebar
     side.header("Model")
 
