@@ -10,7 +10,8 @@ from ui.errors import UserInputError, guard, md_escape
 from ui.export import experiment_snippet, export_bar
 from ui.model import run_experiment
 from ui.notices import patching_value_choice, small_gap_warning
-from ui.widgets import answer_pair_inputs, app_context, derive_corrupted_prompt, next_token_guesses, prompt_input
+from ui.contrast_inputs import contrast_inputs
+from ui.widgets import app_context
 
 VALUES = {"normalized": "normalized", "logit difference": "logit_diff", "answer probability": "answer_prob"}
 SENDERS = {"sweep": "Every head, one at a time", "chosen": "Chosen heads, together"}
@@ -32,16 +33,7 @@ cfg = model.cfg
 clean_ids = [int(t) for t in clean_tokens[0].tolist()]
 heads = [f"L{l}H{h}" for l in range(cfg.n_layers) for h in range(cfg.n_heads)]
 
-guesses = next_token_guesses(model, clean_tokens, 2) if not {"answer", "wrong_answer"} <= set(st.session_state) else []
-guesses += [""] * (2 - len(guesses))
-default_corrupted = ""
-if "corrupted" not in st.session_state:
-    answer0 = st.session_state.get("answer") or st.query_params.get("answer") or guesses[0]
-    wrong0 = st.session_state.get("wrong_answer") or st.query_params.get("wrong_answer") or guesses[1]
-    default_corrupted = derive_corrupted_prompt(model, ctx.prompt, answer0, wrong0) or ctx.prompt
-corrupted_text, corrupted_tokens = prompt_input("Corrupted prompt", key="corrupted", model=model, default=default_corrupted,
-                                                area=False, settings=ctx.settings)
-answer_text, answer, wrong_text, wrong = answer_pair_inputs(model, clean_tokens, guesses)
+corrupted_text, corrupted_tokens, answer_text, answer, wrong_text, wrong = contrast_inputs(ctx, model, clean_tokens)
 
 cols = st.columns(3)
 sender_mode = state.radio("Senders", list(SENDERS), key="sender_mode", default="sweep", where=cols[0],

@@ -197,22 +197,21 @@ def text_area(label: str, key: str, default: str = "", where=st, **kwargs) -> st
     return value
 
 
-def selectbox(label: str, options: Sequence[Any], key: str, default: Any = None, where=st, parse=str, **kwargs) -> Any:
+def _choice(widget: str, label: str, options: Sequence[Any], key: str, default: Any, where, parse, **kwargs) -> Any:
     options = list(options)
     default = options[0] if default is None or default not in options else default
     _resolve(key, parse, default, _in_options(options, default), expect="one of the choices", where=where)
-    value = where.selectbox(label, options, key=key, **kwargs)
+    value = getattr(where, widget)(label, options, key=key, **kwargs)
     _write(key, value)
     return value
+
+
+def selectbox(label: str, options: Sequence[Any], key: str, default: Any = None, where=st, parse=str, **kwargs) -> Any:
+    return _choice("selectbox", label, options, key, default, where, parse, **kwargs)
 
 
 def radio(label: str, options: Sequence[Any], key: str, default: Any = None, where=st, parse=str, **kwargs) -> Any:
-    options = list(options)
-    default = options[0] if default is None or default not in options else default
-    _resolve(key, parse, default, _in_options(options, default), expect="one of the choices", where=where)
-    value = where.radio(label, options, key=key, **kwargs)
-    _write(key, value)
-    return value
+    return _choice("radio", label, options, key, default, where, parse, **kwargs)
 
 
 def int_slider(label: str, min_value: int, max_value: int, key: str, default: int | None = None, where=st, **kwargs) -> int:

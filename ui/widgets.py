@@ -114,12 +114,16 @@ def prompt_input(label: str, key: str, model: Any, default: str = DEFAULT_PROMPT
     return text, tokens
 
 
-def answer_token_input(label: str, key: str, model: Any, default: str = "", where=st) -> tuple[str, int | None]:
-    """A URL-backed single-token answer box; returns (text, token id or None), message under the box."""
+def answer_token_input(label: str, key: str, model: Any, default: str = "", where=st,
+                       optional: bool = False) -> tuple[str, int | None]:
+    """A URL-backed single-token answer box; returns (text, token id or None), message under the box.
+    ``optional``: empty is allowed (``None`` with no message)."""
+    help_text = "Must be exactly one token; mind the leading space (' Paris', not 'Paris')."
     text = state.text_input(label, key=key, default=default, where=where,
-                            help="Must be exactly one token; mind the leading space (' Paris', not 'Paris').")
+                            help=("Optional. " + help_text) if optional else help_text)
     if not text:
-        where.error("Enter an answer token: it is empty.", icon=":material/error:")
+        if not optional:
+            where.error("Enter an answer token: it is empty.", icon=":material/error:")
         return text, None
     try:
         return text, int(model.to_single_token(text))
@@ -280,15 +284,7 @@ def value_presets(page: str, presets: list[dict], where=st) -> None:
 # -- inputs for answer-token experiments (logit lens, DLA, patching) -----------------------
 def optional_token_input(label: str, key: str, model: Any, default: str = "", where=st) -> tuple[str, int | None]:
     """Like :func:`answer_token_input`, but empty is allowed (returns ``None`` with no message)."""
-    text = state.text_input(label, key=key, default=default, where=where,
-                            help="Optional. Must be exactly one token; mind the leading space.")
-    if not text:
-        return text, None
-    try:
-        return text, int(model.to_single_token(text))
-    except (ValueError, KeyError, AssertionError):
-        where.error(md_escape(not_one_token_message(model, text)), icon=":material/error:")
-        return text, None
+    return answer_token_input(label, key, model, default, where, optional=True)
 
 
 @torch.inference_mode()

@@ -89,3 +89,21 @@ def final_and_head(r: WeightReader, cfg: HookedTransformerConfig, sd: dict, offs
     sd["unembed.weight"] = head if head is not None else sd["embed.W_E"]
     sd["unembed.b_U"] = zeros(cfg.d_vocab)
     return sd
+
+
+def convert_blocks(r: WeightReader, cfg: HookedTransformerConfig, norms: dict, offset: float = 0.0,
+                   qk_offset: Optional[float] = None) -> dict:
+    """The whole state dict of a gated-MLP family: embeddings, each block (its norms named in ``norms``,
+    ours -> the checkpoint's, e.g. ``{"ln1": "input_layernorm"}``; attention; q/k norms when ``qk_offset``
+    is given; the MLP), the final norm and the head. ``offset`` is added to every norm weight (Gemma's 1)."""
+    d = cfg.d_model
+    sd = {"embed.W_E": r.get("embed_tokens.weight", (cfg.d_vocab, d))}
+    for l in range(cfg.n_layers):
+        p, out = f"layers.{l}.", f"blocks.{l}."
+        for ours, theirs in norms.items():
+            sd[out + ours + ".w"] = norm(r, p + theirs + ".weight", d, offset)
+        attention(r, cfg, p, out, sd)
+        if qk_offset is not None:
+            qk_norms(r, cfg, p, out, sd, qk_offset)
+        gated_mlp(r, cfg, p, out, sd)
+    return final_and_head(r, cfg, sd, offset)

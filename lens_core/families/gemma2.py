@@ -33,20 +33,9 @@ def config_from_hf(hf) -> HookedTransformerConfig:
     )
 
 
-def convert_blocks(r: WeightReader, cfg: HookedTransformerConfig, qk_offset=None) -> dict:
-    d = cfg.d_model
-    sd = {"embed.W_E": r.get("embed_tokens.weight", (cfg.d_vocab, d))}
-    for l in range(cfg.n_layers):
-        p, out = f"layers.{l}.", f"blocks.{l}."
-        for ours, theirs in (("ln1", "input_layernorm"), ("ln1_post", "post_attention_layernorm"),
-                             ("ln2", "pre_feedforward_layernorm"), ("ln2_post", "post_feedforward_layernorm")):
-            sd[out + ours + ".w"] = gated.norm(r, p + theirs + ".weight", d, NORM_OFFSET)
-        gated.attention(r, cfg, p, out, sd)
-        if qk_offset is not None:
-            gated.qk_norms(r, cfg, p, out, sd, qk_offset)
-        gated.gated_mlp(r, cfg, p, out, sd)
-    return gated.final_and_head(r, cfg, sd, NORM_OFFSET)
+NORMS = {"ln1": "input_layernorm", "ln1_post": "post_attention_layernorm", "ln2": "pre_feedforward_layernorm",
+         "ln2_post": "post_feedforward_layernorm"}
 
 
 def convert(r: WeightReader, cfg: HookedTransformerConfig) -> dict:
-    return convert_blocks(r, cfg)
+    return gated.convert_blocks(r, cfg, NORMS, NORM_OFFSET)

@@ -40,4 +40,4 @@ def config_from_hf(hf) -> HookedTransformerConfig:
 
 
 def convert(r: WeightReader, cfg: HookedTransformerConfig) -> dict:
-    return gemma2.convert_blocks(r, cfg, qk_offset=gemma2.NORM_OFFSET)
+    return gated.convert_blocks(r, cfg, gemma2.NORMS, gemma2.NORM_OFFSET, qk_offset=gemma2.NORM_OFFSET)

@@ -13,16 +13,13 @@ PREFIXES = ("model.",)
 
 
 def config_from_hf(hf) -> HookedTransformerConfig:
-    act = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_pytorch_tanh": "gelu_new", "relu": "relu"}
-    if hf.hidden_act not in act:
-        raise ValueError(f"unsupported activation {hf.hidden_act!r}")
     base, fraction, scaling = rope_settings(hf)
     d_head = getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads
     return HookedTransformerConfig(
         n_layers=hf.num_hidden_layers, d_model=hf.hidden_size, n_heads=hf.num_attention_heads, d_head=d_head,
         d_mlp=hf.intermediate_size, d_vocab=hf.vocab_size, n_ctx=hf.max_position_embeddings,
         n_key_value_heads=getattr(hf, "num_key_value_heads", None) or hf.num_attention_heads,
-        act_fn=act[hf.hidden_act], eps=hf.rms_norm_eps, normalization_type="RMS", gated_mlp=True,
+        act_fn=gated.activation(hf.hidden_act), eps=hf.rms_norm_eps, normalization_type="RMS", gated_mlp=True,
         positional_embedding_type="rotary", rotary_dim=int(d_head * fraction), rotary_base=base, rope_scaling=scaling,
         original_architecture=(hf.architectures or [type(hf).__name__])[0],
     )

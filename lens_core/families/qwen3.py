@@ -20,13 +20,4 @@ def config_from_hf(hf) -> HookedTransformerConfig:
 
 
 def convert(r: WeightReader, cfg: HookedTransformerConfig) -> dict:
-    d = cfg.d_model
-    sd = {"embed.W_E": r.get("embed_tokens.weight", (cfg.d_vocab, d))}
-    for l in range(cfg.n_layers):
-        p, out = f"layers.{l}.", f"blocks.{l}."
-        sd[out + "ln1.w"] = gated.norm(r, p + "input_layernorm.weight", d, 0.0)
-        sd[out + "ln2.w"] = gated.norm(r, p + "post_attention_layernorm.weight", d, 0.0)
-        gated.attention(r, cfg, p, out, sd)
-        gated.qk_norms(r, cfg, p, out, sd)
-        gated.gated_mlp(r, cfg, p, out, sd)
-    return gated.final_and_head(r, cfg, sd)
+    return gated.convert_blocks(r, cfg, {"ln1": "input_layernorm", "ln2": "post_attention_layernorm"}, qk_offset=0.0)

@@ -1,17 +1,9 @@
 import pytest
 import torch
 
-from lens_core.experiments.views.circuits import (
-    CompositionRequest,
-    HeadCircuitsRequest,
-    composition,
-    composition_scores,
-    full_ov_circuit,
-    head_circuits,
-    ov_circuit,
-    ov_copying_scores,
-    qk_circuit,
-)
+from lens_core.experiments.views.circuits import (CompositionRequest, HeadCircuitsRequest, composition,
+                                                  composition_scores, full_ov_circuit, head_circuits, ov_circuit,
+                                                  ov_copying_scores, qk_circuit)
 
 from exp_tiny import tiny
 

@@ -33,17 +33,8 @@ from lens_core.results import ExperimentResult
 from lens_core.utils import get_act_name
 
 from . import _suffix
-from .._common import (
-    ContrastRequest,
-    answer_metrics,
-    capped,
-    contrast_tokens,
-    final_norm,
-    layer_labels,
-    resolve_answers,
-    str_tokens,
-    unembed,
-)
+from .._common import (ContrastRequest, answer_metrics, capped, contrast_tokens, final_norm, layer_labels,
+                       resolve_answers, str_tokens, unembed)
 
 Progress = Optional[Callable[[int, int], None]]
 

@@ -30,17 +30,8 @@ import torch
 
 from lens_core.results import ExperimentResult
 
-from .._common import (
-    ContrastRequest,
-    answer_metrics,
-    check_head,
-    contrast_tokens,
-    final_norm,
-    layer_labels,
-    resolve_answers,
-    str_tokens,
-    unembed,
-)
+from .._common import (ContrastRequest, answer_metrics, check_head, contrast_tokens, final_norm, layer_labels,
+                       resolve_answers, str_tokens, unembed)
 from .patching import DIRECTIONS, Progress, bytes_per_row, normalize
 
 Receiver = Union[str, tuple[int, int, str]]  # "resid_final" or (layer, head, "q" | "k" | "v")

@@ -45,6 +45,8 @@ class DetectorRequest:
 
 @dataclasses.dataclass
 class DetectorResult(ExperimentResult):
+    """Each head's score for each pattern, in [0, 1]: its mean attention on the pattern's positions."""
+
     kind = "head_detectors"
     previous_token: torch.Tensor  # [layer, head]
     duplicate_token: torch.Tensor  # [layer, head]

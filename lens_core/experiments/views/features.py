@@ -88,6 +88,8 @@ class UnitActivationRequest:
 
 @dataclasses.dataclass
 class UnitActivationResult(ExperimentResult):
+    """One feature's (or neuron's) activation at every position of the prompt."""
+
     kind = "unit_activation"
     acts: torch.Tensor  # [pos]
     unit: str  # "L1 feature 42" / "L1 neuron 7"
@@ -130,6 +132,8 @@ class SteeringRequest:
 
 @dataclasses.dataclass
 class SteeringResult(ExperimentResult):
+    """Top next-token predictions at every position, before and after the edits."""
+
     kind = "feature_steering"
     original_ids: torch.Tensor  # [pos, k]
     original_probs: torch.Tensor  # [pos, k]
