@@ -30,9 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,14 +44,11 @@ from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT / "tests" / "support"))
+from app_server import AppServer  # noqa: E402  (the test suite's local server start-up, shared)
+from app_settings import write_settings  # noqa: E402
 WORDS = ["cat", "dog", "bird", "fish", "tree", "house", "river", "stone", "cloud", "lamp", "door", "book",
          "chair", "road", "field", "hill"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def prompt_for(session: int, view: int) -> str:
@@ -61,44 +56,18 @@ def prompt_for(session: int, view: int) -> str:
     return f"The {a} sat by the {b} number {session}-{view}. The {a} sat by the"
 
 
-def write_settings(directory: Path, backend: str, ray_address: str | None) -> Path:
-    compute = f'[compute]\nbackend = "ray"\nray_address = "{ray_address}"\nray_app = "bench-load"\ntimeout_s = 120\n' \
-        if backend == "ray" else ""
-    path = directory / "settings.toml"
-    path.write_text(f"""
-[models]
-allowlist = ["default"]
-dtypes = ["float32"]
-devices = ["cpu"]
-[limits]
-max_prompt_tokens = 128
-max_concurrent_runs_per_device = 2
-[cache]
-directory = {str(directory / 'cache')!r}
-size_limit_mb = 512
-{compute}
-""")
-    return path
+def bench_settings(directory: Path, backend: str, ray_address: str | None) -> Path:
+    sections = {"compute": f'backend = "ray"\nray_address = "{ray_address}"\nray_app = "bench-load"\ntimeout_s = 120'} \
+        if backend == "ray" else {}
+    return write_settings(directory / "settings.toml", directory / "cache", cache="size_limit_mb = 512", **sections)
 
 
-class App:
+class App(AppServer):
+    """The app under load (tests/support's server), with its memory and CPU sampled."""
+
     def __init__(self, settings: Path, log: Path) -> None:
-        self.port = free_port()
-        self.log = open(log, "w")
-        env = dict(os.environ, CIRCUIT_EXPLORER_SETTINGS=str(settings), PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port),
-             "--server.address", "127.0.0.1", "--server.headless", "true"],
-            cwd=REPO_ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/_stcore/health", timeout=2):
-                    break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the app did not start; see {log}")
-                time.sleep(0.3)
+        super().__init__(settings, log)
+        self.wait_healthy(120)
         self.ps = psutil.Process(self.proc.pid)
         self.peak_rss = self.rss()
 
@@ -117,14 +86,6 @@ class App:
 
     def sample(self) -> None:
         self.peak_rss = max(self.peak_rss, self.rss())
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 async def page_view(port: int, page: str, prompt: str, deadline: float) -> tuple[float | None, str | None]:
@@ -237,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
         tmp = Path(tmp)
         ray_address = start_ray(args.ray_cpus) if args.backend == "ray" else None
-        app = App(write_settings(tmp, args.backend, ray_address), tmp / "app.log")
+        app = App(bench_settings(tmp, args.backend, ray_address), tmp / "app.log")
         try:
             idle = app.rss()
             # Warm-up: imports, the model load and the first forward pass are not part of any figure.

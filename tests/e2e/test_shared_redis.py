@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from app_server import AppServer
+from app_settings import write_settings
 from redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
@@ -19,25 +20,7 @@ PREFIX = "circuit-explorer:"  # the app's default key prefix
 
 
 def settings_for(path: Path, redis_url: str, cache_dir: Path) -> Path:
-    path.write_text(f"""
-[models]
-allowlist = ["default"]
-dtypes = ["float32"]
-devices = ["cpu"]
-
-[limits]
-max_prompt_tokens = 128
-max_concurrent_runs_per_device = 2
-
-[cache]
-backend = "redis"
-redis_url = {redis_url!r}
-directory = {str(cache_dir)!r}
-
-[app]
-demo_mode = true
-""", encoding="utf-8")
-    return path
+    return write_settings(path, cache_dir, cache=f'backend = "redis"\nredis_url = {redis_url!r}', app="demo_mode = true")
 
 
 def counters(client: redis.Redis) -> tuple[int, int]:

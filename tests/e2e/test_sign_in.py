@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import expect
 
 from app_server import AppServer
+from app_settings import write_settings
 from redis_server import free_port
 
 pytestmark = pytest.mark.e2e
@@ -43,23 +44,7 @@ client_id = "circuit-explorer-test"
 client_secret = "{secrets.token_hex(16)}"
 server_metadata_url = "{provider}/.well-known/openid-configuration"
 """, encoding="utf-8")
-    (tmp / "settings.toml").write_text(f"""
-[models]
-allowlist = ["default"]
-dtypes = ["float32"]
-devices = ["cpu"]
-
-[limits]
-max_prompt_tokens = 128
-max_concurrent_runs_per_device = 2
-
-[cache]
-directory = {str(tmp / 'cache')!r}
-
-[auth]
-enabled = true
-allowed_domains = ["lab.example"]
-""", encoding="utf-8")
+    write_settings(tmp / "settings.toml", tmp / "cache", auth='enabled = true\nallowed_domains = ["lab.example"]')
     app = AppServer(tmp / "settings.toml", tmp / "app.log", port=port,
                     extra_args=["--secrets.files", str(tmp / "secrets.toml")]).wait_healthy()
     yield f"http://localhost:{port}"

@@ -21,6 +21,7 @@ from ray import serve  # noqa: E402
 
 from lens_core import HookedTransformer  # noqa: E402
 from lens_core.experiments import PatchingRequest, PredictionsRequest, activation_patching, predictions  # noqa: E402
+from tests.support.app_settings import write_settings  # noqa: E402
 from workers.client import RayCompute, WorkerUnavailableError  # noqa: E402
 from workers.ray_serve import build_app  # noqa: E402
 
@@ -144,21 +145,8 @@ def test_pages_run_through_the_workers_and_show_a_clear_error_without_them(clust
 
     def settings(app_name: str) -> None:
         path = tmp_path / f"settings-{app_name}.toml"
-        path.write_text(f"""
-[models]
-allowlist = ["default"]
-dtypes = ["float32"]
-devices = ["cpu"]
-[limits]
-max_prompt_tokens = 64
-max_concurrent_runs_per_device = 2
-[cache]
-directory = {str(tmp_path / app_name)!r}
-[compute]
-backend = "ray"
-ray_app = {app_name!r}
-timeout_s = 60
-""")
+        write_settings(path, tmp_path / app_name, max_prompt_tokens=64,
+                       compute=f'backend = "ray"\nray_app = {app_name!r}\ntimeout_s = 60')
         monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(path))
 
     calls = []
