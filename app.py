@@ -16,6 +16,7 @@ import streamlit as st
 from ui.auth import require_sign_in
 from ui.errors import guard
 from ui.links import take_link_state
+from ui.notebook_export import sidebar_button
 from ui.widgets import sidebar
 
 PAGES_DIR = Path(__file__).resolve().parent / "app_pages"
@@ -43,4 +44,5 @@ navigation = st.navigation(discover_pages())
 with guard("setting up the sidebar"):
     take_link_state()  # an "Open in" link followed in this session: its values, not the session's
     sidebar()
+    sidebar_button()  # the notebook of this session's runs, built on click
 navigation.run()

@@ -16,6 +16,7 @@ from lens_core.pool import ModelPool, resolve_device
 from lens_core.results import ExperimentResult
 from ui.budget import budgeted
 from ui.compute import compute_fn, remember_model
+from ui.notebook_export import record_run
 from ui.settings import Settings, get_settings
 
 
@@ -93,7 +94,9 @@ def run_experiment(
         with get_pool().run_slot(device, on_wait=queued, what=f"the {experiment} run") as slot:
             waited = slot.wait_seconds if slot.waited else None
             run = budgeted(compute_fn(model, experiment, fn, settings), settings)
-            return get_store().run_experiment(model, experiment, run, request, **fn_kwargs)
+            result = get_store().run_experiment(model, experiment, run, request, **fn_kwargs)
+        record_run(model, experiment, fn, request, fn_kwargs)  # for the sidebar's notebook export
+        return result
     finally:
         if waited is None:
             notice.empty()
