@@ -26,6 +26,7 @@ from typing import Any, Optional, Union
 
 import torch
 
+from .files import require_files
 from .transcoder import FeaturesUnavailable, TranscoderSet
 
 DASHBOARD_FILE = "dashboards.safetensors"
@@ -137,9 +138,10 @@ class Dashboards:
     def __init__(self, directory: Union[str, Path]) -> None:
         directory = Path(directory)
         meta_path, file = directory / DASHBOARD_META, directory / DASHBOARD_FILE
-        for path in (meta_path, file):
-            if not path.is_file():
-                raise FeaturesUnavailable(f"missing dashboard file {path}; run training/build_feature_dashboards.py")
+        try:
+            require_files("dashboard", meta_path, file)
+        except FeaturesUnavailable as exc:
+            raise FeaturesUnavailable(f"{exc}; run training/build_feature_dashboards.py") from None
         try:
             self.meta = json.loads(meta_path.read_text())
             from safetensors.torch import load_file

@@ -20,6 +20,7 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
+from .files import read_json_object, require_files
 from .transcoder import FeaturesUnavailable, Transcoder, TranscoderConfig, build_transcoder
 
 CFG_FILE = "cfg.json"
@@ -91,15 +92,8 @@ def load_saelens(path_or_repo: Union[str, Path], sae_id: Optional[str] = None, r
         directory = _hub_files(str(path_or_repo), sae_id, revision)
     source = str(directory)
     cfg_path, weights_path = directory / CFG_FILE, directory / WEIGHTS_FILE
-    for path in (cfg_path, weights_path):
-        if not path.is_file():
-            raise FeaturesUnavailable(f"missing SAE file {path}")
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise FeaturesUnavailable(f"cannot read {cfg_path}: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise FeaturesUnavailable(f"{cfg_path} is not a JSON object")
+    require_files("SAE", cfg_path, weights_path)
+    raw = read_json_object(cfg_path)
     cfg, b_dec_to_input = _config(raw, source)
     try:
         from safetensors.torch import load_file

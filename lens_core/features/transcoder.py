@@ -38,16 +38,14 @@ from typing import Any, Iterator, Mapping, Optional, Union
 import torch
 from torch import nn
 
+from .files import FeaturesUnavailable, read_json_object, require_files
+
 FORMAT = "circuit-explorer-transcoders"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "transcoders.safetensors"
 CONFIG_FILE = "config.json"
 ACTIVATIONS = ("topk", "jumprelu", "relu")
 DEFAULT_TRANSCODERS_DIR = Path(__file__).resolve().parent.parent / "default_model" / "transcoders"
-
-
-class FeaturesUnavailable(ValueError):
-    """Transcoders/SAEs could not be loaded or do not fit the model; the message says why."""
 
 
 def mlp_in_hook(layer: int) -> str:
@@ -260,14 +258,9 @@ def save_transcoders(tset: TranscoderSet, directory: Union[str, Path], extra: Op
 
 def _read_dir(directory: Path) -> TranscoderSet:
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise FeaturesUnavailable(f"missing transcoder file {path}")
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise FeaturesUnavailable(f"cannot read {config_path}: {exc}") from exc
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
+    require_files("transcoder", config_path, weights_path)
+    config = read_json_object(config_path)
+    if config.get("format") != FORMAT:
         raise FeaturesUnavailable(f"{config_path} is not a transcoder config (format tag {FORMAT!r} missing)")
     try:
         from safetensors.torch import load_file

@@ -156,6 +156,8 @@ class FaithfulnessRequest(EdgeAttributionRequest):
 
 @dataclasses.dataclass
 class FaithfulnessResult(ExperimentResult):
+    """The selected circuit, its exact metric with every other edge ablated, and the faithfulness curve."""
+
     kind = "circuit_faithfulness"
     circuit: torch.Tensor  # [S, R] bool: the selected circuit, pruned
     circuit_metric: float  # its exact mean logit difference

@@ -48,9 +48,10 @@ class DetectorResult(ExperimentResult):
     """Each head's score for each pattern, in [0, 1]: its mean attention on the pattern's positions."""
 
     kind = "head_detectors"
-    previous_token: torch.Tensor  # [layer, head]
-    duplicate_token: torch.Tensor  # [layer, head]
-    induction: torch.Tensor  # [layer, head]
+    # the three scores, each [layer, head]
+    previous_token: torch.Tensor
+    duplicate_token: torch.Tensor
+    induction: torch.Tensor
     axes: list
     axis_labels: list
     source: str  # "prompt" | "repeated_random"
