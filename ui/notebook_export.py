@@ -16,12 +16,14 @@ import ast
 import dataclasses
 import datetime
 import importlib
+import json
 import logging
 from typing import Any
 
 import streamlit as st
 
 LOG_KEY = "_notebook_log"  # session_state: list of run entries, in the order first run
+SKIPPED_KEY = "_notebook_log_skipped"  # session_state: {"n": runs that could not be written as cells}
 MAX_RUNS = 200  # a session's log is bounded; later runs are counted, not kept
 MAX_LITERAL = 200_000  # characters of one request's literal (a whole corpus is left out, and said so)
 log = logging.getLogger(__name__)
@@ -87,17 +89,23 @@ def make_run(model: Any, experiment: str, fn: Any, request: Any, fn_kwargs: dict
     return Run(experiment, module, fn.__name__, type(request).__name__, tuple(fields), key[0], key[1], kwargs, prompt)
 
 
+def _log() -> tuple[list, dict]:
+    """This session's run list and skipped count, the same objects for the whole session (the export button's
+    callable reads them from another thread, where ``st.session_state`` is not available)."""
+    return st.session_state.setdefault(LOG_KEY, []), st.session_state.setdefault(SKIPPED_KEY, {"n": 0})
+
+
 def record_run(model: Any, experiment: str, fn: Any, request: Any, fn_kwargs: dict) -> None:
     """Add a run to this session's log (once per distinct request). Never fails the page."""
     try:
-        runs = st.session_state.setdefault(LOG_KEY, [])
+        runs, skipped = _log()
         run = make_run(model, experiment, fn, request, fn_kwargs)
-        if run is None:
-            st.session_state[LOG_KEY + "_skipped"] = st.session_state.get(LOG_KEY + "_skipped", 0) + 1
-        elif run not in runs and sum(len(s) for _, s in run.fields) <= MAX_LITERAL and len(runs) < MAX_RUNS:
+        if run is not None and run in runs:
+            return
+        if run is None or sum(len(s) for _, s in run.fields) > MAX_LITERAL or len(runs) >= MAX_RUNS:
+            skipped["n"] += 1
+        else:
             runs.append(run)
-        elif run not in runs:
-            st.session_state[LOG_KEY + "_skipped"] = st.session_state.get(LOG_KEY + "_skipped", 0) + 1
     except Exception:  # noqa: BLE001 - the log is a convenience, the page's result is what matters
         log.exception("recording the %s run for the notebook export failed", experiment)
 
@@ -115,13 +123,17 @@ import torch
 
 from lens_core import HookedTransformer
 
-PLOTTED = ("normalized", "loss_per_token", "induction", "logit_diff", "scores", "patterns", "loss_change")
+PLOTTED = ("normalized", "loss_per_token", "induction", "logit_diff", "scores", "curve_normalized", "patterns",
+           "loss_change")
 
 
 def show(result, title):
     """A plot of the result's main tensor: a bar chart (1-D) or a heatmap (2-D; the first slice of more)."""
     tensors = {name: value for name, value in vars(result).items()
                if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel() > 1}
+    tensors.update({name: torch.tensor(value, dtype=torch.float32) for name, value in vars(result).items()
+                    if isinstance(value, list) and len(value) > 1 and all(isinstance(v, (int, float)) for v in value)
+                    and name not in tensors})
     name = next((n for n in PLOTTED if n in tensors), next(iter(tensors), None))
     if name is None:
         print(result)
@@ -137,11 +149,17 @@ def show(result, title):
 '''
 
 
-def build_notebook(runs: list[Run], skipped: int = 0) -> Any:
-    """The notebook (``nbformat`` v4) that reruns ``runs`` in order; ``results[i]`` is run ``i + 1``'s result."""
-    import nbformat
-    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+def new_markdown_cell(source: str) -> dict:
+    return {"cell_type": "markdown", "metadata": {}, "source": source}
 
+
+def new_code_cell(source: str) -> dict:
+    return {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": source}
+
+
+def build_notebook(runs: list[Run], skipped: int = 0) -> dict:
+    """The notebook (nbformat 4.5 JSON, as a dict: the app needs no notebook library) that reruns ``runs`` in order;
+    ``results[i]`` is run ``i + 1``'s result."""
     cells = [new_markdown_cell(
         "# Circuit Explorer investigation\n\n"
         f"Exported {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: the {len(runs)} experiment runs of "
@@ -172,24 +190,20 @@ def build_notebook(runs: list[Run], skipped: int = 0) -> Any:
             f"result = {run.function}({var}, request{extra})\n"
             f"results.append(result)\n"
             f"show(result, {f'{i}. {run.experiment}'!r})"))
-    notebook = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                                  "language": "python"}})
-    nbformat.validate(notebook)
-    return notebook
-
-
-def notebook_text() -> str:
-    import nbformat
-
-    runs = list(st.session_state.get(LOG_KEY, []))
-    return nbformat.writes(build_notebook(runs, int(st.session_state.get(LOG_KEY + "_skipped", 0))))
+    for i, cell in enumerate(cells):
+        cell["id"] = f"cell-{i}"
+    return {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
+            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                         "language_info": {"name": "python"}}}
 
 
 def sidebar_button(where=None) -> None:
-    """The sidebar's "Export notebook" button (the notebook is built when clicked)."""
+    """The sidebar's "Export notebook" button. The notebook is built when clicked, from this session's log as it is
+    then (the log object is captured here, so the runs this page adds after the button is drawn are in it)."""
     where = where or st.sidebar
-    where.download_button("Export notebook", data=notebook_text, file_name="circuit_explorer_investigation.ipynb",
-                          mime="application/x-ipynb+json", key="export_notebook", on_click="ignore",
-                          icon=":material/download:",
+    runs, skipped = _log()
+    where.download_button("Export notebook", data=lambda: json.dumps(build_notebook(list(runs), skipped["n"]), indent=1),
+                          file_name="circuit_explorer_investigation.ipynb", mime="application/x-ipynb+json",
+                          key="export_notebook", on_click="ignore", icon=":material/download:",
                           help="A Jupyter notebook that reruns every experiment this session ran, in order, with "
                                "lens_core (the model loaded once, a plot per run).")

@@ -14,11 +14,21 @@ from ui.notebook_export import LOG_KEY, Run, build_notebook, md_text
 PROMPT = "one two three one two three one two"
 
 nbclient = pytest.importorskip("nbclient")
+nbformat = pytest.importorskip("nbformat")
+
+
+def as_notebook(runs):
+    """The exported notebook as the button writes it, read back and validated by nbformat."""
+    import json as _json
+
+    notebook = nbformat.reads(_json.dumps(build_notebook(runs)), as_version=4)
+    nbformat.validate(notebook)
+    return notebook
 
 
 def test_user_text_in_markdown_cells_is_escaped():
     evil = "<script>alert(1)</script> **bold** [x](javascript:y)\n# heading"
-    notebook = build_notebook([Run("predictions", "lens_core.experiments", "predictions", "PredictionsRequest",
+    notebook = as_notebook([Run("predictions", "lens_core.experiments", "predictions", "PredictionsRequest",
                                    (("tokens", "(0, 1)"),), "default", "float32", (), evil)])
     markdown = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
     assert "<script>" not in markdown and "**bold**" not in markdown and "](" not in markdown
@@ -43,7 +53,7 @@ def test_exported_notebook_reruns_the_session_and_matches_the_pages(app_settings
     assert experiments.index("predictions") < experiments.index("head_detectors")
     assert len(runs) == len(set(runs))  # a rerun of the same request is not logged twice
 
-    notebook = build_notebook(runs)
+    notebook = as_notebook(runs)
     out = tmp_path / "numbers.json"
     from nbformat.v4 import new_code_cell
 
