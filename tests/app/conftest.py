@@ -28,6 +28,19 @@ def app_settings(tiny_model_dir, tmp_path, monkeypatch):
     return configure
 
 
+@pytest.fixture
+def bundled_settings(tmp_path, monkeypatch):
+    """The repository's own settings.toml (the bundled model, demo limits), with its cache in a tmp dir."""
+    from app_testkit import REPO_ROOT
+
+    text = (REPO_ROOT / "settings.toml").read_text(encoding="utf-8")
+    text = text.replace('directory = ".cache/results"', f"directory = {str(tmp_path / 'cache')!r}")
+    path = tmp_path / "settings.toml"
+    path.write_text(text, encoding="utf-8")
+    monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(path))
+    return path
+
+
 @pytest.fixture(scope="module")
 def model(tiny_model_dir):
     """The tiny model as the pages load it."""

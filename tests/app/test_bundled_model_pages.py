@@ -18,14 +18,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def bundled_settings(tmp_path, monkeypatch):
-    text = (REPO_ROOT / "settings.toml").read_text(encoding="utf-8")
-    text = text.replace('directory = ".cache/results"', f"directory = {str(tmp_path / 'cache')!r}")
-    path = tmp_path / "settings.toml"
-    path.write_text(text, encoding="utf-8")
-    monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(path))
-    return path
 
 
 def _open(page: str) -> AppTest:

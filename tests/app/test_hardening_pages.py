@@ -28,14 +28,6 @@ def infos(at) -> list[str]:
     return [i.value.replace("\\", "") for i in list(at.info) + list(at.sidebar.info)]
 
 
-@pytest.fixture
-def bundled_settings(tmp_path, monkeypatch):
-    text = (REPO_ROOT / "settings.toml").read_text(encoding="utf-8")
-    text = text.replace('directory = ".cache/results"', f"directory = {str(tmp_path / 'cache')!r}")
-    path = tmp_path / "settings.toml"
-    path.write_text(text, encoding="utf-8")
-    monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(path))
-    return path
 
 
 # -- the answer pair ---------------------------------------------------------------------

@@ -13,16 +13,6 @@ from app_testkit import errors, open_page, plotly_array, plotly_figure
 PAGE = "app_pages/14_Browse_examples.py"
 
 
-@pytest.fixture
-def bundled_settings(tmp_path, monkeypatch):
-    from app_testkit import REPO_ROOT
-
-    text = (REPO_ROOT / "settings.toml").read_text(encoding="utf-8")
-    text = text.replace('directory = ".cache/results"', f"directory = {str(tmp_path / 'cache')!r}")
-    path = tmp_path / "settings.toml"
-    path.write_text(text, encoding="utf-8")
-    monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(path))
-    return path
 
 
 @pytest.fixture(scope="module")

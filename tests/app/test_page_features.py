@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app_testkit import APP, REPO_ROOT, errors, open_page, plotly_array, plotly_figure
+from app_testkit import REPO_ROOT, errors, open_page, plotly_array, plotly_figure
 
 PAGE = "app_pages/18_Features.py"
 PROMPT = "def copy(self):\n    return self.data"

@@ -18,14 +18,6 @@ BUNDLED = REPO_ROOT / "lens_core" / "default_model"
 pytestmark = pytest.mark.skipif(not (BUNDLED / "model.safetensors").exists(), reason="no bundled model")
 
 
-@pytest.fixture
-def bundled_settings(tmp_path, monkeypatch):
-    text = (REPO_ROOT / "settings.toml").read_text(encoding="utf-8")
-    text = text.replace('directory = ".cache/results"', f"directory = {str(tmp_path / 'cache')!r}")
-    (tmp_path / "settings.toml").write_text(text, encoding="utf-8")
-    monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(tmp_path / "settings.toml"))
-
-
 def test_repeated_positions_by_hand():
     # BOS a b c a b: predicting b after the second a (position 4) copies; nothing else does
     assert story.repeated_positions([0, 1, 2, 3, 1, 2]) == [False, False, False, False, True]

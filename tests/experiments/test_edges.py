@@ -4,6 +4,7 @@ import pytest
 import torch
 from exp_tiny import tiny
 
+import edge_reference
 from lens_core.experiments.edge_circuits.circuit_graph import circuit_json, edge_table, prune, select_circuit
 from lens_core.experiments.edge_circuits.edges import EdgeAttributionRequest, build_graph, edge_attribution
 
@@ -26,29 +27,7 @@ def sender_value(cache, name):
 
 def receiver_gradient(model, resid0, name):
     """d metric / d receiver input, by replacing that one input with a leaf tensor."""
-    n = model.cfg.n_layers
-    if name == "logits":
-        point, head = f"blocks.{n - 1}.hook_resid_post", None
-    elif name.endswith(".in"):
-        point, head = f"blocks.{name[3]}.hook_mlp_in", None
-    else:  # "L2H1.q", or "L2KV0.k" for a grouped key/value head
-        point, head = f"blocks.{name[1]}.hook_{name[-1]}_input", int(name.split(".")[0][2:].lstrip("KVH"))
-    leaf = {}
-
-    def swap(x, hook):
-        value = (x if head is None else x[:, :, head]).detach().clone().requires_grad_(True)
-        leaf["x"] = value
-        if head is None:
-            return value
-        parts = list(x.unbind(2))
-        parts[head] = value
-        return torch.stack(parts, dim=2)
-
-    with torch.enable_grad():
-        logits = model.run_with_hooks(resid0, start_at_layer=0, fwd_hooks=[(point, swap)])
-        metric = logits[:, -1, ANSWER] - logits[:, -1, WRONG]
-        (grad,) = torch.autograd.grad(metric.sum(), [leaf["x"]])
-    return grad
+    return edge_reference.receiver_gradient(model, resid0, name, ANSWER, WRONG)
 
 
 def hand_score(model, name_s, name_r, alphas=(1.0,)):

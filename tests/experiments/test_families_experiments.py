@@ -11,6 +11,7 @@ import torch
 import hf_tiny_families
 from exp_tiny import random_tokens
 from graph_support import random_transcoders
+import edge_reference
 from lens_core import HookedTransformer
 from lens_core.experiments import (AblationRequest, AttentionRequest, DetectorRequest, DLARequest, EdgeAttributionRequest,
                                    LogitLensRequest, PatchingRequest, PredictionsRequest, ablation, attention_patterns,
@@ -110,27 +111,7 @@ def _sender(m, cache, name):
 
 
 def _receiver_grad(m, resid0, name):
-    n = m.cfg.n_layers
-    if name == "logits":
-        point, head = f"blocks.{n - 1}.hook_resid_post", None
-    elif name.endswith(".in"):
-        point, head = f"blocks.{name[3]}.hook_mlp_in", None
-    else:
-        point, head = f"blocks.{name[1]}.hook_{name[-1]}_input", int(name.split(".")[0][2:].lstrip("KVH"))
-    leaf = {}
-
-    def swap(x, hook):
-        value = (x if head is None else x[:, :, head]).detach().clone().requires_grad_(True)
-        leaf["x"] = value
-        if head is None:
-            return value
-        parts = list(x.unbind(2))
-        parts[head] = value
-        return torch.stack(parts, dim=2)
-    with torch.enable_grad():
-        logits = m.run_with_hooks(resid0, start_at_layer=0, fwd_hooks=[(point, swap)])
-        (grad,) = torch.autograd.grad((logits[:, -1, ANSWER] - logits[:, -1, WRONG]).sum(), [leaf["x"]])
-    return grad
+    return edge_reference.receiver_gradient(m, resid0, name, ANSWER, WRONG)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
