@@ -32,7 +32,8 @@ class ActivationCache(NeuronDecompositionMixin):
 
     @property
     def has_pos_embed(self) -> bool:
-        return "hook_pos_embed" in self.cache_dict
+        """Whether positions are part of the residual stream (not for shortformer models: they join q and k only)."""
+        return "hook_pos_embed" in self.cache_dict and self.model.cfg.positional_embedding_type != "shortformer"
 
     # ------------------------------------------------------------- dict-like
     def _name(self, key: Union[str, tuple]) -> str:

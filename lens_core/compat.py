@@ -8,7 +8,6 @@ to the call and thread (see ``lens_core.hooks``).
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Optional, Union
 
 import torch
@@ -143,22 +142,10 @@ class TransformerLensMixin:
         return [f"L{l}H{h}" for l in range(self.cfg.n_layers) for h in range(self.cfg.n_heads)]
 
     def init_weights(self, seed: Optional[int] = None) -> None:
-        """TransformerLens's "gpt2" initialisation: weights ~ N(0, std) with std = ``cfg.initializer_range``
-        (default 0.8/sqrt(d_model)), the output projections (W_O, W_out) scaled by 1/sqrt(2 n_layers),
-        norm weights 1, biases 0. ``seed`` (else ``cfg.seed``) makes it reproducible without touching
-        the global generator."""
-        seed = seed if seed is not None else getattr(self.cfg, "seed", None)
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        std = self.cfg.initializer_range if getattr(self.cfg, "initializer_range", -1.0) > 0 else 0.8 / math.sqrt(self.cfg.d_model)
-        out_std = std / math.sqrt(2 * self.cfg.n_layers)
-        with torch.no_grad():
-            for name, param in self.named_parameters():
-                last = name.rsplit(".", 1)[-1]
-                if last in ("w",):
-                    param.fill_(1.0)
-                elif last.startswith("b") or last == "b":
-                    param.zero_()
-                else:
-                    scale = out_std if last in ("W_O", "W_out") else std
-                    param.copy_(torch.randn(param.shape, generator=generator) * scale)
+        """TransformerLens's initialisation for ``cfg.init_mode`` ("gpt2", "xavier_uniform", "xavier_normal",
+        "kaiming_uniform", "kaiming_normal"), draw for draw as its native models (see ``lens_core.init_utils``).
+        ``seed`` (else ``cfg.seed``) makes it reproducible without touching the global generator."""
+        from .init_utils import init_model
+
+        init_model(self, seed)
         self._weights_hash = None

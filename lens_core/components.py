@@ -14,7 +14,6 @@ norm's ``hook_scale``/``hook_normalized``, the fused norm kernel.
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -24,6 +23,8 @@ from torch import nn
 from .config import HookedTransformerConfig
 from .hooks import HookPoint
 from .padding import position_ids
+from .rotary import apply_rotary, rotary_cos_sin  # noqa: F401  (re-exported: they lived here)
+from .shortformer import pos_for as shortformer_pos_for, qkv_with_positions
 
 
 def _param(*shape: int) -> nn.Parameter:
@@ -127,45 +128,6 @@ class Norm(nn.Module):
         return x
 
 
-def rotary_cos_sin(cfg: HookedTransformerConfig, n_pos: int, device: torch.device,
-                   local: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin tables [pos, rotary_dim] for the rotate-half convention (GPT-NeoX, Llama).
-    ``local``: a sliding-window layer of a model with its own local base (Gemma 3: unscaled)."""
-    dim = cfg.rotary_dim
-    local = local and cfg.rotary_base_local is not None
-    base = cfg.rotary_base_local if local else cfg.rotary_base
-    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim))
-    scaling = {} if local else (cfg.rope_scaling or {})
-    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
-    if rope_type == "linear":
-        inv_freq = inv_freq / scaling["factor"]
-    elif rope_type == "llama3":
-        factor, old_len = scaling["factor"], scaling["original_max_position_embeddings"]
-        low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
-        wavelen = 2 * math.pi / inv_freq
-        scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
-        smooth = (old_len / wavelen - low) / (high - low)
-        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
-        medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
-        inv_freq = torch.where(medium, smoothed, scaled)
-    elif rope_type != "default":
-        raise NotImplementedError(f"rotary scaling {rope_type!r} is not supported")
-    freqs = torch.outer(torch.arange(n_pos, device=device, dtype=torch.float32), inv_freq)
-    angles = torch.cat([freqs, freqs], dim=-1)
-    return angles.cos(), angles.sin()
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the first rotary_dim dims of each head. x: [batch, pos, head, d_head]; cos, sin: [pos, rotary_dim]
-    or, for a padded batch (each row its own positions), [batch, pos, rotary_dim]."""
-    dim = cos.shape[-1]
-    rot, keep = x[..., :dim], x[..., dim:]
-    cos, sin = cos[..., None, :].to(x.dtype), sin[..., None, :].to(x.dtype)  # [(batch,) pos, 1, rotary_dim]
-    half = dim // 2
-    rotated_half = torch.cat([-rot[..., half:], rot[..., :half]], dim=-1)
-    return torch.cat([rot * cos + rotated_half * sin, keep], dim=-1)
-
-
 class Attention(nn.Module):
     def __init__(self, cfg: HookedTransformerConfig, layer: int) -> None:
         super().__init__()
@@ -182,6 +144,7 @@ class Attention(nn.Module):
         if cfg.positional_embedding_type != "rotary":
             del self.hook_rot_q, self.hook_rot_k
         self.local = cfg.is_local(layer)
+        self.shortformer_pos = None  # set (not registered: the model owns it) for shortformer models
         if cfg.qk_norm is not None:  # RMSNorm of each head's query/key (or of all heads at once), before rotary
             kind, per_head = cfg.unfolded_norm_type, cfg.qk_norm == "head"
             self.q_norm = Norm(cfg, f"{name}.q_norm", kind, e if per_head else h * e)
@@ -242,8 +205,16 @@ class Attention(nn.Module):
         batch, n_new = x.shape[:2]
         offset = 0 if past_kv is None else past_kv[0].shape[-3]
         n_keys = offset + n_new
+        shortformer = self.shortformer_pos  # the model's PosEmbed for shortformer models (lens_core.shortformer)
+        if shortformer is not None:
+            pos = shortformer_pos_for(shortformer, batch, n_new, offset, attention_mask)
+            if split_inputs is not None:
+                split_inputs = (split_inputs[0] + pos[:, :, None], split_inputs[1] + pos[:, :, None], split_inputs[2])
         if split_inputs is None:
-            qkv = torch.addmm(self.b_QKV, x.reshape(-1, cfg.d_model), self.W_QKV).view(batch, n_new, -1)
+            if shortformer is not None:
+                qkv = qkv_with_positions(self, x, pos)
+            else:
+                qkv = torch.addmm(self.b_QKV, x.reshape(-1, cfg.d_model), self.W_QKV).view(batch, n_new, -1)
             q, k, v = qkv.split(self.split, dim=-1)
             q, k, v = (t.unflatten(-1, (n, cfg.d_head)) for t, n in zip((q, k, v), (cfg.n_heads, cfg.n_key_value_heads, cfg.n_key_value_heads)))
         else:

@@ -14,7 +14,8 @@ from typing import Any, Optional
 import torch
 
 NORMALIZATION_TYPES = ("LN", "LNPre", "RMS", "RMSPre", None)  # None: no norms (TransformerLens's identity)
-POSITIONAL_TYPES = ("standard", "rotary")
+POSITIONAL_TYPES = ("standard", "rotary", "shortformer")  # shortformer: positions only in queries and keys
+INIT_MODES = ("gpt2", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal")
 ACT_FNS = ("gelu", "gelu_new", "silu", "relu")
 SUBLAYER_NORMS = ("pre", "pre_post", "post")
 
@@ -52,7 +53,8 @@ class HookedTransformerConfig:
     seed: Optional[int] = None  # seeds init_weights
     init_weights: bool = True  # HookedTransformer(cfg) initialises (loading turns it off)
     init_mode: str = "gpt2"
-    initializer_range: float = -1.0  # -1: 0.8 / sqrt(d_model), TransformerLens's default
+    initializer_range: float = -1.0  # -1: 0.8 / sqrt(d_model) for "gpt2", else a gain of 1 (TransformerLens's defaults)
+    attention_dir: str = "causal"  # TransformerLens's field; only "causal" is supported
     # Variants of the newer families (Gemma 2/3, Qwen3, OLMo 2); see lens_core/families/.
     sublayer_norms: str = "pre"  # "pre" | "pre_post" (ln1_post, ln2_post too: Gemma) | "post" (only those: OLMo 2)
     qk_norm: Optional[str] = None  # None | "head" (RMSNorm over d_head: Qwen3, Gemma 3) | "all" (over all heads: OLMo 2)
@@ -82,8 +84,10 @@ class HookedTransformerConfig:
             raise ValueError(f"positional_embedding_type must be one of {POSITIONAL_TYPES}")
         if self.act_fn not in ACT_FNS:
             raise ValueError(f"act_fn must be one of {ACT_FNS}, got {self.act_fn!r}")
-        if self.init_mode != "gpt2":
-            raise NotImplementedError(f"init_mode {self.init_mode!r}: only TransformerLens's 'gpt2' initialisation is supported")
+        if self.init_mode not in INIT_MODES:
+            raise NotImplementedError(f"init_mode {self.init_mode!r}: supported are {INIT_MODES} (TransformerLens 4's)")
+        if self.attention_dir != "causal":
+            raise NotImplementedError("only attention_dir='causal' is supported (bidirectional models are not)")
         if self.sublayer_norms not in SUBLAYER_NORMS:
             raise ValueError(f"sublayer_norms must be one of {SUBLAYER_NORMS}, got {self.sublayer_norms!r}")
         if self.qk_norm not in (None, "head", "all"):

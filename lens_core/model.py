@@ -14,6 +14,7 @@ from .components import Embed, Norm, PosEmbed, TransformerBlock, Unembed
 from .config import HookedTransformerConfig
 from .hooks import HookFn, HookPoint, NameFilter, active_hooks, grad_hook, resolve_names
 from .padding import check_padding_side, mask_for
+from . import shortformer
 from .tokens import TokenizerMixin
 
 FwdHooks = list[tuple[Union[str, Callable[[str], bool]], HookFn]]
@@ -34,10 +35,13 @@ class HookedTransformer(TransformerLensMixin, TokenizerMixin, nn.Module):
         self.processing_skipped: dict[str, str] = {}  # step -> why it was not (fully) applied to this model
         self.embed = Embed(cfg)
         self.hook_embed = HookPoint("hook_embed")  # [batch, pos, d_model]
-        if cfg.positional_embedding_type == "standard":
+        if cfg.positional_embedding_type in ("standard", "shortformer"):
             self.pos_embed = PosEmbed(cfg)
             self.hook_pos_embed = HookPoint("hook_pos_embed")  # [batch, pos, d_model]
         self.blocks = nn.ModuleList(TransformerBlock(cfg, layer) for layer in range(cfg.n_layers))
+        if cfg.positional_embedding_type == "shortformer":  # positions join each layer's queries and keys
+            for block in self.blocks:
+                object.__setattr__(block.attn, "shortformer_pos", self.pos_embed)
         self.ln_final = Norm(cfg, "ln_final")
         self.unembed = Unembed(cfg)
         self.unembed.hook_in = HookPoint("unembed.hook_in")  # [batch, pos, d_model], the final norm's output
@@ -56,7 +60,17 @@ class HookedTransformer(TransformerLensMixin, TokenizerMixin, nn.Module):
         return dict(sorted(points.items(), key=lambda item: _hook_order(item[0])))
 
     # ----------------------------------------------------------------- running
-    def forward(
+    def forward(self, input: Union[str, list[str], torch.Tensor], *args: Any, **kwargs: Any) -> Any:
+        """Run the model (see :meth:`_forward` for the arguments)."""
+        if self.cfg.positional_embedding_type != "shortformer":
+            return self._forward(input, *args, **kwargs)
+        token = shortformer.CURRENT.set(None)  # this call's hooked positions, for its layers only
+        try:
+            return self._forward(input, *args, **kwargs)
+        finally:
+            shortformer.CURRENT.reset(token)
+
+    def _forward(
         self,
         input: Union[str, list[str], torch.Tensor],
         return_type: Optional[str] = "logits",
@@ -131,6 +145,8 @@ class HookedTransformer(TransformerLensMixin, TokenizerMixin, nn.Module):
         resid = self.hook_embed(self.embed(tokens))
         if self.cfg.positional_embedding_type == "standard":
             resid = resid + self.hook_pos_embed(self.pos_embed(*tokens.shape, attention_mask))
+        elif self.cfg.positional_embedding_type == "shortformer":  # not in the residual: kept for the layers
+            shortformer.CURRENT.set(self.hook_pos_embed(self.pos_embed(*tokens.shape, attention_mask)))
         return resid
 
     def hook_points(self):
