@@ -115,7 +115,7 @@ def test_clicking_a_head_in_the_circuit_opens_it_on_the_attention_page(app_url, 
     box = nodes.locator("path.point").nth(labels.index(head)).bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.get_by_role("button", name=f"Open {head} on the Attention page").click()
+    page.get_by_role("link", name=f"{head}'s attention").click()
     layer, index = head[1:].split("H")
     page.wait_for_url(f"**/attention?*layer={layer}&head={index}*")
     wait_for_app(page)
