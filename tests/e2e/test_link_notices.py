@@ -32,6 +32,7 @@ BAD_LINKS = {
     "Circuit_discovery": ({"method": "guesswork"}, ["method=guesswork was ignored", "not one of the choices"]),
     "Attribution_graph": ({"mass": "10"}, ["mass=10 was ignored", "outside 50–99"]),
     "Features": ({"rows": "0"}, ["rows=0 was ignored", "outside 1–30"]),
+    "Guided_story": ({"dtype": "float99"}, ["dtype=float99 was ignored", "not one of the choices"]),  # its own prompt: the sidebar's
 }
 
 # Pages that draw their inputs only when a bundled file is there (otherwise they say it is missing and stop).
