@@ -62,6 +62,7 @@ from .views.logit_lens import LogitLensRequest, LogitLensResult, logit_lens
 from .interventions.patching import SWEEPS, PatchingRequest, PatchingResult, activation_patching
 from .interventions.path_patching import PathPatchingRequest, PathPatchingResult, path_patching
 from .views.predictions import PredictionsRequest, PredictionsResult, predictions
+from .graphs.qk_attribution import QKAttributionRequest, QKAttributionResult, qk_attribution
 
 REGISTRY = {
     "attribution_graph": attribution_graph,
@@ -85,6 +86,7 @@ REGISTRY = {
     "feature_activations": feature_activations_on_prompt,
     "unit_activation": unit_activation,
     "feature_steering": feature_steering,
+    "qk_attribution": qk_attribution,
 }
 
 REQUEST_TYPES = {
@@ -109,6 +111,7 @@ REQUEST_TYPES = {
     "feature_activations": FeatureActivationsRequest,
     "unit_activation": UnitActivationRequest,
     "feature_steering": SteeringRequest,
+    "qk_attribution": QKAttributionRequest,
 }
 
 

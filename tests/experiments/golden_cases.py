@@ -52,6 +52,7 @@ def requests() -> dict[str, object]:
         "feature_steering": ex.SteeringRequest(prompt=PROMPT, edits=((1, 3, 0.0),)),
         "attribution_graph": ex.AttributionGraphRequest(prompt=PROMPT, check_top=5),
         "graph_intervention": ex.GraphInterventionRequest(prompt=PROMPT, clamps=((1, 15, 961, 0.0),)),
+        "qk_attribution": ex.QKAttributionRequest(prompt=PROMPT, layer=1, head=3),  # added after the move (issue 21)
     }
 
 

@@ -36,12 +36,13 @@ REQUESTS = {
     "feature_activations": dict(tokens=TOKS, top_per_token=3),
     "unit_activation": dict(tokens=TOKS, kind="feature", layer=1, index=2),
     "feature_steering": dict(tokens=TOKS, edits=((1, 2, 3.0),)),
+    "qk_attribution": dict(tokens=TOKS, layer=2, head=1),
 }
 # Experiments that need more than the model (tiny models have no bundled transcoders).
 EXTRA = {"attribution_graph": lambda m: {"transcoders": random_transcoders(m)},
          "graph_intervention": lambda m: {"transcoders": random_transcoders(m)},
          **{name: (lambda m: {"transcoders": random_transcoders(m)})
-            for name in ("feature_activations", "unit_activation", "feature_steering")}}
+            for name in ("feature_activations", "unit_activation", "feature_steering", "qk_attribution")}}
 
 
 def _same(a, b):
