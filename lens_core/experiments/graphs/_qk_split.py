@@ -42,7 +42,7 @@ from typing import Optional
 
 import torch
 
-from lens_core.components import apply_rotary, rotary_cos_sin
+from lens_core.rotary import apply_rotary, rotary_cos_sin
 from ._replacement import transcoder_views
 
 
@@ -65,6 +65,9 @@ def unsupported_reason(model, layer: int) -> Optional[str]:
     if cfg.attn_scores_soft_cap > 0:
         return ("this model soft-caps its attention scores (cap * tanh(score / cap)), which is not linear: "
                 "the score cannot be split exactly into node pairs")
+    if cfg.positional_embedding_type == "shortformer":
+        return ("this model adds its positions to the queries and keys only (shortformer), not to the residual stream: "
+                "QK attribution does not split such scores yet")
     if cfg.parallel_attn_mlp:
         return "QK attribution needs sequential attention then MLP (this model runs them in parallel)"
     if not 0 <= layer < cfg.n_layers:
