@@ -8,6 +8,7 @@ from lens_core.experiments.views.circuits import CompositionRequest, HeadCircuit
 from ui import charts, state
 from ui.errors import guard
 from ui.export import experiment_snippet, export_bar, python_literal
+from ui.links import head_links
 from ui.model import run_experiment
 from ui.widgets import app_context, preset_picker
 
@@ -71,6 +72,7 @@ print(ov_copying_scores(model))  # [layer, head]
 
 # -- the chosen head -----------------------------------------------------------------------
 st.subheader(f"Head {name}")
+head_links(st, ctx, layer, head)
 cols = st.columns(3)
 cols[0].metric("OV copying score", f"{float(result.copying_scores[layer, head]):.3f}")
 cols[1].metric("QK circuit norm (Frobenius)", f"{float(result.qk_norms[layer, head]):.3f}")

@@ -92,3 +92,28 @@ def test_a_link_opened_in_a_new_tab_is_read_like_a_pasted_one(app_settings):
     assert not at.exception
     assert at.multiselect(key="ablate").value == ["L1H0"]
     assert at.text_input(key="answer").value == " two"
+
+
+def test_an_edge_link_sets_up_path_patching_for_that_edge(app_settings, model):
+    pieces = model.to_str_tokens(PROMPT)[1:]  # the tiny tokenizer's own single tokens of the prompt
+    contrast = {"corrupted": "".join(pieces[:-1]) + pieces[0], "answer": pieces[1], "wrong_answer": pieces[0]}
+    params = links.link_params(None, prompt=PROMPT, **links.edge_params("L0H1", "L1H2.k"), **contrast)
+    at = AppTest.from_file(APP, default_timeout=180)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    at.switch_page(links.page_file("Path_patching"))
+    at.run()
+    assert not at.exception and errors(at) == []
+    assert at.radio(key="sender_mode").value == "chosen" and at.radio(key="receiver_mode").value == "heads"
+    assert at.multiselect(key="senders").value == ["L0H1"]
+    assert at.multiselect(key="receivers").value == ["L1H2"] and at.multiselect(key="recv_inputs").value == ["k"]
+    assert at.text_input(key="corrupted").value == contrast["corrupted"]
+
+
+def test_the_circuits_page_links_its_head(app_settings):
+    at = open_page(links.page_file("Circuits"), prompt=PROMPT, layer="1", head="0")
+    assert not at.exception
+    found = page_links(at)
+    assert found["L1H0's attention"]["layer"] == "1" and found["L1H0's attention"]["head"] == "0"
+    assert found["L1H0 over a corpus"]["_page"] == "browse_examples"
