@@ -163,17 +163,9 @@ class FactoredMatrix:
         """
         return self._svd
 
-    @property
-    def U(self) -> torch.Tensor:
-        return self._svd[0]
-
-    @property
-    def S(self) -> torch.Tensor:
-        return self._svd[1]
-
-    @property
-    def V(self) -> torch.Tensor:
-        return self._svd[2]
+    U = property(lambda self: self._svd[0], doc="Left singular vectors [..., ldim, k].")
+    S = property(lambda self: self._svd[1], doc="Singular values [..., k], descending.")
+    V = property(lambda self: self._svd[2], doc="Right singular vectors [..., rdim, k].")
 
     @property
     def Vh(self) -> torch.Tensor:

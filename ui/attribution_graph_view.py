@@ -105,16 +105,15 @@ def feature_label(model, dash, layer: int, index: int) -> str:
 
 def node_labels(model, result, dash) -> list[str]:
     labels = []
+    describe = {
+        "feature": lambda layer, pos, feature, token: feature_label(model, dash, layer, feature),
+        "error": lambda layer, pos, feature, token: f"error L{layer} @{pos} {token!r}",
+        "embedding": lambda layer, pos, feature, token: f"{token!r} @{pos}",
+        "logit": lambda layer, pos, feature, token:
+            f"logit {visible(result.logit_tokens[result.logit_ids.index(feature)])!r}",
+    }
     for kind, layer, pos, feature in zip(result.node_kind, result.node_layer, result.node_pos, result.node_feature):
-        token = visible(result.str_tokens[pos])
-        if kind == "feature":
-            labels.append(feature_label(model, dash, layer, feature))
-        elif kind == "error":
-            labels.append(f"error L{layer} @{pos} {token!r}")
-        elif kind == "embedding":
-            labels.append(f"{token!r} @{pos}")
-        else:
-            labels.append(f"logit {visible(result.logit_tokens[result.logit_ids.index(feature)])!r}")
+        labels.append(describe.get(kind, describe["logit"])(layer, pos, feature, visible(result.str_tokens[pos])))
     return labels
 
 

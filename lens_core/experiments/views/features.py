@@ -78,6 +78,8 @@ def feature_activations_on_prompt(model, request: FeatureActivationsRequest, tra
 
 @dataclasses.dataclass(frozen=True)
 class UnitActivationRequest:
+    """One unit (``kind`` "feature" of a transcoder, or "neuron" of an MLP) at ``layer``, number ``index``."""
+
     prompt: Optional[str] = None
     tokens: Optional[tuple[int, ...]] = None
     kind: str = "feature"
