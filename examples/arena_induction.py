@@ -1,25 +1,63 @@
-"""The ARENA induction-heads chapter ([1.2] Intro to Mechanistic Interpretability), end to end, on
-the bundled model with lens_core, written as a TransformerLens notebook would be.
+"""The ARENA induction-heads chapter ([1.2] Intro to Mechanistic Interpretability), end to end with
+lens_core, written as the chapter's solutions are.
 
-    .venv/bin/python -m examples.arena_induction
+    .venv/bin/python -m examples.arena_induction            # the chapter's model
+    .venv/bin/python -m examples.arena_induction --bundled  # the bundled model instead
+
+The model is the chapter's: a two-layer attention-only transformer (``ARENA_CFG``: shortformer positions,
+no norms, ``use_attn_result=True``). Its checkpoint (``attn_only_2L_half.pth``; path in
+``ARENA_WEIGHTS`` or next to this file) is loaded when present with ``model.load_state_dict`` (a
+TransformerLens state dict; read with ``torch.load(weights_only=True)``, nothing unpickled); without it
+the model keeps TransformerLens's random initialisation (seed 398) and the script says so. Its tokenizer
+(GPT-NeoX-20B's) cannot be downloaded here: the bundled model's tokenizer stands in, and the script
+says that too. With random weights the numbers are noise but every step runs and every identity the
+chapter checks (patterns from q and k, logit attribution summing to the logits, q and k decomposed
+into their inputs) holds.
 
 Sections: (1) the cache and a hand-computed attention pattern; (2) attention detectors on repeated
 random tokens and lens_core.head_detector; (3) induction scores with hooks (call-scoped and
-model-wide); (4) direct logit attribution; (5) zero-ablation of every head; (6) QK and OV circuits
-with FactoredMatrix; (7) composition scores. The bundled model has 3 layers (MLPs included) with a
-previous-token head in layer 0 (L0H0) and induction heads in layer 1; ``main`` returns the numbers
-the test checks.
+model-wide); (4) direct logit attribution (the chapter's ``logit_attribution`` for attention-only
+models, and the full residual decomposition); (5) zero- and mean-ablation of every head; (6) QK and
+OV circuits with FactoredMatrix, the OV circuit's top-1 accuracy, and q/k decomposed by input; (7)
+composition scores. ``main`` returns the numbers the tests check. On the bundled model (3 layers,
+MLPs) a previous-token head in layer 0 (L0H0) and induction heads in layer 1 are found.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+from pathlib import Path
 
 import torch
 
-from lens_core import HookedTransformer, utils
+from lens_core import HookedTransformer, HookedTransformerConfig, utils
 from lens_core.factored_matrix import FactoredMatrix
 from lens_core.head_detector import detect_head
+
+
+ARENA_CFG = dict(d_model=768, d_head=64, n_heads=12, n_layers=2, n_ctx=2048, d_vocab=50278, attention_dir="causal",
+                 attn_only=True, tokenizer_name="EleutherAI/gpt-neox-20b", seed=398, use_attn_result=True,
+                 normalization_type=None, positional_embedding_type="shortformer")
+
+
+def arena_model(weights_path: str | None = None, say=print, **overrides) -> HookedTransformer:
+    """The chapter's model: its checkpoint when there is one, else TransformerLens's random initialisation.
+    ``overrides`` change the config (the tests use a narrower vocabulary to stay fast)."""
+    from transformers import AutoTokenizer
+
+    from lens_core.loading import DEFAULT_MODEL_DIR
+
+    model = HookedTransformer(HookedTransformerConfig(**{**ARENA_CFG, **overrides}),
+                              tokenizer=AutoTokenizer.from_pretrained(DEFAULT_MODEL_DIR))
+    say("Tokenizer: the bundled model's (GPT-NeoX-20B's cannot be downloaded here).")
+    path = Path(weights_path or os.environ.get("ARENA_WEIGHTS") or Path(__file__).with_name("attn_only_2L_half.pth"))
+    if path.is_file():
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        say(f"Weights: {path}")
+    else:
+        say(f"Weights: {path} not found, so random weights (TransformerLens's initialisation, seed {model.cfg.seed}).")
+    return model
 
 
 def generate_repeated_tokens(model, seq_len: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
@@ -54,7 +92,7 @@ def attention_detectors(cache, seq_len: int, threshold: float = 0.4) -> dict[str
 
 def main(model: HookedTransformer | None = None, seq_len: int = 50, batch: int = 4, verbose: bool = True) -> dict:
     say = print if verbose else (lambda *a, **k: None)
-    model = model or HookedTransformer.from_pretrained("default")
+    model = model or arena_model(say=say)
     cfg = model.cfg
     out: dict = {}
 
@@ -158,7 +196,75 @@ def main(model: HookedTransformer | None = None, seq_len: int = 50, batch: int =
     say(f"(7) K-composition L0H{prev_head} -> L1H{induction_head}: {k_comp[prev_head, induction_head]:.3f} "
         f"(Q-composition {q_comp[prev_head, induction_head]:.3f}; random baseline {baseline:.3f})")
     out["prev_head"], out["induction_head"] = prev_head, induction_head
+    if cfg.attn_only:  # the chapter's steps written for its attention-only model
+        attn_only_steps(model, tokens, cache, rep_tokens, rep_cache, out, say, seq_len)
     return out
+
+
+# ---- the chapter's attention-only steps ---------------------------------------------------------
+def logit_attribution(embed, l1_results, l2_results, W_U, tokens) -> torch.Tensor:
+    """[seq - 1, 1 + 2 n_heads]: the direct path, then each head of layer 0 and layer 1, on the correct next token."""
+    W_U_correct_tokens = W_U[:, tokens[1:]]  # [d_model, seq - 1]
+    direct = torch.einsum("ds,sd->s", W_U_correct_tokens, embed[:-1])[:, None]
+    l1 = torch.einsum("ds,shd->sh", W_U_correct_tokens, l1_results[:-1])
+    l2 = torch.einsum("ds,shd->sh", W_U_correct_tokens, l2_results[:-1])
+    return torch.cat([direct, l1, l2], dim=-1)
+
+
+def top_1_acc(full_OV_circuit: FactoredMatrix, batch_size: int = 1000, rows: int | None = None) -> float:
+    """How often each token's row of the full OV circuit is largest on the token itself (``rows``: the first rows only)."""
+    n = full_OV_circuit.shape[-1] if rows is None else rows
+    correct = 0
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        correct += (full_OV_circuit[start:stop].AB.argmax(-1) == torch.arange(start, stop)).sum().item()
+    return correct / n
+
+
+def attn_only_steps(model, tokens, cache, rep_tokens, rep_cache, out, say, seq_len) -> None:
+    cfg = model.cfg
+    # (4b) logit attribution from the cached per-head results (use_attn_result=True), against the logits
+    logits = model(tokens)[0]
+    attr = logit_attribution(cache["embed"], cache["result", 0], cache["result", 1], model.W_U, tokens[0])
+    correct = logits[torch.arange(tokens.shape[1] - 1), tokens[0, 1:]]
+    bias = (model.b_O.sum(0) @ model.W_U[:, tokens[0, 1:]]) + model.b_U[tokens[0, 1:]]  # zero in the chapter's model
+    out["logit_attr_error"] = (attr.sum(-1) + bias - correct).abs().max().item()
+    say(f"(4b) logit attribution sums to the correct-token logits: max |error| {out['logit_attr_error']:.1e}")
+    # (5b) mean ablation: each head's output replaced by its mean over the batch
+    def head_mean_ablation_hook(z, hook, head):
+        z[:, :, head] = z[:, :, head].mean(0)
+
+    log_probs = log_probs_of_next(model(rep_tokens), rep_tokens)[:, seq_len:].mean()
+    mean_abl = torch.zeros(cfg.n_layers, cfg.n_heads)
+    for layer in range(cfg.n_layers):
+        for head in range(cfg.n_heads):
+            hooked = model.run_with_hooks(rep_tokens, fwd_hooks=[(utils.get_act_name("z", layer),
+                                                                  functools.partial(head_mean_ablation_hook, head=head))])
+            mean_abl[layer, head] = log_probs - log_probs_of_next(hooked, rep_tokens)[:, seq_len:].mean()
+    out["mean_ablation"] = mean_abl
+    say(f"(5b) mean ablation: largest loss increase {_best(mean_abl)} (+{mean_abl.max():.2f} nats)")
+    # (6b) the induction head's full OV circuit, top-1 accuracy over the first rows
+    head = out["induction_head"]
+    full_OV = model.W_E @ FactoredMatrix(model.W_V[1, head], model.W_O[1, head]) @ model.W_U
+    out["ov_top1_acc"] = top_1_acc(full_OV, rows=min(2000, cfg.d_vocab))
+    say(f"(6b) full OV circuit of L1H{head}: top-1 accuracy {out['ov_top1_acc']:.3f} over the first rows")
+    # (6c) layer 1's queries and keys decomposed by input: embed, positions (shortformer), each L0 head
+    first = {name: rep_cache[name][0] for name in ("embed", "pos_embed")}  # the first sequence
+    first.update({(name, layer): rep_cache[name, layer][0] for name, layer in (("result", 0), ("resid_pre", 1), ("q", 1), ("k", 1))})
+    parts = [first["embed"][None], first["pos_embed"][None], first["result", 0].movedim(1, 0)]
+    decomposed_qk_input = torch.cat(parts)  # [2 + n_heads, pos, d_model]
+    decomposed_q = decomposed_qk_input @ model.W_Q[1, head]
+    decomposed_k = decomposed_qk_input @ model.W_K[1, head]
+    resid_err = (decomposed_qk_input.sum(0) + model.b_O[0] - first["resid_pre", 1] - first["pos_embed"]).abs().max()
+    q_err = (decomposed_q.sum(0) + model.b_O[0] @ model.W_Q[1, head] + model.b_Q[1, head] - first["q", 1][:, head]).abs().max()
+    k_err = (decomposed_k.sum(0) + model.b_O[0] @ model.W_K[1, head] + model.b_K[1, head] - first["k", 1][:, head]).abs().max()
+    out["qk_decomposition_error"] = max(resid_err.item(), q_err.item(), k_err.item())
+    say(f"(6c) layer-1 q and k decomposed by input: max |error| {out['qk_decomposition_error']:.1e}; "
+        f"largest key part {['embed', 'pos_embed', *[f'L0H{h}' for h in range(cfg.n_heads)]][int(decomposed_k.norm(dim=-1).mean(-1).argmax())]}")
+    # (7b) every K-composition score at once (utils.composition_scores) against the loop of section 7
+    k_all = utils.composition_scores(model.OV[0], model.QK[1].T)  # [head0, head1]
+    out["comp_scores_error"] = (k_all - out["k_comp"]).abs().max().item()
+    say(f"(7b) utils.composition_scores equals the loop: max |difference| {out['comp_scores_error']:.1e}")
 
 
 def _best(scores: torch.Tensor) -> str:
@@ -167,5 +273,7 @@ def _best(scores: torch.Tensor) -> str:
 
 
 if __name__ == "__main__":
+    import sys
+
     with torch.inference_mode():
-        main()
+        main(HookedTransformer.from_pretrained("default") if "--bundled" in sys.argv else None)

@@ -239,6 +239,8 @@ class ActivationCache(NeuronDecompositionMixin):
         layer = self._layer(layer)
         if has_batch_dim:
             residual_stack = batch_slice.apply(residual_stack, dim=1)
+        if self.model.cfg.normalization_type is None:  # no norms (TransformerLens returns the stack as it is)
+            return residual_stack
         if layer == n_layers:
             norm, key = self.model.ln_final, "ln_final.hook_scale"
             if recompute_ln:

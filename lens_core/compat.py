@@ -69,6 +69,16 @@ class TransformerLensMixin:
                 out[name] = handles
         return out
 
+    def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False) -> Any:
+        """Also takes a TransformerLens ``HookedTransformer`` state dict (``lens_core.tl_state_dict``)."""
+        from .tl_state_dict import from_tl, looks_like_tl
+
+        if looks_like_tl(state_dict):
+            state_dict = from_tl(self, state_dict)
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self._weights_hash = None
+        return result
+
     def set_use_attn_result(self, use_attn_result: bool) -> None:
         """Cache ``hook_result`` (per-head outputs) in ``run_with_cache`` without naming it."""
         self.cfg.use_attn_result = use_attn_result

@@ -24,3 +24,22 @@ def test_arena_induction_script_finds_the_induction_circuit():
     assert out["pos_prev_fraction"] > 0.8
     k_comp = out["k_comp"][out["prev_head"], out["induction_head"]]
     assert k_comp > 1.5 * out["comp_baseline"] and k_comp > out["q_comp"][out["prev_head"], out["induction_head"]]
+
+
+def test_arena_induction_script_runs_every_step_on_the_chapters_attention_only_model(capsys):
+    """The chapter's config (shortformer, no norms, attention only, use_attn_result) with random weights (no
+    checkpoint here), a narrower vocabulary and context to stay fast: every step runs, and the identities the
+    chapter checks hold."""
+    with torch.inference_mode():
+        model = arena_induction.arena_model(weights_path="/nonexistent.pth", d_vocab=2000, n_ctx=128)
+        out = arena_induction.main(model, seq_len=10, batch=1, verbose=False)
+    said = capsys.readouterr().out
+    assert "random weights" in said and "bundled model's" in said  # nothing replaced silently
+    cfg = model.cfg
+    assert cfg.attn_only and cfg.normalization_type is None and cfg.positional_embedding_type == "shortformer"
+    assert "blocks.0.hook_mlp_out" not in model.hook_dict and "blocks.0.attn.hook_result" in model.hook_dict
+    assert out["pattern_error"] < 1e-5
+    assert out["logit_attr_error"] < 1e-4 and out["qk_decomposition_error"] < 1e-4 and out["comp_scores_error"] < 1e-5
+    assert out["ablation"].shape == out["mean_ablation"].shape == (2, 12)
+    assert out["full_ov_shape"] == (2000, 2000) and 0 <= out["ov_top1_acc"] <= 1
+    assert out["model_wide_same"]
