@@ -230,21 +230,10 @@ class HookedTransformer(TransformerLensMixin, TokenizerMixin, nn.Module):
         return out, ActivationCache(store, self, has_batch_dim=not remove_batch_dim)
 
     # ----------------------------------------------------------------- weights
-    @property
-    def W_E(self) -> torch.Tensor:
-        return self.embed.W_E
-
-    @property
-    def W_pos(self) -> torch.Tensor:
-        return self.pos_embed.W_pos
-
-    @property
-    def W_U(self) -> torch.Tensor:
-        return self.unembed.W_U
-
-    @property
-    def b_U(self) -> torch.Tensor:
-        return self.unembed.b_U
+    W_E = property(lambda self: self.embed.W_E, doc="Token embeddings [d_vocab, d_model].")
+    W_pos = property(lambda self: self.pos_embed.W_pos, doc="Learned positional embeddings [n_ctx, d_model].")
+    W_U = property(lambda self: self.unembed.W_U, doc="Unembedding [d_model, d_vocab].")
+    b_U = property(lambda self: self.unembed.b_U, doc="Unembedding bias [d_vocab].")
 
     def _stack(self, part: str, name: str, expand_kv: bool = False) -> torch.Tensor:
         tensors = [getattr(getattr(block, part), name) for block in self.blocks]
