@@ -1,5 +1,5 @@
 """Guided story: one repeated sequence followed across the app (predictions, detectors, patching, the edge circuit,
-the attribution graph), each step a live result with what it shows and a link that opens it on its own page."""
+the attribution graph, why the induction head attends where it does), each step a live result with what it shows and a link that opens it on its own page."""
 
 from types import SimpleNamespace
 
@@ -120,3 +120,13 @@ top = story.top_features(graph, 1)
 if top:
     feature_link(st, link_ctx, graph.node_layer[top[0]], graph.node_feature[top[0]],
                  label=f"The most influential feature, {names[top[0]]}, on the Features page")
+
+# -- 6. the attention explanation ------------------------------------------------------------------------
+qk = results["qk"]
+st.header(f"6. Why L{qk.layer}H{qk.head} attends where it does")
+st.plotly_chart(charts.heatmap(qk.group_contrast, qk.key_groups, qk.query_groups,
+                               title=f"L{qk.layer}H{qk.head}, query {qk.query_pos} → key {qk.key_pos}: each pair's part of "
+                                     "the score's excess over the other keys", x_title="key side", y_title="query side",
+                               value_name="part of the excess", zmid=0.0, labels_are_tokens=False), key="story_qk")
+st.markdown(md_escape(story.say_qk(qk)))
+head_links(st, link_ctx, qk.layer, qk.head, caption=f"Open L{qk.layer}H{qk.head} in:")

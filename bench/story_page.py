@@ -49,7 +49,7 @@ def main() -> None:
 
     def direct() -> float:
         start = time.perf_counter()
-        story.compute(lambda name, fn, request: fn(model, request, **({"transcoders": tset} if name == "attribution_graph"
+        story.compute(lambda name, fn, request: fn(model, request, **({"transcoders": tset} if name in ("attribution_graph", "qk_attribution")
                                                                       else {})), s, fingerprint)
         return time.perf_counter() - start
 

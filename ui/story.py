@@ -21,6 +21,7 @@ from lens_core.experiments.edges import EdgeAttributionRequest, edge_attribution
 from lens_core.experiments.faithfulness import FaithfulnessRequest, circuit_faithfulness
 from lens_core.experiments.patching import PatchingRequest, activation_patching
 from lens_core.experiments.predictions import PredictionsRequest, predictions
+from lens_core.experiments.graphs.qk_attribution import QKAttributionRequest, qk_attribution
 
 CIRCUIT_EDGES = 20
 STRONG = 0.5  # a detector score above this names the head
@@ -63,12 +64,21 @@ def requests(s: StoryInputs, transcoders: str) -> dict[str, tuple[str, Callable,
     }
 
 
+def qk_request(s: StoryInputs, detectors, transcoders: str) -> QKAttributionRequest:
+    """Why the strongest induction head attends where it does from the last token (the key it attends to most)."""
+    layer, head = best_head(detectors.induction)
+    return QKAttributionRequest(tokens=s.ids, layer=layer, head=head, query_pos=-1, transcoders=transcoders)
+
+
 def compute(run: Callable, s: StoryInputs, transcoders: str, steps=None) -> dict[str, Any]:
-    """Every step's result (or those in ``steps``), through ``run(name, fn, request)``."""
+    """Every step's result (or those in ``steps``), through ``run(name, fn, request)``; ``qk`` (the attention
+    explanation) follows the detectors' induction head."""
     out = {}
     for step, (name, fn, request) in requests(s, transcoders).items():
         if steps is None or step in steps:
             out[step] = run(name, fn, request)
+    if (steps is None or "qk" in steps) and "detectors" in out:
+        out["qk"] = run("qk_attribution", qk_attribution, qk_request(s, out["detectors"], transcoders))
     return out
 
 
@@ -178,3 +188,20 @@ def say_graph(graph, labels: list[str]) -> str:
     return (f"With the MLPs replaced by transcoders, the pruned graph keeps {len(graph.node_kind)} of "
             f"{graph.full_nodes:,} nodes ({n_features} features) behind {_tok(graph.logit_tokens[0])}; the most "
             f"influential features are {named or 'none'}.{check}")
+
+
+def say_qk(result) -> str:
+    q, k = result.str_tokens[result.query_pos], result.str_tokens[result.key_pos]
+    ids = result.token_ids
+    after_copy = result.key_pos >= 1 and ids[result.key_pos - 1] == ids[result.query_pos]
+    text = (f"From the last token {_tok(q)}, L{result.layer}H{result.head} puts {result.pattern:.0%} of its attention on "
+            f"position {result.key_pos} ({_tok(k)})" + (f", the token after the earlier copy of {_tok(q)}." if after_copy
+                                                        else "."))
+    excess = result.score - result.baseline
+    contrast = result.group_contrast
+    flat = int(contrast.abs().flatten().argmax())
+    qg, kg = result.query_groups[flat // contrast.shape[1]], result.key_groups[flat % contrast.shape[1]]
+    part = float(contrast.flatten()[flat])
+    share = f"{part / excess:.0%} of it" if abs(excess) > 1e-9 else f"{part:+.2f}"
+    return text + (f" Its score there exceeds the mean over the other keys by {excess:.2f}; the largest part, {share}, "
+                   f"comes from the query's {qg} meeting the key's {kg}.")

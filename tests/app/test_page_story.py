@@ -32,7 +32,7 @@ def test_story_runs_end_to_end_and_its_sentences_match_independent_numbers(bundl
     assert errors(at) == []
     keys = {e.proto.id for e in at.get("plotly_chart")}
     for key in ("story_loss", "story_previous_token", "story_induction", "story_patch_resid", "story_patch_heads",
-                "story_circuit", "story_graph"):
+                "story_circuit", "story_graph", "story_qk"):
         assert any(key in k for k in keys), key
     text = " ".join(m.value.replace("\\", "") for m in at.markdown)
 
@@ -61,6 +61,12 @@ def test_story_runs_end_to_end_and_its_sentences_match_independent_numbers(bundl
     prev = loop_scores(attentions, tokens, "previous_token", True, False)
     best = int(prev.flatten().argmax())
     assert f"L{best // prev.shape[1]}H{best % prev.shape[1]} ({float(prev.flatten()[best]):.2f})" in text
+
+    # the attention explanation: the induction head's real attention from the last token (transformers)
+    il, ih = divmod(int(torch.nan_to_num(induction, nan=-1.0).flatten().argmax()), induction.shape[1])
+    row = attentions[il][0, ih, -1]
+    key = int(row.argmax())
+    assert f"L{il}H{ih} puts {float(row[key]):.0%} of its attention on position {key} " in text
 
     # every step links to its page with the story's prompt
     found = {e.proto.label: (e.proto.page, parse_qs(e.proto.query_string)) for e in at.get("page_link")}
