@@ -107,7 +107,7 @@ def test_bad_inputs_have_clear_messages():
     tset = random_transcoders(model)
     tokens = tuple(random_tokens(8, seed=1)[0].tolist())
     with pytest.raises(ValueError, match=r"over the budget of 50.*prompts up to about \d+ tokens fit \(this one has 8\)"):
-        attribution_graph(model, AttributionGraphRequest(tokens=tokens, max_nodes=50), transcoders=tset)
+        attribution_graph(model, AttributionGraphRequest(tokens=tokens, max_nodes=50, max_feature_nodes=None), transcoders=tset)
     with pytest.raises(ValueError, match="outside the vocabulary"):
         attribution_graph(model, AttributionGraphRequest(tokens=tokens, targets=(10**6,)), transcoders=tset)
     with pytest.raises(FeaturesUnavailable, match="no transcoders are bundled"):

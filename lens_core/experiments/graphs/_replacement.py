@@ -40,6 +40,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from ._targets import node_budget_error, select_logits  # noqa: F401 (their old home)
+
 # Dense adjacency: n_nodes^2 floats. 8192 nodes are 256 MiB of float32 per graph.
 DEFAULT_MAX_NODES = 8192
 
@@ -115,6 +117,7 @@ class ReplacementGraph:
     node_input: torch.Tensor  # [n_nodes]: pre-activation (features), demeaned logit (logits), 0 otherwise
     node_bias: torch.Tensor  # [n_nodes]: the constant part of each input (biases, positional embeddings)
     n_layers: int
+    dropped: Optional[torch.Tensor] = None  # [n_nodes] with a feature budget: input from features left out (_expand)
 
     @property
     def n_features(self) -> int:
@@ -158,25 +161,16 @@ def _norm_t(v: torch.Tensor, scale: torch.Tensor, centered: bool, w: Optional[to
     return v / scale
 
 
-def select_logits(probs: torch.Tensor, targets: Optional[Sequence[int]], mass: float, max_logits: int) -> torch.Tensor:
-    """The chosen target tokens, or the most probable tokens until their probability reaches ``mass``."""
-    if targets:
-        return torch.as_tensor(list(dict.fromkeys(int(t) for t in targets)), dtype=torch.long)  # once each, in order
-    if not 0.0 < mass <= 1.0:
-        raise ValueError(f"logit probability mass must be in (0, 1], got {mass}")
-    ordered, ids = probs.sort(descending=True)
-    n = int((ordered.cumsum(0) < mass).sum()) + 1
-    return ids[: max(1, min(n, int(max_logits)))].cpu()
+@dataclasses.dataclass
+class Walk:
+    """Everything but the edges: the nodes of the full graph, and ``rows(L, idx, out)``, which writes the
+    incoming edges of target rows into ``out [len(idx), n_nodes]`` (zeros) and returns their bias. ``L < n_layers``:
+    ``idx`` are feature nodes of layer ``L``; ``L == n_layers``: ``idx`` are logits (0 .. n_logits - 1)."""
 
-
-def node_budget_error(n_nodes: int, max_nodes: int, n_pos: int, per_pos: float) -> str:
-    fit = max(1, int(max_nodes / max(per_pos, 1.0)))
-    mib = max_nodes * max_nodes * 4 / 2**20
-    return (
-        f"this prompt's graph has {n_nodes} nodes, over the budget of {max_nodes}: the graph keeps a dense "
-        f"nodes x nodes matrix of edge weights ({mib:.0f} MiB at the budget) and every node is a backward row. "
-        f"With about {per_pos:.0f} nodes per token here, prompts up to about {fit} tokens fit (this one has {n_pos})."
-    )
+    partial: ReplacementGraph  # adjacency and node_bias empty
+    first: list  # feature nodes of layer l are [first[l], first[l + 1])
+    rows: object
+    device: torch.device
 
 
 @torch.no_grad()
@@ -191,6 +185,34 @@ def build_graph(
     batch_size: int = 256,
 ) -> ReplacementGraph:
     """The full attribution graph of ``tokens [1, pos]`` at the last position (see the module docstring)."""
+    walk = prepare_walk(model, transcoders, tokens, targets, logit_mass, max_logits)
+    g = walk.partial
+    if g.n_nodes > max_nodes:
+        raise ValueError(node_budget_error(g.n_nodes, max_nodes, g.n_pos, g.n_nodes / g.n_pos))
+    return fill_dense(walk, batch_size)
+
+
+def fill_dense(walk: Walk, batch_size: int = 256) -> ReplacementGraph:
+    """Every row of the walk's graph, dense. Target groups (contiguous rows): features of layer L, by position,
+    read resid_mid[L]; then the logits."""
+    g, first = walk.partial, walk.first
+    n, n_nodes, logit0 = g.n_layers, g.n_nodes, g.logit_node(0)
+    device = walk.device
+    adjacency = torch.zeros(n_nodes, n_nodes, device=device)
+    node_bias = torch.zeros(n_nodes, device=device)
+    chunks = [(L, r, min(r + batch_size, first[L + 1])) for L in range(n) for r in range(first[L], first[L + 1], batch_size)]
+    for L, r0, r1 in chunks + [(n, logit0, n_nodes)]:
+        if r1 == r0:
+            continue
+        idx = torch.arange(r0, r1, device=device) - (logit0 if L == n else 0)
+        node_bias[r0:r1] = walk.rows(L, idx, adjacency[r0:r1])
+    return dataclasses.replace(g, adjacency=adjacency.cpu(), node_bias=node_bias.cpu())
+
+
+@torch.no_grad()
+def prepare_walk(model, transcoders, tokens: torch.Tensor, targets: Optional[Sequence[int]] = None,
+                 logit_mass: float = 0.95, max_logits: int = 10) -> Walk:
+    """One forward pass and the frozen model's matrices: the nodes of the full graph, and its row function."""
     cfg = model.cfg
     views = transcoder_views(model, transcoders)
     n, P, d = cfg.n_layers, tokens.shape[1], cfg.d_model
@@ -229,8 +251,6 @@ def build_graph(
     f_act, f_pre = torch.cat(f_act), torch.cat(f_pre)
     n_feat, n_logits = f_layer.numel(), logit_tokens.numel()
     n_nodes = n_feat + n * P + P + n_logits
-    if n_nodes > max_nodes:
-        raise ValueError(node_budget_error(n_nodes, max_nodes, P, n_nodes / P))
     err0, emb0, logit0 = n_feat, n_feat + n * P, n_feat + n * P + P
 
     embed = cache["hook_embed"][0].float()
@@ -328,28 +348,21 @@ def build_graph(
         logit_const = logit_const + logit_dirs @ lnf_b.float()
     demeaned = last - last.mean()
 
-    adjacency = torch.zeros(n_nodes, n_nodes, device=last.device)
     node_input = torch.zeros(n_nodes, device=last.device)
-    node_bias = torch.zeros(n_nodes, device=last.device)
     node_input[:n_feat] = f_pre
     node_input[logit0:] = demeaned[ids]
 
-    # Target groups (contiguous rows): features of layer L, by position, read resid_mid[L]; then the logits.
-    # g is the gradient of each row's input, position-major [pos, row, d_model].
-    chunks = [(L, r, min(r + batch_size, first[L + 1])) for L in range(n) for r in range(first[L], first[L + 1], batch_size)]
-    chunks.append((n, logit0, n_nodes))
-    for L, r0, r1 in chunks:
-        B = r1 - r0
-        if B == 0:
-            continue
+    def rows_of(L: int, idx: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """g is the gradient of each row's input, position-major [pos, row, d_model]."""
+        B = idx.numel()
         if L < n:
-            pos_r = f_pos[r0:r1]
+            pos_r = f_pos[idx]
             q = int(pos_r.max()) + 1
             v = views[L]
-            enc = v.W_enc[:, f_idx[r0:r1]].T  # [B, d_model]
+            enc = v.W_enc[:, f_idx[idx]].T  # [B, d_model]
             if v.hook_in.endswith("ln2.hook_normalized"):
                 enc = _norm_t(enc, scale2[L][pos_r], centered, None)
-            bias = v.b_enc[f_idx[r0:r1]] - (v.b_in @ v.W_enc[:, f_idx[r0:r1]])
+            bias = v.b_enc[f_idx[idx]] - (v.b_in @ v.W_enc[:, f_idx[idx]])
             bias = bias + (enc * attn_const[L][pos_r]).sum(-1)  # layer L's attention writes resid_mid[L]
             g = attn_t_one(L, enc, pos_r, q)
             g[pos_r, torch.arange(B)] += enc
@@ -358,10 +371,9 @@ def build_graph(
             q = P
             g = torch.zeros(q, B, d, device=last.device)
             w = lnf_w.float() if lnf_w is not None else None
-            g[-1] = _norm_t(logit_dirs, scale_f[-1], centered, w)
-            bias = logit_const.clone()
+            g[-1] = _norm_t(logit_dirs.T[:, idx].T, scale_f[-1], centered, w)  # the same memory layout as logit_dirs
+            bias = logit_const[idx]
             top = n - 1
-        rows = adjacency[r0:r1]
         for l in range(top, -1, -1):
             # g: gradient at resid_post[l], where layer l's features, error and constants write.
             out = torch.bmm(g, src[l][:q])  # [q, B, slots + 2]
@@ -384,10 +396,12 @@ def build_graph(
             out = torch.bmm(g, emb_src[:q])  # [q, B, 2]
             rows[:, emb0 : emb0 + q] = out[:, :, 0].T
             bias = bias + out[:, :, 1].sum(0)
-        node_bias[r0:r1] = bias
+        return bias
 
-    return ReplacementGraph(
+    empty = torch.zeros(0)
+    partial = ReplacementGraph(
         tokens=tokens[0].cpu(), feature_layer=f_layer.cpu(), feature_pos=f_pos.cpu(), feature_index=f_idx.cpu(),
         activations=f_act.cpu(), logit_tokens=logit_tokens.cpu(), logit_probs=probs[ids].cpu(),
-        adjacency=adjacency.cpu(), node_input=node_input.cpu(), node_bias=node_bias.cpu(), n_layers=n,
+        adjacency=empty, node_input=node_input.cpu(), node_bias=empty, n_layers=n,
     )
+    return Walk(partial=partial, first=first, rows=rows_of, device=last.device)

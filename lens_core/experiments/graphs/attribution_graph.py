@@ -28,7 +28,8 @@ from lens_core.results import ExperimentResult
 
 from .._common import TokenLike, resolve_token, resolve_tokens, str_tokens
 from ._graph_prune import predicted_effects, prune
-from ._replacement import DEFAULT_MAX_NODES, ReplacementGraph, build_graph
+from ._expand import expand_graph
+from ._replacement import DEFAULT_MAX_NODES, ReplacementGraph
 from .graph_interventions import demeaned, run_interventions
 
 
@@ -42,7 +43,9 @@ class AttributionGraphRequest:
     node_threshold: float = 0.8
     edge_threshold: float = 0.98
     check_top: int = 20  # features zeroed one at a time in the real model (0: no check)
-    max_nodes: int = DEFAULT_MAX_NODES
+    max_nodes: int = DEFAULT_MAX_NODES  # without a feature budget: the dense graph's limit (refused over it)
+    max_feature_nodes: Optional[int] = 4096  # feature-node budget, expanded most influential first; None: off
+    influence_share: float = 1.0  # or stop once the expanded features hold this share of the influence
     transcoders: str = "bundled"  # which transcoders (the fingerprint, from the page, keys the cache)
 
 
@@ -67,8 +70,8 @@ class AttributionGraphResult(ExperimentResult):
     n_layers: int
     full_nodes: int
     full_features: int
-    full_edges: int  # nonzero edges of the full graph
-    completeness_error: float  # max |input - sum(edges) - bias| over the full graph's feature and logit nodes
+    full_edges: int  # nonzero edges of the full graph (with features left out by the budget: of the rows computed)
+    completeness_error: float  # max |input - sum(edges) - bias - left-out input| over the feature and logit nodes
     check_nodes: list  # indices into the kept nodes of the features checked
     check_predicted: torch.Tensor  # [c] graph's predicted change of the first target's demeaned logit when zeroed
     check_direct: torch.Tensor  # [c] the direct edge alone (minus the edge weight)
@@ -78,6 +81,9 @@ class AttributionGraphResult(ExperimentResult):
     check_correlation_frozen: Optional[float]  # Pearson(predicted, actual with patterns and scales frozen)
     settings: dict
     seconds: dict  # graph, prune, check
+    notice: Optional[str] = None  # features left out by the budget, in words; None when the graph is complete
+    graph_features: int = 0  # feature nodes of the graph pruned here (all active ones, or the budget's)
+    memory_bound_bytes: int = 0  # the bound on the graph build's edge storage (graphs._expand)
 
 
 def _pearson(x: torch.Tensor, y: torch.Tensor) -> Optional[float]:
@@ -118,19 +124,25 @@ def attribution_graph(model, request: AttributionGraphRequest, transcoders=None)
     tset = transcoders if transcoders is not None else load_transcoders(model)
     targets = [resolve_token(model, t, "target") for t in request.targets]
     start = time.perf_counter()
-    graph = build_graph(model, tset, tokens, targets or None, request.logit_mass, request.max_logits, request.max_nodes)
+    expansion = expand_graph(model, tset, tokens, targets or None, request.logit_mass, request.max_logits,
+                             request.max_feature_nodes, request.influence_share, max_nodes=request.max_nodes)
+    graph = expansion.graph
     built = time.perf_counter()
     keep, edges, influence = prune(graph, request.node_threshold, request.edge_threshold)
     pruned = time.perf_counter()
     nodes, predicted, direct, actual, frozen = feature_check(model, tset, tokens, graph, influence, request.check_top)
     checked = time.perf_counter()
     return package(model, graph, keep, edges, influence, nodes, predicted, direct, actual, frozen, request,
-                   {"graph": built - start, "prune": pruned - built, "check": checked - pruned})
+                   {"graph": built - start, "prune": pruned - built, "check": checked - pruned}, expansion)
 
 
-def package(model, graph, keep, edges, influence, check_nodes, predicted, direct, actual, frozen, request, seconds):
+def package(model, graph, keep, edges, influence, check_nodes, predicted, direct, actual, frozen, request, seconds,
+            expansion):
     rows = torch.cat([torch.arange(graph.n_features), torch.arange(graph.logit_node(0), graph.n_nodes)])
-    residual = (graph.node_input - graph.adjacency.sum(1) - graph.node_bias)[rows]
+    residual = graph.node_input - graph.adjacency.sum(1) - graph.node_bias
+    if graph.dropped is not None:
+        residual = residual - graph.dropped
+    residual = residual[rows]
     kinds = graph.kinds()
     kept = keep.nonzero()[:, 0]
     new_index = {int(old): new for new, old in enumerate(kept.tolist())}
@@ -172,13 +184,15 @@ def package(model, graph, keep, edges, influence, check_nodes, predicted, direct
         node_bias=graph.node_bias[kept], adjacency=adjacency,
         logit_ids=logit_ids, logit_tokens=str_tokens(model, logit_ids), logit_probs=graph.logit_probs.tolist(),
         str_tokens=str_tokens(model, graph.tokens.tolist()), token_ids=graph.tokens.tolist(), n_layers=n,
-        full_nodes=graph.n_nodes, full_features=n_feat, full_edges=int((graph.adjacency != 0).sum()),
+        full_nodes=expansion.full_nodes, full_features=expansion.full_features, full_edges=expansion.computed_edges,
         completeness_error=float(residual.abs().max()) if residual.numel() else 0.0,
         check_nodes=[new_index[i] for i in check_nodes], check_predicted=predicted.float(), check_direct=direct.float(),
         check_actual=actual.float(), check_correlation=_pearson(predicted, actual),
         check_actual_frozen=frozen.float(), check_correlation_frozen=_pearson(predicted, frozen),
         settings={"node_threshold": request.node_threshold, "edge_threshold": request.edge_threshold,
                   "logit_mass": request.logit_mass, "max_logits": request.max_logits, "check_top": request.check_top,
-                  "max_nodes": request.max_nodes},
+                  "max_nodes": request.max_nodes, "max_feature_nodes": request.max_feature_nodes,
+                  "influence_share": request.influence_share},
         seconds={k: float(v) for k, v in seconds.items()},
+        notice=expansion.notice, graph_features=n_feat, memory_bound_bytes=expansion.memory_bound_bytes,
     )

@@ -1,0 +1,174 @@
+"""A feature-node budget: the graph's rows computed most influential first, stored sparse.
+
+The full graph of a long prompt has too many active features for a dense nodes x nodes matrix (and every
+feature is a backward row). ``expand_graph`` computes rows greedily instead:
+
+1. the target logits' rows (one batch);
+2. the influence estimate from the rows computed so far (``_graph_prune``'s influence: paths through the
+   normalised |edges| from the logits, weighted by their probabilities; a node whose row is not computed
+   yet passes nothing on), then the rows of the ``batch_size`` most influential features not yet expanded;
+3. repeat 2 until ``max_feature_nodes`` features are expanded, no candidate has influence left, or the
+   expanded features hold ``influence_share`` of the estimated influence of all features.
+
+Each computed row is exact (the same backward walk as the dense graph; only the batch composition
+differs, so edges agree to float rounding). Errors, token embeddings and the targets are always nodes.
+The graph returned keeps the expanded features; an edge from a feature left out is dropped and its sum
+per row is ``ReplacementGraph.dropped`` (so input = edges + bias + dropped still holds exactly).
+
+Memory, bounded and stated (``memory_bound_bytes``): with ``N`` nodes in the full graph, ``F`` the budget,
+``L`` the targets, ``B`` the batch, ``K = F + n_layers * pos + pos + L`` the kept nodes: rows are stored
+sparse (int32 column + float32 value, 8 bytes per nonzero edge, at most ``8 (F + L) N``), one dense batch
+of ``4 B N`` bytes is in flight, and the kept graph is dense ``4 K^2`` bytes: never ``N^2``.
+When every feature fits the budget and the full graph fits ``max_nodes``, the dense graph is built as
+before (``fill_dense``), bit for bit the graph without a budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import torch
+
+from ._replacement import DEFAULT_MAX_NODES, ReplacementGraph, Walk, fill_dense, prepare_walk
+
+
+@dataclasses.dataclass
+class Expansion:
+    graph: ReplacementGraph  # the kept nodes (all of them, dense, when nothing was left out)
+    full_nodes: int  # nodes of the full graph
+    full_features: int  # active features of the full graph
+    expanded: bool  # True: the greedy expansion ran (else the dense graph)
+    computed_edges: int  # nonzero edges among the computed rows (of the full graph)
+    memory_bound_bytes: int  # the bound above, for these sizes
+    notice: Optional[str]  # why features were left out, in words; None when none were
+
+
+def memory_bound(n_nodes: int, budget: int, n_logits: int, batch: int, kept: int) -> int:
+    return 8 * (budget + n_logits) * n_nodes + 4 * batch * n_nodes + 4 * kept * kept
+
+
+def _influence(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, row_sum: torch.Tensor,
+               weights: torch.Tensor, depth: int) -> torch.Tensor:
+    """``weights @ (A + A^2 + ...)`` with ``A`` the row-normalised |edges| of the computed rows (COO)."""
+    norm = vals.abs() / row_sum[rows]
+    current = weights
+    total = torch.zeros_like(weights)
+    for _ in range(depth):
+        step = torch.zeros_like(weights).index_add_(0, cols, current[rows] * norm)
+        if not bool(step.any()):
+            break
+        total += step
+        current = step
+    return total
+
+
+@torch.no_grad()
+def expand_graph(model, transcoders, tokens: torch.Tensor, targets: Optional[Sequence[int]] = None,
+                 logit_mass: float = 0.95, max_logits: int = 10, max_feature_nodes: Optional[int] = 4096,
+                 influence_share: float = 1.0, batch_size: int = 256, max_nodes: int = DEFAULT_MAX_NODES,
+                 dense_if_fits: bool = True) -> Expansion:
+    """The graph of ``tokens [1, pos]`` within ``max_feature_nodes`` feature nodes (see the module docstring).
+    ``max_feature_nodes=None``: no budget (the dense graph, refused over ``max_nodes`` as before)."""
+    from ._replacement import build_graph
+
+    if max_feature_nodes is None:
+        graph = build_graph(model, transcoders, tokens, targets, logit_mass, max_logits, max_nodes, batch_size)
+        return Expansion(graph, graph.n_nodes, graph.n_features, False, int((graph.adjacency != 0).sum()),
+                         4 * graph.n_nodes ** 2, None)
+    if int(max_feature_nodes) < 0:
+        raise ValueError(f"the feature-node budget must be 0 or more, got {max_feature_nodes}")
+    if not 0.0 < influence_share <= 1.0:
+        raise ValueError(f"the influence share must be in (0, 1], got {influence_share}")
+    walk = prepare_walk(model, transcoders, tokens, targets, logit_mass, max_logits)
+    g = walk.partial
+    budget = min(int(max_feature_nodes), g.n_features)
+    if dense_if_fits and g.n_features <= budget and g.n_nodes <= max_nodes:
+        graph = fill_dense(walk, batch_size)
+        return Expansion(graph, graph.n_nodes, graph.n_features, False, int((graph.adjacency != 0).sum()),
+                         4 * graph.n_nodes ** 2, None)
+    return _greedy(walk, budget, influence_share, max(1, int(batch_size)))
+
+
+def _greedy(walk: Walk, budget: int, share: float, batch: int) -> Expansion:
+    g, device = walk.partial, walk.device
+    N, F, n, logit0 = g.n_nodes, g.n_features, g.n_layers, g.logit_node(0)
+    layer_of = g.feature_layer.to(device)
+    rows, cols, vals, row_nodes, biases = [], [], [], [], []
+    row_sum = torch.zeros(N, device=device)
+    expanded = torch.zeros(N, dtype=torch.bool, device=device)
+
+    def compute(L: int, idx: torch.Tensor, nodes: torch.Tensor) -> None:
+        out = torch.zeros(idx.numel(), N, device=device)
+        biases.append(walk.rows(L, idx, out))
+        r, c = out.nonzero(as_tuple=True)
+        rows.append(nodes[r])
+        cols.append(c.to(torch.int32))
+        vals.append(out[r, c])
+        row_sum[nodes] = out.abs().sum(1).clamp_min(1e-12)
+        row_nodes.append(nodes)
+        expanded[nodes] = True
+
+    n_logits = g.n_logits
+    compute(n, torch.arange(n_logits, device=device), torch.arange(logit0, N, device=device))
+    weights = torch.zeros(N, device=device)
+    probs = g.logit_probs.float().to(device)
+    weights[logit0:] = probs / probs.sum().clamp_min(1e-12)
+    depth, done, reason = n + 2, 0, None
+    while True:
+        if done >= budget:
+            reason = "budget" if budget < F else None
+            break
+        R, C, V = torch.cat(rows), torch.cat(cols).long(), torch.cat(vals)
+        influence = _influence(R, C, V, row_sum, weights, depth)[:F]
+        total = float(influence.sum())
+        if share < 1.0 and total > 0 and float(influence[expanded[:F]].sum()) >= share * total:
+            reason = "share"
+            break
+        candidate = torch.where(expanded[:F], torch.full_like(influence, -1.0), influence)
+        take = min(batch, budget - done)
+        top = candidate.topk(take)
+        chosen = top.indices[top.values > 0]
+        if chosen.numel() == 0:  # nothing left has any influence on the targets
+            reason = "no influence" if done < F else None
+            break
+        for L in range(n):
+            nodes = chosen[layer_of[chosen] == L].sort().values
+            if nodes.numel():
+                compute(L, nodes, nodes)
+        done += int(chosen.numel())
+    return _kept_graph(g, torch.cat(rows), torch.cat(cols).long(), torch.cat(vals), torch.cat(row_nodes),
+                       torch.cat(biases), expanded, budget, batch, reason, share)
+
+
+def _kept_graph(g: ReplacementGraph, R, C, V, row_nodes, biases, expanded, budget, batch, reason, share) -> Expansion:
+    N, F = g.n_nodes, g.n_features
+    keep = expanded.clone()
+    keep[F:] = True  # errors, embeddings, targets
+    kept = keep.nonzero()[:, 0]
+    new = torch.full((N,), -1, dtype=torch.long, device=keep.device)
+    new[kept] = torch.arange(kept.numel(), device=keep.device)
+    K = kept.numel()
+    adjacency = torch.zeros(K, K, device=keep.device)
+    inside = new[C] >= 0
+    adjacency.index_put_((new[R[inside]], new[C[inside]]), V[inside], accumulate=True)
+    dropped = torch.zeros(K, device=keep.device).index_add_(0, new[R[~inside]], V[~inside])
+    node_bias = torch.zeros(K, device=keep.device)
+    node_bias[new[row_nodes]] = biases
+    feats = kept[kept < F].cpu()
+    graph = ReplacementGraph(
+        tokens=g.tokens, feature_layer=g.feature_layer[feats], feature_pos=g.feature_pos[feats],
+        feature_index=g.feature_index[feats], activations=g.activations[feats], logit_tokens=g.logit_tokens,
+        logit_probs=g.logit_probs, adjacency=adjacency.cpu(), node_input=g.node_input[kept.cpu()],
+        node_bias=node_bias.cpu(), n_layers=g.n_layers, dropped=dropped.cpu(),
+    )
+    n_kept = int(feats.numel())
+    notice = None
+    if n_kept < F:
+        why = {"budget": f"the feature-node budget of {budget}",
+               "share": f"the expanded features hold {share:.0%} of the estimated influence",
+               "no influence": "the other features have no influence on the targets"}.get(reason, "the budget")
+        notice = (f"This prompt has {F} active features; the graph keeps the {n_kept} most influential ({why}). "
+                  f"Edges from the {F - n_kept} left out are not drawn; their input to each node is counted apart.")
+    bound = memory_bound(N, budget, g.n_logits, batch, K)
+    return Expansion(graph, N, F, True, int(V.ne(0).sum()), bound, notice)

@@ -1,0 +1,96 @@
+"""The feature-node budget (graphs._expand): exact rows, most influential first, against the dense graph."""
+
+import pytest
+import torch
+
+from lens_core.experiments.graphs._expand import expand_graph
+from lens_core.experiments.graphs._graph_prune import logit_weights, normalized_abs, node_influence
+from lens_core.experiments.graphs._replacement import build_graph
+
+from exp_tiny import random_tokens, tiny
+from graph_support import random_transcoders
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = tiny("gpt2", True)
+    tset = random_transcoders(model)
+    tokens = random_tokens(9, seed=3)
+    dense = build_graph(model, tset, tokens, max_logits=3, logit_mass=0.99)
+    return model, tset, tokens, dense
+
+
+def _full_index(dense, graph):
+    """Each kept node's index in the dense graph."""
+    key = {(int(l), int(p), int(f)): i for i, (l, p, f) in
+           enumerate(zip(dense.feature_layer.tolist(), dense.feature_pos.tolist(), dense.feature_index.tolist()))}
+    feats = [key[(int(l), int(p), int(f))] for l, p, f in
+             zip(graph.feature_layer.tolist(), graph.feature_pos.tolist(), graph.feature_index.tolist())]
+    return torch.tensor(feats + list(range(dense.n_features, dense.n_nodes)), dtype=torch.long)
+
+
+def test_budget_off_or_large_is_the_dense_graph_exactly(setup):
+    model, tset, tokens, dense = setup
+    for budget in (None, 10**6):
+        exp = expand_graph(model, tset, tokens, max_logits=3, logit_mass=0.99, max_feature_nodes=budget)
+        assert not exp.expanded and exp.notice is None
+        assert torch.equal(exp.graph.adjacency, dense.adjacency) and torch.equal(exp.graph.node_bias, dense.node_bias)
+    # The greedy path with a budget over every feature computes the row of every feature with influence on the
+    # targets (exactly those: the others, e.g. last-layer features before the last position, reach nothing).
+    exp = expand_graph(model, tset, tokens, max_logits=3, logit_mass=0.99, max_feature_nodes=10**6, batch_size=7,
+                       dense_if_fits=False)
+    graph = exp.graph
+    idx = _full_index(dense, graph)
+    reaching = (node_influence(dense)[: dense.n_features] > 0).nonzero()[:, 0]
+    assert exp.expanded and idx[: graph.n_features].tolist() == reaching.tolist()
+    assert 0 < reaching.numel() < dense.n_features
+    torch.testing.assert_close(graph.adjacency, dense.adjacency[idx][:, idx], atol=1e-6, rtol=0)
+    torch.testing.assert_close(graph.node_bias, dense.node_bias[idx], atol=1e-6, rtol=0)
+    rows = torch.cat([torch.arange(graph.n_features), torch.arange(graph.logit_node(0), graph.n_nodes)])
+    out = torch.ones(dense.n_nodes, dtype=torch.bool)
+    out[idx] = False
+    torch.testing.assert_close(graph.dropped[rows], dense.adjacency[idx[rows]][:, out].sum(1), atol=1e-6, rtol=0)
+
+
+def test_first_batch_is_the_top_direct_influence_and_edges_are_exact(setup):
+    model, tset, tokens, dense = setup
+    budget = 12
+    exp = expand_graph(model, tset, tokens, max_logits=3, logit_mass=0.99, max_feature_nodes=budget, batch_size=budget)
+    graph = exp.graph
+    assert exp.expanded and graph.n_features == budget and "keeps the 12 most influential" in exp.notice
+    # With one batch, the kept features are the top ones by the logits' direct (one-step) influence.
+    direct = (logit_weights(dense) @ normalized_abs(dense.adjacency))[: dense.n_features]
+    idx = _full_index(dense, graph)
+    assert set(idx[:budget].tolist()) == set(direct.topk(budget).indices.tolist())
+    # Every kept edge is the dense edge; the left-out sources sum to `dropped`; input = edges + bias + dropped.
+    rows = torch.cat([torch.arange(budget), torch.arange(graph.logit_node(0), graph.n_nodes)])
+    torch.testing.assert_close(graph.adjacency[rows], dense.adjacency[idx[rows]][:, idx], atol=1e-6, rtol=0)
+    out = torch.ones(dense.n_nodes, dtype=torch.bool)
+    out[idx] = False
+    torch.testing.assert_close(graph.dropped[rows], dense.adjacency[idx[rows]][:, out].sum(1), atol=1e-5, rtol=0)
+    total = graph.adjacency[rows].sum(1) + graph.node_bias[rows] + graph.dropped[rows]
+    torch.testing.assert_close(total, graph.node_input[rows], atol=1e-4, rtol=0)
+
+
+def test_greedy_keeps_the_most_influential_features(setup):
+    model, tset, tokens, dense = setup
+    budget = dense.n_features // 3
+    exp = expand_graph(model, tset, tokens, max_logits=3, logit_mass=0.99, max_feature_nodes=budget, batch_size=4)
+    kept = set(_full_index(dense, exp.graph)[:budget].tolist())
+    truth = set(node_influence(dense)[: dense.n_features].topk(budget).indices.tolist())
+    assert len(kept & truth) >= 0.8 * budget, (len(kept & truth), budget)
+    random_overlap = budget * budget / dense.n_features
+    assert len(kept & truth) > 2 * random_overlap
+
+
+def test_share_stops_early_and_bad_budgets(setup):
+    model, tset, tokens, dense = setup
+    exp = expand_graph(model, tset, tokens, max_logits=3, logit_mass=0.99, max_feature_nodes=10**6, influence_share=0.5,
+                       batch_size=4, dense_if_fits=False)
+    assert exp.graph.n_features < dense.n_features and "50% of the estimated influence" in exp.notice
+    with pytest.raises(ValueError, match="influence share must be in"):
+        expand_graph(model, tset, tokens, max_feature_nodes=5, influence_share=0.0)
+    with pytest.raises(ValueError, match="budget must be 0 or more"):
+        expand_graph(model, tset, tokens, max_feature_nodes=-1)
+    none = expand_graph(model, tset, tokens, max_logits=3, max_feature_nodes=0)
+    assert none.graph.n_features == 0 and none.graph.n_nodes == dense.n_nodes - dense.n_features + 0 - 3 + none.graph.n_logits
