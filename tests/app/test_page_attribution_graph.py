@@ -97,7 +97,8 @@ def test_bad_inputs(bundled_with_transcoders):
     long_prompt = " ".join(["own thread sequences stdout non example useful"] * 15)
     at = _open(prompt=long_prompt)
     assert not at.exception
-    assert any("over the budget of" in e and "tokens fit" in e for e in errors(at)), errors(at)
+    # Over the dense limit the feature-node budget (issue 21) gives a graph, not an error.
+    assert errors(at) == [] and plotly_figure(at, "graph_chart")["data"]
 
 
 def test_the_bundled_model_is_offered_and_switches(bundled_with_transcoders, tiny_model_dir, tmp_path, monkeypatch):
