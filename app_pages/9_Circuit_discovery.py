@@ -12,7 +12,7 @@ from lens_core.experiments.edge_circuits.faithfulness import ABLATIONS, Faithful
 from lens_core.experiments.interventions.patching import SWEEPS, PatchingRequest, activation_patching
 from ui import charts, state
 from ui.circuit_view import circuit_graph_figure, faithfulness_figure
-from ui.errors import UserInputError, guard, md_escape
+from ui.errors import UserInputError, guard
 from ui.contrast_inputs import contrast_inputs
 from ui.export import experiment_snippet, export_bar
 from ui.graph_chart import selected_ids
