@@ -94,3 +94,48 @@ def test_share_stops_early_and_bad_budgets(setup):
         expand_graph(model, tset, tokens, max_feature_nodes=-1)
     none = expand_graph(model, tset, tokens, max_logits=3, max_feature_nodes=0)
     assert none.graph.n_features == 0 and none.graph.n_nodes == dense.n_nodes - dense.n_features + 0 - 3 + none.graph.n_logits
+
+
+def test_direction_target_is_the_difference_of_the_two_logit_rows(setup):
+    from lens_core.experiments import AttributionGraphRequest, attribution_graph
+
+    model, tset, tokens, _ = setup
+    pair = build_graph(model, tset, tokens, targets=[4, 9])
+    direction = build_graph(model, tset, tokens, targets=[4], minus=9)
+    x, y, d = pair.logit_node(0), pair.logit_node(1), direction.logit_node(0)
+    assert direction.n_logits == 1 and direction.logit_minus == 9
+    torch.testing.assert_close(direction.adjacency[d, :d], pair.adjacency[x, :x] - pair.adjacency[y, :x], atol=1e-5, rtol=0)
+    torch.testing.assert_close(direction.node_bias[d], pair.node_bias[x] - pair.node_bias[y], atol=1e-5, rtol=0)
+    logits = model(tokens)[0, -1].float()  # the real model's logit difference, and completeness
+    torch.testing.assert_close(direction.node_input[d], logits[4] - logits[9], atol=1e-4, rtol=0)
+    torch.testing.assert_close(direction.adjacency[d].sum() + direction.node_bias[d], direction.node_input[d], atol=1e-4, rtol=0)
+    ids = tuple(tokens[0].tolist())
+    result = attribution_graph(model, AttributionGraphRequest(tokens=ids, direction=(4, 9), check_top=4), transcoders=tset)
+    assert result.direction == [4, 9] and result.logit_ids == [4] and " - " in result.logit_tokens[0]
+    assert result.completeness_error < 1e-4 and result.check_actual.abs().max() > 0
+    # The real-model check measures the same direction: zeroing a feature moves logit(4) - logit(9).
+    plain = attribution_graph(model, AttributionGraphRequest(tokens=ids, targets=(4, 9), check_top=4), transcoders=tset)
+    assert result.check_actual.shape == plain.check_actual.shape
+
+
+def test_bad_targets_have_clear_messages(setup):
+    from lens_core.experiments import AttributionGraphRequest, attribution_graph
+
+    model, tset, tokens, _ = setup
+    ids = tuple(tokens[0].tolist())
+
+    def run(**kw):
+        return attribution_graph(model, AttributionGraphRequest(tokens=ids, check_top=0, **kw), transcoders=tset)
+
+    with pytest.raises(ValueError, match="target token id 100000 is outside the vocabulary"):
+        run(targets=(10**5,))
+    with pytest.raises(ValueError, match=r"direction token y token id -1 is outside the vocabulary"):
+        run(direction=(4, -1))
+    with pytest.raises(ValueError, match=r"direction logit\(x\) - logit\(y\) is empty: x and y are the same token \(4\)"):
+        run(direction=(4, 4))
+    with pytest.raises(ValueError, match=r"a direction is two tokens \(x, y\).*got 1"):
+        run(direction=(4,))
+    with pytest.raises(ValueError, match="either target tokens or a direction"):
+        run(targets=(5,), direction=(4, 9))
+    with pytest.raises(ValueError, match="are tuples of tokens"):
+        run(direction="4")

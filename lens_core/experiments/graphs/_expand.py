@@ -67,20 +67,21 @@ def _influence(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, row_s
 def expand_graph(model, transcoders, tokens: torch.Tensor, targets: Optional[Sequence[int]] = None,
                  logit_mass: float = 0.95, max_logits: int = 10, max_feature_nodes: Optional[int] = 4096,
                  influence_share: float = 1.0, batch_size: int = 256, max_nodes: int = DEFAULT_MAX_NODES,
-                 dense_if_fits: bool = True) -> Expansion:
+                 dense_if_fits: bool = True, minus: Optional[int] = None) -> Expansion:
     """The graph of ``tokens [1, pos]`` within ``max_feature_nodes`` feature nodes (see the module docstring).
-    ``max_feature_nodes=None``: no budget (the dense graph, refused over ``max_nodes`` as before)."""
+    ``max_feature_nodes=None``: no budget (the dense graph, refused over ``max_nodes`` as before). ``minus``: the
+    target is the direction logit(targets[0]) - logit(minus)."""
     from ._replacement import build_graph
 
     if max_feature_nodes is None:
-        graph = build_graph(model, transcoders, tokens, targets, logit_mass, max_logits, max_nodes, batch_size)
+        graph = build_graph(model, transcoders, tokens, targets, logit_mass, max_logits, max_nodes, batch_size, minus)
         return Expansion(graph, graph.n_nodes, graph.n_features, False, int((graph.adjacency != 0).sum()),
                          4 * graph.n_nodes ** 2, None)
     if int(max_feature_nodes) < 0:
         raise ValueError(f"the feature-node budget must be 0 or more, got {max_feature_nodes}")
     if not 0.0 < influence_share <= 1.0:
         raise ValueError(f"the influence share must be in (0, 1], got {influence_share}")
-    walk = prepare_walk(model, transcoders, tokens, targets, logit_mass, max_logits)
+    walk = prepare_walk(model, transcoders, tokens, targets, logit_mass, max_logits, minus)
     g = walk.partial
     budget = min(int(max_feature_nodes), g.n_features)
     if dense_if_fits and g.n_features <= budget and g.n_nodes <= max_nodes:
@@ -160,7 +161,7 @@ def _kept_graph(g: ReplacementGraph, R, C, V, row_nodes, biases, expanded, budge
         tokens=g.tokens, feature_layer=g.feature_layer[feats], feature_pos=g.feature_pos[feats],
         feature_index=g.feature_index[feats], activations=g.activations[feats], logit_tokens=g.logit_tokens,
         logit_probs=g.logit_probs, adjacency=adjacency.cpu(), node_input=g.node_input[kept.cpu()],
-        node_bias=node_bias.cpu(), n_layers=g.n_layers, dropped=dropped.cpu(),
+        node_bias=node_bias.cpu(), n_layers=g.n_layers, dropped=dropped.cpu(), logit_minus=g.logit_minus,
     )
     n_kept = int(feats.numel())
     notice = None

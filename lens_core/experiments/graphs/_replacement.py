@@ -41,65 +41,10 @@ from typing import Optional, Sequence
 import torch
 
 from ._targets import node_budget_error, select_logits  # noqa: F401 (their old home)
+from ._transcoder_views import TranscoderView, transcoder_views  # noqa: F401 (their old home)
 
 # Dense adjacency: n_nodes^2 floats. 8192 nodes are 256 MiB of float32 per graph.
 DEFAULT_MAX_NODES = 8192
-
-
-@dataclasses.dataclass
-class TranscoderView:
-    """The parts of one layer's transcoder the graph needs, float, on the model's device."""
-
-    layer: int
-    hook_in: str
-    W_enc: torch.Tensor  # [d_model, d_sae]
-    b_enc: torch.Tensor  # [d_sae]
-    W_dec: torch.Tensor  # [d_sae, d_model]
-    b_dec: torch.Tensor  # [d_model]
-    b_in: torch.Tensor  # [d_model] (zeros when the transcoder has none)
-    module: object  # the transcoder itself: its encode() decides which features are active
-
-
-def _config(tc) -> object:
-    for name in ("cfg", "config"):
-        if hasattr(tc, name):
-            return getattr(tc, name)
-    raise TypeError(f"{type(tc).__name__} has no cfg/config with layer and hook names")
-
-
-def transcoder_views(model, transcoders) -> list[TranscoderView]:
-    """One view per layer, in layer order, from a mapping layer -> transcoder or a sequence."""
-    items = list(transcoders.values()) if hasattr(transcoders, "values") else list(transcoders)
-    n = model.cfg.n_layers
-    views: dict[int, TranscoderView] = {}
-    for tc in items:
-        cfg = _config(tc)
-        layer = int(cfg.layer)
-        hook_in, hook_out = str(cfg.hook_in), str(cfg.hook_out)
-        if hook_out != f"blocks.{layer}.hook_mlp_out":
-            raise ValueError(f"transcoder for layer {layer} writes {hook_out!r}; the graph needs blocks.{layer}.hook_mlp_out")
-        if hook_in not in (f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_resid_mid"):
-            raise ValueError(f"transcoder for layer {layer} reads {hook_in!r}; the graph supports ln2.hook_normalized or hook_resid_mid")
-        if hook_in not in model.hook_dict:
-            raise ValueError(f"transcoder for layer {layer} reads {hook_in!r}, which this model does not have "
-                             "(no norm before its MLP): use hook_resid_mid")
-        device = model.W_E.device
-
-        def grab(x):
-            return x.detach().float().to(device)
-
-        b_in = getattr(tc, "b_in", None)
-        W_enc = grab(tc.W_enc)
-        views[layer] = TranscoderView(
-            layer=layer, hook_in=hook_in, W_enc=W_enc, b_enc=grab(tc.b_enc), W_dec=grab(tc.W_dec), b_dec=grab(tc.b_dec),
-            b_in=grab(b_in) if b_in is not None else torch.zeros(W_enc.shape[0], device=device), module=tc,
-        )
-    missing = [l for l in range(n) if l not in views]
-    if missing:
-        raise ValueError(f"the graph needs a transcoder for every layer; none for layer(s) {missing}")
-    if model.cfg.parallel_attn_mlp:
-        raise ValueError("attribution graphs need sequential attention then MLP (this model runs them in parallel)")
-    return [views[l] for l in range(n)]
 
 
 @dataclasses.dataclass
@@ -118,6 +63,7 @@ class ReplacementGraph:
     node_bias: torch.Tensor  # [n_nodes]: the constant part of each input (biases, positional embeddings)
     n_layers: int
     dropped: Optional[torch.Tensor] = None  # [n_nodes] with a feature budget: input from features left out (_expand)
+    logit_minus: Optional[int] = None  # a direction target: the one logit node is logit(logit_tokens[0]) - logit(this)
 
     @property
     def n_features(self) -> int:
@@ -183,9 +129,11 @@ def build_graph(
     max_logits: int = 10,
     max_nodes: int = DEFAULT_MAX_NODES,
     batch_size: int = 256,
+    minus: Optional[int] = None,
 ) -> ReplacementGraph:
-    """The full attribution graph of ``tokens [1, pos]`` at the last position (see the module docstring)."""
-    walk = prepare_walk(model, transcoders, tokens, targets, logit_mass, max_logits)
+    """The full attribution graph of ``tokens [1, pos]`` at the last position (see the module docstring).
+    ``minus``: with one target x, the target is the direction logit(x) - logit(minus) instead."""
+    walk = prepare_walk(model, transcoders, tokens, targets, logit_mass, max_logits, minus)
     g = walk.partial
     if g.n_nodes > max_nodes:
         raise ValueError(node_budget_error(g.n_nodes, max_nodes, g.n_pos, g.n_nodes / g.n_pos))
@@ -211,7 +159,7 @@ def fill_dense(walk: Walk, batch_size: int = 256) -> ReplacementGraph:
 
 @torch.no_grad()
 def prepare_walk(model, transcoders, tokens: torch.Tensor, targets: Optional[Sequence[int]] = None,
-                 logit_mass: float = 0.95, max_logits: int = 10) -> Walk:
+                 logit_mass: float = 0.95, max_logits: int = 10, minus: Optional[int] = None) -> Walk:
     """One forward pass and the frozen model's matrices: the nodes of the full graph, and its row function."""
     cfg = model.cfg
     views = transcoder_views(model, transcoders)
@@ -341,12 +289,18 @@ def prepare_walk(model, transcoders, tokens: torch.Tensor, targets: Optional[Seq
     # ---- the targets' seeds and own constants
     W_U, b_U = model.W_U.float(), model.b_U.float()
     ids = logit_tokens.to(W_U.device)
-    logit_dirs = (W_U[:, ids] - W_U.mean(1, keepdim=True)).T  # [n_logits, d_model], demeaned
-    logit_const = b_U[ids] - b_U.mean()
+    if minus is None:
+        logit_dirs = (W_U[:, ids] - W_U.mean(1, keepdim=True)).T  # [n_logits, d_model], demeaned
+        logit_const = b_U[ids] - b_U.mean()
+    else:  # a direction: the reference is logit(minus) instead of the mean logit
+        if ids.numel() != 1 or int(ids[0]) == int(minus):
+            raise ValueError("a direction target needs one token x and another token y (logit(x) - logit(y))")
+        logit_dirs = (W_U[:, ids] - W_U[:, int(minus)][:, None]).T
+        logit_const = b_U[ids] - b_U[int(minus)]
     lnf_w, lnf_b = getattr(model.ln_final, "w", None), getattr(model.ln_final, "b", None)
     if lnf_b is not None:
         logit_const = logit_const + logit_dirs @ lnf_b.float()
-    demeaned = last - last.mean()
+    demeaned = last - (last.mean() if minus is None else last[int(minus)])
 
     node_input = torch.zeros(n_nodes, device=last.device)
     node_input[:n_feat] = f_pre
@@ -403,5 +357,6 @@ def prepare_walk(model, transcoders, tokens: torch.Tensor, targets: Optional[Seq
         tokens=tokens[0].cpu(), feature_layer=f_layer.cpu(), feature_pos=f_pos.cpu(), feature_index=f_idx.cpu(),
         activations=f_act.cpu(), logit_tokens=logit_tokens.cpu(), logit_probs=probs[ids].cpu(),
         adjacency=empty, node_input=node_input.cpu(), node_bias=empty, n_layers=n,
+        logit_minus=None if minus is None else int(minus),
     )
     return Walk(partial=partial, first=first, rows=rows_of, device=last.device)

@@ -38,6 +38,7 @@ class AttributionGraphRequest:
     prompt: Optional[str] = None
     tokens: Optional[tuple[int, ...]] = None
     targets: tuple[TokenLike, ...] = ()  # target logits; empty: the top predictions covering logit_mass
+    direction: tuple[TokenLike, ...] = ()  # (x, y): the one target is logit(x) - logit(y) (contrast prompts)
     logit_mass: float = 0.95
     max_logits: int = 10
     node_threshold: float = 0.8
@@ -62,9 +63,9 @@ class AttributionGraphResult(ExperimentResult):
     node_input: torch.Tensor  # [k]
     node_bias: torch.Tensor  # [k]
     adjacency: torch.Tensor  # [k, k] kept edges (target row, source column); pruned edges are 0
-    logit_ids: list
-    logit_tokens: list
-    logit_probs: list
+    logit_ids: list  # a direction: [x]
+    logit_tokens: list  # a direction: ["x - y"]
+    logit_probs: list  # a direction: [p(x)]
     str_tokens: list
     token_ids: list
     n_layers: int
@@ -84,6 +85,7 @@ class AttributionGraphResult(ExperimentResult):
     notice: Optional[str] = None  # features left out by the budget, in words; None when the graph is complete
     graph_features: int = 0  # feature nodes of the graph pruned here (all active ones, or the budget's)
     memory_bound_bytes: int = 0  # the bound on the graph build's edge storage (graphs._expand)
+    direction: Optional[list] = None  # [x, y] token ids when the target is logit(x) - logit(y)
 
 
 def _pearson(x: torch.Tensor, y: torch.Tensor) -> Optional[float]:
@@ -107,13 +109,30 @@ def feature_check(model, tset, tokens, graph: ReplacementGraph, influence: torch
     predicted = predicted_effects(graph, [[(i, 0.0)] for i in nodes])[target]
     direct = -graph.adjacency[target, nodes]
     sets = [[]] + [[(int(graph.feature_layer[i]), int(graph.feature_pos[i]), int(graph.feature_index[i]), 0.0)] for i in nodes]
-    token = int(graph.logit_tokens[0])
+    token, minus = int(graph.logit_tokens[0]), graph.logit_minus
     _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith(("attn.hook_pattern", "hook_scale")))
     out = []
     for patterns in (None, dict(cache.items())):
         logits = demeaned(run_interventions(model, tset, tokens, sets, patterns, uncapped=True))
-        out.append((logits[1:, token] - logits[0, token]).cpu())
+        metric = logits[:, token] - (logits[:, minus] if minus is not None else 0.0)
+        out.append((metric[1:] - metric[0]).cpu())
     return nodes, predicted, direct, out[0], out[1]
+
+
+def resolve_targets(model, request) -> tuple[list[int], Optional[int]]:
+    """(target token ids, the direction's minus token or None), with clear messages for bad targets."""
+    if isinstance(request.targets, (str, int)) or isinstance(request.direction, (str, int)):
+        raise ValueError("targets and direction are tuples of tokens, e.g. targets=(' Paris',), direction=(' A', ' B')")
+    if not request.direction:
+        return [resolve_token(model, t, "target") for t in request.targets], None
+    if request.targets:
+        raise ValueError("give either target tokens or a direction logit(x) - logit(y), not both")
+    if len(request.direction) != 2:
+        raise ValueError(f"a direction is two tokens (x, y) for logit(x) - logit(y); got {len(request.direction)}")
+    x, y = (resolve_token(model, t, f"direction token {name}") for t, name in zip(request.direction, "xy"))
+    if x == y:
+        raise ValueError(f"the direction logit(x) - logit(y) is empty: x and y are the same token ({x})")
+    return [x], y
 
 
 def attribution_graph(model, request: AttributionGraphRequest, transcoders=None) -> AttributionGraphResult:
@@ -122,10 +141,10 @@ def attribution_graph(model, request: AttributionGraphRequest, transcoders=None)
 
     tokens = resolve_tokens(model, request.prompt, request.tokens)
     tset = transcoders if transcoders is not None else load_transcoders(model)
-    targets = [resolve_token(model, t, "target") for t in request.targets]
+    targets, minus = resolve_targets(model, request)
     start = time.perf_counter()
     expansion = expand_graph(model, tset, tokens, targets or None, request.logit_mass, request.max_logits,
-                             request.max_feature_nodes, request.influence_share, max_nodes=request.max_nodes)
+                             request.max_feature_nodes, request.influence_share, max_nodes=request.max_nodes, minus=minus)
     graph = expansion.graph
     built = time.perf_counter()
     keep, edges, influence = prune(graph, request.node_threshold, request.edge_threshold)
@@ -178,11 +197,14 @@ def package(model, graph, keep, edges, influence, check_nodes, predicted, direct
             activation[new] = graph.logit_probs[j]
     adjacency = graph.adjacency[kept][:, kept] * edges[kept][:, kept]
     logit_ids = graph.logit_tokens.tolist()
+    labels = str_tokens(model, logit_ids)
+    if graph.logit_minus is not None:
+        labels = [f"{labels[0]} - {str_tokens(model, [graph.logit_minus])[0]}"]
     return AttributionGraphResult(
         node_kind=[kinds[i] for i in kept.tolist()], node_layer=layer, node_pos=pos, node_feature=feature,
         node_activation=activation, node_influence=influence[kept], node_input=graph.node_input[kept],
         node_bias=graph.node_bias[kept], adjacency=adjacency,
-        logit_ids=logit_ids, logit_tokens=str_tokens(model, logit_ids), logit_probs=graph.logit_probs.tolist(),
+        logit_ids=logit_ids, logit_tokens=labels, logit_probs=graph.logit_probs.tolist(),
         str_tokens=str_tokens(model, graph.tokens.tolist()), token_ids=graph.tokens.tolist(), n_layers=n,
         full_nodes=expansion.full_nodes, full_features=expansion.full_features, full_edges=expansion.computed_edges,
         completeness_error=float(residual.abs().max()) if residual.numel() else 0.0,
@@ -195,4 +217,5 @@ def package(model, graph, keep, edges, influence, check_nodes, predicted, direct
                   "influence_share": request.influence_share},
         seconds={k: float(v) for k, v in seconds.items()},
         notice=expansion.notice, graph_features=n_feat, memory_bound_bytes=expansion.memory_bound_bytes,
+        direction=None if graph.logit_minus is None else [logit_ids[0], graph.logit_minus],
     )

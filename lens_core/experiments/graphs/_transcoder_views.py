@@ -1,0 +1,63 @@
+"""The parts of each layer's transcoder that the attribution graph needs, checked against the model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+
+@dataclasses.dataclass
+class TranscoderView:
+    """The parts of one layer's transcoder the graph needs, float, on the model's device."""
+
+    layer: int
+    hook_in: str
+    W_enc: torch.Tensor  # [d_model, d_sae]
+    b_enc: torch.Tensor  # [d_sae]
+    W_dec: torch.Tensor  # [d_sae, d_model]
+    b_dec: torch.Tensor  # [d_model]
+    b_in: torch.Tensor  # [d_model] (zeros when the transcoder has none)
+    module: object  # the transcoder itself: its encode() decides which features are active
+
+
+def _config(tc) -> object:
+    for name in ("cfg", "config"):
+        if hasattr(tc, name):
+            return getattr(tc, name)
+    raise TypeError(f"{type(tc).__name__} has no cfg/config with layer and hook names")
+
+
+def transcoder_views(model, transcoders) -> list[TranscoderView]:
+    """One view per layer, in layer order, from a mapping layer -> transcoder or a sequence."""
+    items = list(transcoders.values()) if hasattr(transcoders, "values") else list(transcoders)
+    n = model.cfg.n_layers
+    views: dict[int, TranscoderView] = {}
+    for tc in items:
+        cfg = _config(tc)
+        layer = int(cfg.layer)
+        hook_in, hook_out = str(cfg.hook_in), str(cfg.hook_out)
+        if hook_out != f"blocks.{layer}.hook_mlp_out":
+            raise ValueError(f"transcoder for layer {layer} writes {hook_out!r}; the graph needs blocks.{layer}.hook_mlp_out")
+        if hook_in not in (f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_resid_mid"):
+            raise ValueError(f"transcoder for layer {layer} reads {hook_in!r}; the graph supports ln2.hook_normalized or hook_resid_mid")
+        if hook_in not in model.hook_dict:
+            raise ValueError(f"transcoder for layer {layer} reads {hook_in!r}, which this model does not have "
+                             "(no norm before its MLP): use hook_resid_mid")
+        device = model.W_E.device
+
+        def grab(x):
+            return x.detach().float().to(device)
+
+        b_in = getattr(tc, "b_in", None)
+        W_enc = grab(tc.W_enc)
+        views[layer] = TranscoderView(
+            layer=layer, hook_in=hook_in, W_enc=W_enc, b_enc=grab(tc.b_enc), W_dec=grab(tc.W_dec), b_dec=grab(tc.b_dec),
+            b_in=grab(b_in) if b_in is not None else torch.zeros(W_enc.shape[0], device=device), module=tc,
+        )
+    missing = [l for l in range(n) if l not in views]
+    if missing:
+        raise ValueError(f"the graph needs a transcoder for every layer; none for layer(s) {missing}")
+    if model.cfg.parallel_attn_mlp:
+        raise ValueError("attribution graphs need sequential attention then MLP (this model runs them in parallel)")
+    return [views[l] for l in range(n)]
