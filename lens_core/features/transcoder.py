@@ -16,8 +16,10 @@ writes). Weights, TransformerLens/SAELens layout::
     encode(x)   = sparsity(pre_acts(x))              [..., d_sae]
     decode(a)   = a @ W_dec + b_dec                  [..., d_out]
 
-Sparsity: "topk" keeps the k largest pre-activations per position (then ReLU), "jumprelu"
-keeps (positive) pre-activations above a per-feature threshold, "relu" is a plain ReLU.
+Sparsity: "topk" keeps the k largest pre-activations per position (then ReLU), "batchtopk" keeps
+the ``k * rows`` largest over every position of the call together (then ReLU; rows = positions in
+the batch), "jumprelu" keeps (positive) pre-activations above a per-feature threshold, "relu" is a
+plain ReLU.
 
 For the bundled model (``from_pretrained("default")`` with LayerNorm folded, so ``ln2`` has no
 weights of its own) layer ``l`` reads ``blocks.{l}.ln2.hook_normalized`` and writes
@@ -44,7 +46,7 @@ FORMAT = "circuit-explorer-transcoders"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "transcoders.safetensors"
 CONFIG_FILE = "config.json"
-ACTIVATIONS = ("topk", "jumprelu", "relu")
+ACTIVATIONS = ("topk", "batchtopk", "jumprelu", "relu")
 DEFAULT_TRANSCODERS_DIR = Path(__file__).resolve().parent.parent / "default_model" / "transcoders"
 
 
@@ -71,8 +73,8 @@ class TranscoderConfig:
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
             raise FeaturesUnavailable(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if self.activation == "topk" and not (self.k and 0 < self.k <= self.d_sae):
-            raise FeaturesUnavailable(f"a topk transcoder needs 0 < k <= d_sae ({self.d_sae}), got k={self.k!r}")
+        if self.activation in ("topk", "batchtopk") and not (self.k and 0 < self.k <= self.d_sae):
+            raise FeaturesUnavailable(f"a {self.activation} transcoder needs 0 < k <= d_sae ({self.d_sae}), got k={self.k!r}")
         if min(self.d_in, self.d_sae, self.d_out) <= 0:
             raise FeaturesUnavailable(f"widths must be positive: d_in={self.d_in}, d_sae={self.d_sae}, d_out={self.d_out}")
 
@@ -112,12 +114,7 @@ class Transcoder(nn.Module):
 
     def activate(self, pre: torch.Tensor) -> torch.Tensor:
         """The sparsity nonlinearity applied to pre-activations."""
-        if self.cfg.activation == "topk":
-            indices = _top_indices(pre, self.cfg.k)
-            return torch.zeros_like(pre).scatter(-1, indices, pre.gather(-1, indices).relu())
-        if self.cfg.activation == "jumprelu":
-            return pre.relu() * (pre > self.threshold)
-        return pre.relu()
+        return sparsify(pre, self.cfg.activation, self.cfg.k, self.threshold)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """[..., d_in] -> sparse feature activations [..., d_sae]."""
@@ -151,6 +148,23 @@ class Transcoder(nn.Module):
             if expected is not None and width != expected:
                 raise FeaturesUnavailable(f"layer {self.cfg.layer}: {label} is {width} but {hook!r} in this model "
                                           f"has width {expected}")
+
+
+def sparsify(pre: torch.Tensor, activation: str, k: Optional[int] = None,
+             threshold: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """One of ACTIVATIONS applied to pre-activations [..., d_sae] (shared by every dictionary kind)."""
+    if activation == "topk":
+        indices = _top_indices(pre, k)
+        return torch.zeros_like(pre).scatter(-1, indices, pre.gather(-1, indices).relu())
+    if activation == "batchtopk":  # the k * rows largest entries of the whole call, rows = every leading position
+        flat = pre.reshape(-1)
+        indices = flat.topk(min(k * (flat.numel() // max(pre.shape[-1], 1)), flat.numel())).indices
+        return torch.zeros_like(flat).scatter(0, indices, flat[indices].relu()).reshape(pre.shape)
+    if activation == "jumprelu":
+        return pre.relu() * (pre > threshold)
+    if activation == "relu":
+        return pre.relu()
+    raise FeaturesUnavailable(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
 
 
 def _top_indices(pre: torch.Tensor, k: int) -> torch.Tensor:
