@@ -4,6 +4,12 @@
   ``(name, dtype, device)``. When many threads ask for the same key at once, one
   thread loads and the others wait for its result (or its error). At most
   ``max_models`` stay loaded; the least recently used is dropped first.
+* :meth:`ModelPool.get_dictionary` keeps feature dictionaries (transcoders, CLTs, SAEs) the
+  same way, under names of the caller's choosing. With ``max_bytes`` set, models and
+  dictionaries share one memory budget (the bytes of their tensors' storages, memory-mapped
+  ones included since every page may become resident): the least recently used entries are
+  dropped until a new one fits, and one that alone exceeds the budget is refused
+  (:class:`MemoryBudgetError`) and not kept. A load that fails leaves nothing behind.
 * :meth:`ModelPool.run_slot` bounds how many experiment runs use one device at a
   time. A caller that has to wait is told so (``on_wait`` callback and
   ``slot.waited``) so a page can show "queued".
@@ -32,6 +38,10 @@ Loader = Callable[[str, str, str], Any]
 
 class DeviceOutOfMemoryError(RuntimeError):
     """A run needed more memory than the device had left. Safe to show to a user."""
+
+
+class MemoryBudgetError(RuntimeError):
+    """A model or dictionary is larger than the pool's whole memory budget. Safe to show to a user."""
 
 
 class QueueTimeoutError(RuntimeError):
@@ -82,6 +92,26 @@ def default_loader(name: str, dtype: str, device: str) -> Any:
     return HookedTransformer.from_pretrained(name, dtype=dtype, device=device)
 
 
+def object_bytes(value: Any) -> int:
+    """Bytes of the distinct tensor storages a loaded model or dictionary holds (0 for anything else)."""
+    seen: dict[int, int] = {}
+    stack = [value]
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, torch.Tensor):
+            storage = obj.untyped_storage()
+            seen[storage.data_ptr()] = storage.nbytes()
+        elif isinstance(obj, torch.nn.Module):
+            stack.extend(obj.state_dict(keep_vars=True).values())
+        elif hasattr(obj, "by_layer"):  # a TranscoderSet
+            stack.extend(obj.by_layer.values())
+        elif isinstance(obj, (list, tuple)):
+            stack.extend(obj)
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+    return sum(seen.values())
+
+
 @dataclasses.dataclass
 class Slot:
     device: str
@@ -99,10 +129,13 @@ class _Pending:
 
 
 class ModelPool:
-    def __init__(self, max_models: int = 2, max_runs_per_device: int = 2, loader: Loader = default_loader):
+    def __init__(self, max_models: int = 2, max_runs_per_device: int = 2, loader: Loader = default_loader,
+                 max_bytes: int | None = None):
         if max_models < 1 or max_runs_per_device < 1:
             raise ValueError("max_models and max_runs_per_device must be at least 1")
         self.max_models = max_models
+        self.max_bytes = max_bytes
+        self._bytes: dict[ModelKey, int] = {}
         self.max_runs_per_device = max_runs_per_device
         self._loader = loader
         self._lock = threading.Lock()
@@ -126,6 +159,18 @@ class ModelPool:
 
     def get(self, name: str, dtype: str = "float32", device: str = "auto") -> Any:
         key = self.key(name, dtype, device)
+        return self._get(key, lambda: self._loader(*key), f"loading {name!r}")
+
+    def get_dictionary(self, name: str, loader: Callable[[], Any]) -> Any:
+        """The dictionary kept under ``name``, loaded once with ``loader()`` (which should check it fits its model)."""
+        return self._get(("dictionary", name, ""), loader, f"loading the dictionary {name!r}")
+
+    def used_bytes(self) -> int:
+        """Bytes of every loaded model and dictionary, as the budget counts them."""
+        with self._lock:
+            return sum(self._bytes.values())
+
+    def _get(self, key: ModelKey, load: Callable[[], Any], what: str) -> Any:
         with self._lock:
             if key in self._loaded:
                 self._loaded.move_to_end(key)
@@ -141,8 +186,12 @@ class ModelPool:
             return pending.value
 
         try:
-            with translate_oom(f"loading {name!r}"):
-                value = self._loader(*key)
+            with translate_oom(what):
+                value = load()
+            size = object_bytes(value)
+            if self.max_bytes is not None and size > self.max_bytes:
+                raise MemoryBudgetError(f"{what[0].upper()}{what[1:]} needs {size / 2**20:,.1f} MiB, more than the "
+                                        f"server's whole memory budget ({self.max_bytes / 2**20:,.1f} MiB)")
         except BaseException as exc:
             pending.error = exc
             with self._lock:
@@ -152,10 +201,14 @@ class ModelPool:
         pending.value = value
         with self._lock:
             self._loaded[key] = value
+            self._bytes[key] = size
             del self._pending[key]
             evicted = []
-            while len(self._loaded) > self.max_models:
-                evicted.append(self._loaded.popitem(last=False))
+            models = [k for k in self._loaded if k[0] != "dictionary"]
+            while len(models) > self.max_models:
+                evicted.append(self._pop(models.pop(0)))
+            while self.max_bytes is not None and sum(self._bytes.values()) > self.max_bytes:
+                evicted.append(self._pop(next(k for k in self._loaded if k != key)))
         pending.done.set()
         if evicted:
             del evicted
@@ -164,9 +217,19 @@ class ModelPool:
                 torch.cuda.empty_cache()
         return value
 
+    def _pop(self, key: ModelKey) -> Any:
+        self._bytes.pop(key, None)
+        return self._loaded.pop(key)
+
     def evict(self, name: str, dtype: str = "float32", device: str = "auto") -> bool:
         with self._lock:
-            return self._loaded.pop(self.key(name, dtype, device), None) is not None
+            key = self.key(name, dtype, device)
+            return key in self._loaded and self._pop(key) is not None
+
+    def evict_dictionary(self, name: str) -> bool:
+        with self._lock:
+            key = ("dictionary", name, "")
+            return key in self._loaded and self._pop(key) is not None
 
     # -- device time ----------------------------------------------------------
     def _semaphore(self, device: str) -> threading.BoundedSemaphore:

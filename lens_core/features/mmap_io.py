@@ -86,29 +86,3 @@ def file_backed(tensor: torch.Tensor, path: Union[str, Path]) -> Optional[bool]:
             if lo <= ptr < hi:
                 return True
     return False
-
-
-def tensor_bytes(*objects) -> int:
-    """Bytes of the distinct storages behind every tensor of these modules/tensors/containers."""
-    seen: dict[int, int] = {}
-
-    def visit(obj) -> None:
-        if isinstance(obj, torch.Tensor):
-            storage = obj.untyped_storage()
-            seen[storage.data_ptr()] = max(seen.get(storage.data_ptr(), 0), storage.nbytes())
-        elif isinstance(obj, torch.nn.Module):
-            for tensor in obj.state_dict(keep_vars=True).values():
-                visit(tensor)
-        elif hasattr(obj, "by_layer"):
-            for module in obj.by_layer.values():
-                visit(module)
-        elif isinstance(obj, (list, tuple)):
-            for item in obj:
-                visit(item)
-        elif isinstance(obj, dict):
-            for item in obj.values():
-                visit(item)
-
-    for obj in objects:
-        visit(obj)
-    return sum(seen.values())
