@@ -16,6 +16,7 @@ from ui.export import experiment_snippet, export_bar
 from ui.graph_chart import layered_graph, selected_ids
 from ui.links import feature_link
 from ui.model import run_experiment
+from ui.qk_view import qk_section
 from ui.widgets import app_context, optional_token_input, preset_picker
 
 st.title("Attribution graph")
@@ -146,6 +147,9 @@ if supernodes:
                                 "influence (sum)": round(sum(influence[m] for m in g[1:]), 4),
                                 "nodes": ", ".join(labels[all_ids.index(m)] for m in g[1:])} for g in supernodes]),
                  hide_index=True, key="supernodes_table")
+
+# -- why a head attends where it does (ui/qk_view.py) ----------------------------------------------
+qk_section(ctx, model, ids, fingerprint, dash)
 
 # -- interventions -----------------------------------------------------------------------------------
 st.subheader("Intervene on the selected features")
