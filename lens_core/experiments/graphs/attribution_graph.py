@@ -27,7 +27,8 @@ import torch
 from lens_core.results import ExperimentResult
 
 from .._common import TokenLike, resolve_token, resolve_tokens, str_tokens
-from ._graph_prune import predicted_effects, prune
+from ._graph_prune import logit_weights, predicted_effects, prune
+from ._scores import graph_scores
 from ._expand import expand_graph
 from ._replacement import DEFAULT_MAX_NODES, ReplacementGraph
 from .graph_interventions import demeaned, run_interventions
@@ -86,6 +87,12 @@ class AttributionGraphResult(ExperimentResult):
     graph_features: int = 0  # feature nodes of the graph pruned here (all active ones, or the budget's)
     memory_bound_bytes: int = 0  # the bound on the graph build's edge storage (graphs._expand)
     direction: Optional[list] = None  # [x, y] token ids when the target is logit(x) - logit(y)
+    # The method's graph scores (graphs._scores): of the graph built (all active features, or the budget's) and
+    # of the pruned graph returned here.
+    replacement_score: Optional[float] = None
+    completeness_score: Optional[float] = None
+    pruned_replacement_score: Optional[float] = None
+    pruned_completeness_score: Optional[float] = None
 
 
 def _pearson(x: torch.Tensor, y: torch.Tensor) -> Optional[float]:
@@ -196,6 +203,11 @@ def package(model, graph, keep, edges, influence, check_nodes, predicted, direct
             feature.append(int(graph.logit_tokens[j]))
             activation[new] = graph.logit_probs[j]
     adjacency = graph.adjacency[kept][:, kept] * edges[kept][:, kept]
+    is_error = torch.tensor([k == "error" for k in kinds])
+    is_token = torch.tensor([k == "embedding" for k in kinds])
+    weights, depth = logit_weights(graph), n + 2
+    scores = graph_scores(graph.adjacency, is_error, is_token, weights, depth)
+    pruned_scores = graph_scores(adjacency, is_error[kept], is_token[kept], weights[kept], depth)
     logit_ids = graph.logit_tokens.tolist()
     labels = str_tokens(model, logit_ids)
     if graph.logit_minus is not None:
@@ -218,4 +230,6 @@ def package(model, graph, keep, edges, influence, check_nodes, predicted, direct
         seconds={k: float(v) for k, v in seconds.items()},
         notice=expansion.notice, graph_features=n_feat, memory_bound_bytes=expansion.memory_bound_bytes,
         direction=None if graph.logit_minus is None else [logit_ids[0], graph.logit_minus],
+        replacement_score=scores[0], completeness_score=scores[1],
+        pruned_replacement_score=pruned_scores[0], pruned_completeness_score=pruned_scores[1],
     )
