@@ -100,15 +100,13 @@ def build_graph(cfg) -> Graph:
     receivers.append("logits")
     receiver_layers.append(L)
     owners.append([])
-    S, R = len(senders), len(receivers)
-    allowed = torch.zeros(S, R, dtype=torch.bool)
-    is_mlp_sender = [s.startswith("MLP") for s in senders]
-    for r in range(R):
-        lr, is_mlp_receiver = receiver_layers[r], receivers[r].endswith(".in")
-        for s in range(S):
-            ls = sender_layers[s]
-            same_layer_ok = is_mlp_receiver and not is_mlp_sender[s] and not cfg.parallel_attn_mlp
-            allowed[s, r] = ls < lr or (ls == lr and same_layer_ok)
+    # An edge from every sender in an earlier layer; within a layer, from the heads into the MLP
+    # (unless attention and MLP run in parallel).
+    ls, lr = torch.tensor(sender_layers)[:, None], torch.tensor(receiver_layers)[None, :]
+    mlp_sender = torch.tensor([s.startswith("MLP") for s in senders])[:, None]
+    mlp_receiver = torch.tensor([r.endswith(".in") for r in receivers])[None, :]
+    same_layer_ok = mlp_receiver & ~mlp_sender & (not cfg.parallel_attn_mlp)
+    allowed = (ls < lr) | ((ls == lr) & same_layer_ok)
     return Graph(L, H, KV, senders, sender_layers, receivers, receiver_layers, owners, allowed)
 
 
