@@ -150,7 +150,7 @@ def load_dictionary(source: Union[str, Path], model: Any = None, *, layer: Optio
     else:
         raise FeaturesUnavailable(f"no dictionary at {str(source)!r} (neither an existing path nor a Hub name)")
     if model is not None:
-        check_fits(dictionary, model, label)
+        check_fits(dictionary, model, getattr(dictionary, "source", "") or label)
         dictionary = dictionary.to(device=model.cfg.device, dtype=target)
     return dictionary
 
@@ -163,6 +163,11 @@ def check_fits(dictionary: Dictionary, model: Any, source: str) -> None:
         if beyond:
             raise FeaturesUnavailable(f"{source}: the dictionary has transcoders for layers {dictionary.layers}, "
                                       f"the model has {n_model} layers (0..{n_model - 1})")
+        for tc in dictionary:  # the file of the layer that does not fit, where it is known
+            try:
+                tc.check_fits(model)
+            except FeaturesUnavailable as exc:
+                raise fit_error(getattr(tc, "source", "") or source, exc) from None
     try:
         dictionary.check_fits(model)
     except FeaturesUnavailable as exc:
