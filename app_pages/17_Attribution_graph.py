@@ -116,10 +116,15 @@ with st.expander(f"Check: the {len(result.check_nodes)} most influential feature
         "graph's prediction": [round(v, 4) for v in result.check_predicted.tolist()],
         "real model": [round(v, 4) for v in result.check_actual.tolist()],
         "real model, attention and norms frozen": [round(v, 4) for v in result.check_actual_frozen.tolist()],
+        "real model's gradient, every path": [round(v, 4) for v in result.check_predicted_full.tolist()]
+        if result.check_predicted_full is not None else [None] * len(result.check_nodes),
         "direct edge only": [round(v, 4) for v in result.check_direct.tolist()]})
     st.caption(f"Change of {md_escape(repr(view.visible(result.logit_tokens[0])))}'s demeaned logit. The graph freezes "
                "attention and norms; where the real model's column departs from the frozen one, attention re-routing or "
-               "renormalization (the final norm shrinking a removed feature's share) is the reason.")
+               "renormalization (the final norm shrinking a removed feature's share) is the reason. The real model's "
+               "gradient through every path (attention moving; at the midpoint of the zeroing, one backward pass) "
+               "predicts the real column with r = "
+               + ("n/a" if result.check_correlation_full is None else f"{result.check_correlation_full:.2f}") + ".")
     st.dataframe(check, hide_index=True, key="check_table")
     export_bar("graph_check", df=check)
 

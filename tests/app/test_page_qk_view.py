@@ -23,6 +23,10 @@ def test_induction_head_explained_in_words(bundled_with_transcoders):
     assert pairs is not None and len(pairs) == 20
     labels = pairs.iloc[:, 0].tolist() + pairs.iloc[:, 1].tolist()
     assert any(" on " in label for label in labels), labels  # feature labels from the dashboards
+    # The graph's check shows the every-path prediction beside the frozen-attention one, with its r.
+    check = _table(at, "feature")
+    assert check is not None and check["real model's gradient, every path"].notna().all()
+    assert any("gradient through every path" in c.value and "r = " in c.value for c in at.caption)
 
 
 def test_bad_positions_are_notices(bundled_with_transcoders):

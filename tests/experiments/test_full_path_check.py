@@ -69,3 +69,18 @@ def test_32_token_induction_prompt_predicted_with_attention_moving():
     corr = _pearson(pred, r.check_actual)
     assert corr is not None and corr >= 0.95, (corr, r.check_correlation)
     assert r.check_correlation is not None and corr > r.check_correlation + 0.3
+    # the result carries the same prediction beside the graph's own
+    torch.testing.assert_close(r.check_predicted_full, pred, atol=1e-5, rtol=1e-4)
+    assert r.check_correlation_full == pytest.approx(corr, abs=1e-4)
+
+
+def test_a_direction_target_uses_the_difference():
+    """With a direction logit(x) - logit(y) the prediction is of that difference (checked by finite steps)."""
+    model = tiny("gpt2", False)
+    tset = random_transcoders(model)
+    tokens = random_tokens(7, seed=6)
+    feats = _active(tset, model, tokens, [(0, 3), (1, 6)])
+    many = gradient_predictions(model, tset, tokens, feats, 4, steps=32, minus=9)
+    raw = run_interventions(model, tset, tokens, [[]] + [[(l, p, f, 0.0)] for l, p, f, _ in feats])
+    exact = raw[:, 4] - raw[:, 9]
+    torch.testing.assert_close(many, (exact[1:] - exact[0]).cpu(), atol=2e-3, rtol=1e-2)

@@ -31,6 +31,7 @@ from ._graph_prune import logit_weights, predicted_effects, prune
 from ._scores import graph_scores
 from ._expand import expand_graph
 from ._replacement import DEFAULT_MAX_NODES, ReplacementGraph
+from .full_path_check import graph_check_predictions
 from .graph_interventions import demeaned, run_interventions
 
 
@@ -93,6 +94,10 @@ class AttributionGraphResult(ExperimentResult):
     completeness_score: Optional[float] = None
     pruned_replacement_score: Optional[float] = None
     pruned_completeness_score: Optional[float] = None
+    # The same zeroings predicted through every path of the real model, attention moving (graphs.full_path_check:
+    # the gradient at the path's midpoint x -activation, one batched backward pass), and Pearson(that, actual).
+    check_predicted_full: Optional[torch.Tensor] = None
+    check_correlation_full: Optional[float] = None
 
 
 def _pearson(x: torch.Tensor, y: torch.Tensor) -> Optional[float]:
@@ -157,9 +162,12 @@ def attribution_graph(model, request: AttributionGraphRequest, transcoders=None)
     keep, edges, influence = prune(graph, request.node_threshold, request.edge_threshold)
     pruned = time.perf_counter()
     nodes, predicted, direct, actual, frozen = feature_check(model, tset, tokens, graph, influence, request.check_top)
+    full = graph_check_predictions(model, tset, tokens, graph, nodes)
     checked = time.perf_counter()
-    return package(model, graph, keep, edges, influence, nodes, predicted, direct, actual, frozen, request,
-                   {"graph": built - start, "prune": pruned - built, "check": checked - pruned}, expansion)
+    result = package(model, graph, keep, edges, influence, nodes, predicted, direct, actual, frozen, request,
+                     {"graph": built - start, "prune": pruned - built, "check": checked - pruned}, expansion)
+    result.check_predicted_full, result.check_correlation_full = full.float(), _pearson(full, actual)
+    return result
 
 
 def package(model, graph, keep, edges, influence, check_nodes, predicted, direct, actual, frozen, request, seconds,

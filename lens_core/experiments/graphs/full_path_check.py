@@ -18,15 +18,16 @@ one backward pass (each row's edit is its own leaf).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
 
 def gradient_predictions(model, tset, tokens: torch.Tensor, features: Sequence[tuple[int, int, int, float]],
-                         target: int, steps: int = 1) -> torch.Tensor:
-    """Predicted change of ``target``'s demeaned last-position logit when each ``(layer, pos, feature, activation)``
-    is zeroed alone, through all paths of the real model (module docstring). Returns ``[len(features)]``."""
+                         target: int, steps: int = 1, minus: Optional[int] = None) -> torch.Tensor:
+    """Predicted change of ``target``'s demeaned last-position logit (``logit(target) - logit(minus)`` when
+    ``minus`` is given) when each ``(layer, pos, feature, activation)`` is zeroed alone, through all paths of
+    the real model (module docstring). Returns ``[len(features)]``."""
     m, n = len(features), max(1, int(steps))
     if m == 0:
         return torch.zeros(0)
@@ -60,6 +61,16 @@ def gradient_predictions(model, tset, tokens: torch.Tensor, features: Sequence[t
             last = final["x"][:, -1].float() @ model.W_U.float() + model.b_U.float()
         else:
             last = logits[:, -1].float()
-        metric = last[:, int(target)] - last.mean(-1)
+        metric = last[:, int(target)] - (last[:, int(minus)] if minus is not None else last.mean(-1))
         (grad,) = torch.autograd.grad(metric.sum(), delta)
     return (grad.view(m, n).mean(1) * -acts).detach().cpu()
+
+
+def graph_check_predictions(model, tset, tokens: torch.Tensor, graph, nodes: Sequence[int]) -> torch.Tensor:
+    """``gradient_predictions(steps=1)`` for the attribution graph's checked feature ``nodes`` (indices into
+    ``graph``'s features) and its first target (or direction): the column beside the graph's own prediction."""
+    if not nodes:
+        return torch.zeros(0)
+    feats = [(int(graph.feature_layer[i]), int(graph.feature_pos[i]), int(graph.feature_index[i]),
+              float(graph.activations[i])) for i in nodes]
+    return gradient_predictions(model, tset, tokens, feats, int(graph.logit_tokens[0]), steps=1, minus=graph.logit_minus)
