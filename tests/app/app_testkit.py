@@ -60,3 +60,22 @@ def one_line_guesses(tok, scores, k):
             out.append(i)
         if len(out) == k:
             return out
+
+
+def hf_logits(model_dir, prompt: str):
+    """(tokenizer, ``transformers``' logits [pos, vocab] in float64) for BOS + ``prompt``: the reference."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    hf = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    ids = [tok.bos_token_id] + tok.encode(prompt, add_special_tokens=False)
+    with torch.no_grad():
+        return tok, hf(torch.tensor([ids])).logits[0].double()
+
+
+def assert_message_and_no_chart(at, message: str) -> None:
+    """The page ran, shows ``message`` in an error, and draws no chart."""
+    assert not at.exception
+    assert any(message in m for m in errors(at)), errors(at)
+    assert len(at.get("plotly_chart")) == 0

@@ -6,7 +6,8 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from app_testkit import REPO_ROOT, errors, one_line_guesses, open_page, plotly_array, plotly_figure
+from app_testkit import (REPO_ROOT, assert_message_and_no_chart, errors, hf_logits, one_line_guesses, open_page,
+                        plotly_array, plotly_figure)
 from tiny_model import build_tiny_gpt2, write_settings
 
 PAGE = "app_pages/4_Direct_logit_attribution.py"
@@ -16,16 +17,6 @@ CHARTS = ["dla_accumulated", "dla_decomposed", "dla_heads", "dla_neurons"]
 
 def run_page(**query) -> AppTest:
     return open_page(PAGE, **query)
-
-
-def hf_logits(model_dir, prompt):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    hf = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    ids = [tok.bos_token_id] + tok.encode(prompt, add_special_tokens=False)
-    with torch.no_grad():
-        return tok, hf(torch.tensor([ids])).logits[0].double()
 
 
 def y_of(at, key):
@@ -110,9 +101,7 @@ def test_url_restores_every_input(app_settings):
 ])
 def test_bad_answers_show_their_message_and_no_chart(app_settings, query, message):
     at = run_page(prompt=PROMPT, **query)
-    assert not at.exception
-    assert any(message in m for m in errors(at)), errors(at)
-    assert len(at.get("plotly_chart")) == 0
+    assert_message_and_no_chart(at, message)
 
 
 def test_empty_prompt_shows_its_message(app_settings):

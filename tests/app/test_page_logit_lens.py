@@ -6,7 +6,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from app_testkit import REPO_ROOT, errors, one_line_guesses, open_page, plotly_array, plotly_figure
+from app_testkit import REPO_ROOT, errors, hf_logits, one_line_guesses, open_page, plotly_array, plotly_figure
 from tiny_model import build_tiny_gpt2, write_settings
 
 PAGE = "app_pages/3_Logit_lens.py"
@@ -18,13 +18,8 @@ def run_page(**query) -> AppTest:
 
 
 def hf_probs(model_dir, prompt):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    hf = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    ids = [tok.bos_token_id] + tok.encode(prompt, add_special_tokens=False)
-    with torch.no_grad():
-        return tok, hf(torch.tensor([ids])).logits[0].softmax(-1).double()  # [pos, vocab]
+    tok, logits = hf_logits(model_dir, prompt)
+    return tok, logits.softmax(-1)  # [pos, vocab]
 
 
 def test_page_renders_with_a_predicted_default_target(app_settings, tiny_model_dir):
