@@ -45,9 +45,7 @@ def test_processed_model_matches_transformers(family):
 
 def test_directory_load_matches_and_keeps_tokenizer(family, tmp_path):
     hf = hf_tiny_families.FAMILIES[family]()
-    hf.save_pretrained(tmp_path)
-    hf_tiny.tiny_tokenizer().save_pretrained(tmp_path)
-    model = HookedTransformer.from_pretrained(str(tmp_path), **OFF)
+    model = HookedTransformer.from_pretrained(hf_tiny.save_as_directory(hf, tmp_path), **OFF)
     assert model.tokenizer is not None
     tokens = _tokens()
     with torch.no_grad():

@@ -51,9 +51,7 @@ def test_each_residual_stream_matches_transformers_hidden_states(family):
 
 def test_from_pretrained_directory_matches_in_memory(family, tmp_path):
     hf = hf_tiny.FAMILIES[family]()
-    hf.save_pretrained(tmp_path)
-    hf_tiny.tiny_tokenizer().save_pretrained(tmp_path)
-    from_dir = HookedTransformer.from_pretrained(str(tmp_path), **PROCESSING_OFF)
+    from_dir = HookedTransformer.from_pretrained(hf_tiny.save_as_directory(hf, tmp_path), **PROCESSING_OFF)
     assert from_dir.tokenizer is not None
     tokens = _tokens()
     with torch.no_grad():

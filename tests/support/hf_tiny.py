@@ -71,3 +71,10 @@ def qwen2(seed: int = 0, **overrides) -> Qwen2ForCausalLM:
 
 
 FAMILIES = {"gpt2": gpt2, "neox": neox, "llama": llama, "qwen2": qwen2}
+
+
+def save_as_directory(hf, path) -> str:
+    """Save a tiny model and the tiny tokenizer as a Hugging Face directory; returns its path."""
+    hf.save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return str(path)
