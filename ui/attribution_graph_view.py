@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -115,6 +116,32 @@ def node_labels(model, result, dash) -> list[str]:
     for kind, layer, pos, feature in zip(result.node_kind, result.node_layer, result.node_pos, result.node_feature):
         labels.append(describe.get(kind, describe["logit"])(layer, pos, feature, visible(result.str_tokens[pos])))
     return labels
+
+
+# ---- the graph's failures a user causes, in plain words -------------------------------------------
+GRAPH_DTYPES = ("float32",)
+
+
+def dtype_problem(dtype: str) -> Optional[str]:
+    """Why the graph cannot be built in this dtype (the library builds it in float32 only), or None."""
+    if dtype in GRAPH_DTYPES:
+        return None
+    return f"Attribution graphs are built in float32 only, not {dtype}: pick float32 as the dtype in the sidebar."
+
+
+def graph_failure(exc: BaseException, n_tokens: int) -> Optional[str]:
+    """A plain sentence for an attribution graph the library refused to build because the prompt is too big for its
+    node budget, or None for any other error."""
+    text = str(exc)
+    if "budget" not in text:
+        return None
+    nodes = re.search(r"(\d+) nodes, over the budget of (\d+)", text)
+    fit = re.search(r"up to about (\d+) tokens", text)
+    what = (f"its graph would have {int(nodes.group(1)):,} nodes, more than the {int(nodes.group(2)):,} this server "
+            "builds" if nodes else "its graph would have more nodes than this server builds")
+    advice = (f"Prompts of up to about {fit.group(1)} tokens fit; this one has {n_tokens}." if fit
+              else f"This one has {n_tokens} tokens.")
+    return f"This prompt is too long for an attribution graph: {what}. {advice} Shorten the prompt."
 
 
 # ---- supernodes in the URL: JSON [[name, node_id, ...], ...] -------------------------------------

@@ -32,6 +32,22 @@ def parse_edits(text: str) -> tuple[list[tuple[int, int, float]], list[str]]:
     return edits, bad
 
 
+def check_edits(edits: list[tuple[int, int, float]], tset: Any) -> tuple[list[tuple[int, int, float]], list[str]]:
+    """The edits the transcoders can make, and a plain sentence for each one they cannot (no transcoder on that layer,
+    a feature index past the layer's width)."""
+    layers = list(tset.layers)
+    usable, problems = [], []
+    for layer, feature, value in edits:
+        if layer not in layers:
+            problems.append(f"L{layer}#{feature}: there is no transcoder on layer {layer} "
+                            f"(this model has transcoders on layers {', '.join(map(str, layers))}).")
+        elif not 0 <= feature < tset[layer].cfg.d_sae:
+            problems.append(f"L{layer}#{feature}: layer {layer}'s transcoder has features 0 to {tset[layer].cfg.d_sae - 1}.")
+        else:
+            usable.append((layer, feature, value))
+    return usable, problems
+
+
 def _texts(model: Any, ids: Sequence[int]) -> list[str]:
     return [visible(t) for t in str_tokens(model, list(ids))] if ids else []
 

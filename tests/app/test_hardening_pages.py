@@ -16,7 +16,7 @@ from app_testkit import APP, REPO_ROOT, errors, open_page, plotly_figure
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 BUNDLED = REPO_ROOT / "lens_core" / "default_model"
-PAIR_PAGES = ["app_pages/4_Direct_logit_attribution.py", "app_pages/5_Activation_patching.py", "app_pages/6_Ablation.py"]
+PAIR_PAGES = ["app_pages/4_Direct_logit_attribution.py", "app_pages/6_Activation_patching.py", "app_pages/8_Ablation.py"]
 needs_bundled = pytest.mark.skipif(not (BUNDLED / "config.json").exists(), reason="no bundled model")
 
 
@@ -123,7 +123,7 @@ def hf_gap_and_spread(clean: str, corrupted: str, answer: str, wrong: str) -> tu
 def test_a_small_clean_corrupted_gap_is_warned_and_shows_the_raw_logit_difference(bundled_settings, corrupted, small):
     gap, spread = hf_gap_and_spread(ADD, corrupted, " b", " a")
     assert (abs(gap) < 0.05 * spread) == small, (gap, spread)  # the reference agrees with the case's label
-    at = open_page("app_pages/5_Activation_patching.py", prompt=ADD, corrupted=corrupted, answer=" b", wrong_answer=" a",
+    at = open_page("app_pages/6_Activation_patching.py", prompt=ADD, corrupted=corrupted, answer=" b", wrong_answer=" a",
                    sweeps="resid_pre")
     assert not at.exception and errors(at) == []
     warned = [w for w in warnings(at) if "differ by only" in w]
@@ -146,11 +146,11 @@ def test_a_small_clean_corrupted_gap_is_warned_and_shows_the_raw_logit_differenc
 def test_path_patching_follows_the_same_small_gap_rule(bundled_settings):
     small = ADD.replace("Return", "Returns")
     gap, spread = hf_gap_and_spread(ADD, small, " b", " a")
-    at = open_page("app_pages/16_Path_patching.py", prompt=ADD, corrupted=small, answer=" b", wrong_answer=" a")
+    at = open_page("app_pages/7_Path_patching.py", prompt=ADD, corrupted=small, answer=" b", wrong_answer=" a")
     assert not at.exception and errors(at) == []
     assert any("differ by only" in w and f"{gap:+.3f}" in w and f"{spread:.2f}" in w for w in warnings(at)), warnings(at)
     assert plotly_figure(at, "path_patching")["layout"]["title"]["text"].endswith("logit difference")
-    big = open_page("app_pages/16_Path_patching.py", prompt=ADD, corrupted=ADD.replace("(a, b)", "(a, a)"),
+    big = open_page("app_pages/7_Path_patching.py", prompt=ADD, corrupted=ADD.replace("(a, b)", "(a, a)"),
                     answer=" b", wrong_answer=" a")
     assert not any("differ by only" in w for w in warnings(big))
     assert plotly_figure(big, "path_patching")["layout"]["title"]["text"].endswith("normalized")

@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from app_testkit import errors, open_page, plotly_array, plotly_figure
 
-PAGE = "app_pages/6_Ablation.py"
+PAGE = "app_pages/8_Ablation.py"
 PROMPT = "The cat sat on the mat. The dog"
 SWAPPED = "The dog sat on the mat. The cat"  # same token count as PROMPT (checked below)
 

@@ -10,7 +10,7 @@ import torch
 
 from app_testkit import APP, REPO_ROOT, errors, open_page, plotly_figure
 
-PAGE = "app_pages/17_Attribution_graph.py"
+PAGE = "app_pages/12_Attribution_graph.py"
 PRESET = json.loads((REPO_ROOT / "lens_core" / "default_model" / "presets.json").read_text())[0]
 
 
@@ -99,6 +99,15 @@ def test_bad_inputs(bundled_with_transcoders):
     assert not at.exception
     # Over the dense limit the feature-node budget (issue 21) gives a graph, not an error.
     assert errors(at) == [] and plotly_figure(at, "graph_chart")["data"]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_a_half_precision_graph_is_a_plain_message(bundled_with_transcoders, dtype):
+    at = _open(prompt=PRESET["prompt"], dtype=dtype)
+    assert not at.exception
+    shown = " ".join(errors(at))
+    assert f"float32 only, not {dtype}" in shown and "sidebar" in shown, shown
+    assert "RuntimeError" not in shown and "Half" not in shown and "Something went wrong" not in shown, shown
 
 
 def test_the_bundled_model_is_offered_and_switches(bundled_with_transcoders, tiny_model_dir, tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import torch
 
 from app_testkit import errors, open_page, plotly_figure
 
-PAGE = "app_pages/9_Circuit_discovery.py"
+PAGE = "app_pages/11_Circuit_discovery.py"
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"
 PAIR = dict(prompt=CLEAN, corrupted=CORRUPTED, answer=" Mary", wrong_answer=" John")

@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from app_testkit import errors, open_page, plotly_array, plotly_figure
 
-PAGE = "app_pages/8_Circuits.py"
+PAGE = "app_pages/10_Circuits.py"
 PROMPT = "The cat sat on the mat. The dog"
 
 

@@ -6,7 +6,7 @@ import torch
 
 from app_testkit import errors, open_page, plotly_array, plotly_figure
 
-PAGE = "app_pages/15_Compare_prompts.py"
+PAGE = "app_pages/5_Compare_prompts.py"
 A = "The cat sat on the mat. The dog"
 B = "The dog sat on the mat. The cat"
 

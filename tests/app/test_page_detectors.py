@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from app_testkit import REPO_ROOT, errors, open_page, plotly_array, plotly_figure
 
-PAGE = "app_pages/7_Head_detectors.py"
+PAGE = "app_pages/9_Head_detectors.py"
 PROMPT = "one two three one two three one two"
 BUNDLED = REPO_ROOT / "lens_core" / "default_model"
 

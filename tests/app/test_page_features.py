@@ -9,7 +9,7 @@ import torch
 
 from app_testkit import REPO_ROOT, errors, open_page, plotly_array, plotly_figure
 
-PAGE = "app_pages/18_Features.py"
+PAGE = "app_pages/13_Features.py"
 PROMPT = "def copy(self):\n    return self.data"
 
 
@@ -71,7 +71,8 @@ def test_bad_inputs_are_messages(bundled):
     warnings = " ".join(w.value for w in at.warning)
     assert "Not understood" in warnings and "L1\\#7=x" in warnings  # named (markdown-escaped)
     shown = " ".join(e.value for e in at.error)
-    assert "no transcoder for layer 9" in shown  # the steering request names the missing layer
+    assert "there is no transcoder on layer 9" in shown and "layers 0, 1, 2" in shown, shown  # next to the edits
+    assert "FeaturesUnavailable" not in shown and "Something went wrong" not in shown, shown
     notes = " ".join(m.value for m in at.markdown) + " ".join(w.value for w in at.warning) + " ".join(
         i.value for i in at.info)
     assert "9999" in notes  # the out-of-range index from the link is named, and the nearest one used

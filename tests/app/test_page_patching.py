@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from app_testkit import REPO_ROOT, assert_message_and_no_chart, errors, open_page, plotly_array, plotly_figure
 from tiny_model import build_tiny_gpt2, write_settings
 
-PAGE = "app_pages/5_Activation_patching.py"
+PAGE = "app_pages/6_Activation_patching.py"
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"
 BUNDLED = REPO_ROOT / "lens_core" / "default_model"

@@ -7,7 +7,7 @@ import torch
 
 from app_testkit import errors, open_page, plotly_array, plotly_figure
 
-PAGE = "app_pages/16_Path_patching.py"
+PAGE = "app_pages/7_Path_patching.py"
 CLEAN = "The cat sat on the mat. The dog"
 CORRUPTED = "The dog sat on the mat. The cat"
 

@@ -196,7 +196,7 @@ def test_copied_snippets_run_and_reproduce_what_the_page_drew(app_settings, tiny
     app_settings()
     prompt = "The cat sat on the mat. The dog"
     for page, query in (("app_pages/4_Direct_logit_attribution.py", {"answer": " the", "wrong_answer": " a"}),
-                        ("app_pages/6_Ablation.py", {"answer": " the", "wrong_answer": " a", "ablate": "L1H0", "abl_sweep": "true"})):
+                        ("app_pages/8_Ablation.py", {"answer": " the", "wrong_answer": " a", "ablate": "L1H0", "abl_sweep": "true"})):
         at = open_page(page, prompt=prompt, **query)
         assert not at.exception and len(at.code) >= 2, page
         for block in at.code:

@@ -98,10 +98,10 @@ def test_a_session_value_that_stops_fitting_is_moved_to_the_nearest_and_said():
 @pytest.mark.parametrize("page, query, key, shown", [
     ("app_pages/4_Direct_logit_attribution.py", {"position": "abc"}, "position", "not a whole number"),
     ("app_pages/4_Direct_logit_attribution.py", {"layer": "-1"}, "layer", "outside 0–1"),
-    ("app_pages/5_Activation_patching.py", {"direction": "sideways"}, "direction", "not one of the choices"),
-    ("app_pages/5_Activation_patching.py", {"sweeps": "resid_pre,bogus_sweep"}, "sweeps", "bogus_sweep"),
+    ("app_pages/6_Activation_patching.py", {"direction": "sideways"}, "direction", "not one of the choices"),
+    ("app_pages/6_Activation_patching.py", {"sweeps": "resid_pre,bogus_sweep"}, "sweeps", "bogus_sweep"),
     ("app_pages/3_Logit_lens.py", {"top_k": "100000"}, "top_k", "outside 1–20"),
-    ("app_pages/6_Ablation.py", {"ablate": "L9H9"}, "ablate", "L9H9 is not among the choices"),
+    ("app_pages/8_Ablation.py", {"ablate": "L9H9"}, "ablate", "L9H9 is not among the choices"),
     ("app_pages/2_Attention.py", {"head": "999"}, "head", "outside 0–3"),
 ])
 def test_pages_name_a_bad_link_value(app_settings, page, query, key, shown):

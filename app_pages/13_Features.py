@@ -11,7 +11,7 @@ from ui import charts, state
 from ui.attribution_graph_view import dashboards_for, feature_label, require_transcoders
 from ui.errors import guard, md_escape
 from ui.export import experiment_snippet, export_bar
-from ui.feature_view import parse_edits, prompt_strip, unit_dashboard
+from ui.feature_view import check_edits, parse_edits, prompt_strip, unit_dashboard
 from ui.model import run_experiment
 from ui.widgets import app_context, preset_picker
 
@@ -115,6 +115,9 @@ keep_error = state.checkbox("Keep the transcoders' error term", key="error_term"
                             help="On: only the edit changes the model (the rest of the MLP output is kept exactly). "
                                  "Off: the edited layers' MLPs are replaced by their transcoders entirely.")
 edits, bad = parse_edits(edit_text)
+edits, unusable = check_edits(edits, tset)
+for problem in unusable:
+    cols[0].error(md_escape(problem) + " This edit is left out.", icon=":material/error:")
 if bad:
     st.warning("Not understood (write e.g. L1#42=5): " + ", ".join(md_escape(repr(b)) for b in bad),
                icon=":material/warning:")

@@ -42,8 +42,19 @@ if target_text and target is None:
 request = AttributionGraphRequest(tokens=tuple(ids), targets=(target,) if target is not None else (),
                                   logit_mass=mass / 100, node_threshold=node_pct / 100, edge_threshold=edge_pct / 1000,
                                   transcoders=fingerprint)
+problem = view.dtype_problem(ctx.dtype)
+if problem:
+    st.error(md_escape(problem), icon=":material/error:")
+    st.stop()
 with guard("building the attribution graph"):
-    result = run_experiment(model, "attribution_graph", attribution_graph, request, device=ctx.device)
+    try:
+        result = run_experiment(model, "attribution_graph", attribution_graph, request, device=ctx.device)
+    except ValueError as exc:
+        problem = view.graph_failure(exc, len(ids))
+        if problem is None:
+            raise
+        st.error(md_escape(problem), icon=":material/error:")
+        st.stop()
 
 dash = view.dashboards_for(ctx)
 labels = view.node_labels(model, result, dash)
