@@ -14,7 +14,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 from ui import navigation  # noqa: E402
 
-BUNDLED_TRANSCODERS = REPO_ROOT / "lens_core" / "default_model" / "transcoders"
+# A page whose heading is not its navigation title: the heading's start.
+HEADINGS = {"Guided_story": "How the bundled model"}
+
+
+def heading(words: str) -> str:
+    return HEADINGS.get(words, navigation.title(words))
 
 
 def _settle(page, title):
@@ -42,28 +47,28 @@ def test_every_page_by_its_own_url_has_no_console_error(app_url, page):
     problems = _watch(page)
     first = navigation.page_files()[0]
     page.goto(f"{app_url}/")
-    _settle(page, navigation.title(navigation.words(first)))
+    _settle(page, heading(navigation.words(first)))
     assert page.url.split("?")[0].endswith("/" + navigation.url_path(navigation.words(first)))  # the root moved on
     for path in navigation.page_files():
         words = navigation.words(path)
         page.goto(f"{app_url}/{navigation.url_path(words)}")
-        _settle(page, navigation.title(words))
-        _check(page, navigation.title(words), problems)
+        _settle(page, heading(words))
+        _check(page, heading(words), problems)
 
 
 def test_the_sidebar_shows_the_sections_and_each_link_opens_its_page(app_url, page):
     problems = _watch(page)
     last = navigation.words(navigation.page_files()[-1])
     page.goto(f"{app_url}/{navigation.url_path(last)}")
-    _settle(page, navigation.title(last))
+    _settle(page, heading(last))
     nav = page.locator('[data-testid="stSidebarNav"]')
     for section, files in navigation.sectioned_files().items():
-        assert nav.get_by_text(section, exact=True).count() == 1, section
+        assert nav.get_by_text(section, exact=True).count() >= 1, section  # its header (and a page of that name)
     assert nav.get_by_text("View", exact=False).count() == 0  # no "View 4 more": every page listed
     for files in navigation.sectioned_files().values():
         for path in files:
             words = navigation.words(path)
             nav.locator(f'a[href$="/{navigation.url_path(words)}"]').click()
             page.wait_for_url(f"**/{navigation.url_path(words)}*")
-            _settle(page, navigation.title(words))
-            _check(page, navigation.title(words), problems)
+            _settle(page, heading(words))
+            _check(page, heading(words), problems)
