@@ -124,3 +124,13 @@ def test_the_bundled_model_is_offered_and_switches(bundled_with_transcoders, tin
     assert not at.exception, [e.value for e in at.exception]
     assert at.sidebar.selectbox(key="model").value == "default"
     assert plotly_figure(at, "graph_chart")["data"] and errors(at) == []
+
+
+def test_a_graph_over_the_node_budget_is_worded_plainly():
+    from lens_core.experiments.graphs._targets import node_budget_error
+    from ui.attribution_graph_view import graph_failure
+
+    shown = graph_failure(ValueError(node_budget_error(15691, 8192, 106, 148.0)), 106)
+    assert shown == ("This prompt is too long for an attribution graph: its graph would have 15,691 nodes, more than the "
+                     "8,192 this server builds. Prompts of up to about 55 tokens fit; this one has 106. Shorten the prompt.")
+    assert graph_failure(ValueError("something else"), 3) is None
