@@ -8,7 +8,7 @@ feature (``kind="feature"``) or an MLP neuron (``kind="neuron"``, ``blocks.{l}.m
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 
@@ -82,7 +82,7 @@ class UnitActivationRequest:
 
     prompt: Optional[str] = None
     tokens: Optional[tuple[int, ...]] = None
-    kind: str = "feature"
+    kind: Literal["feature", "neuron"] = "feature"
     layer: int = 0
     index: int = 0
     transcoders: str = "bundled"
