@@ -24,6 +24,8 @@ import argparse
 import json
 import pathlib
 import resource
+import statistics
+import time
 
 import torch
 
@@ -53,15 +55,24 @@ def peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
+def timed(fn, repeats: int):
+    """(last value, median seconds) of ``repeats`` calls."""
+    times, value = [], None
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        value = fn()
+        times.append(time.perf_counter() - start)
+    return value, statistics.median(times)
+
+
 def case(name, model, tset, ids, budget, repeats, goal_s):
     request = AttributionGraphRequest(tokens=tuple(ids[0].tolist()), max_feature_nodes=budget)
     with torch.no_grad():
         forward = median_time(lambda: model(ids), max(5, repeats * 3))
     build = lambda: expand_graph(model, tset, ids, max_feature_nodes=budget)  # noqa: E731
-    graph_s = median_time(build, repeats)
-    whole = median_time(lambda: attribution_graph(model, request, transcoders=tset), 1)
-    exp = build()
-    result = attribution_graph(model, request, transcoders=tset)
+    build()  # warm-up
+    exp, graph_s = timed(build, repeats)
+    result, whole = timed(lambda: attribution_graph(model, request, transcoders=tset), 1)
     print(f"== {name}: {ids.shape[1]} tokens, budget {budget} feature nodes")
     print(f"   full graph {exp.full_nodes} nodes ({exp.full_features} active features); kept {exp.graph.n_features} "
           f"features, {exp.graph.n_nodes} nodes; {exp.computed_edges} nonzero edges computed; stated memory bound "
