@@ -72,6 +72,8 @@ def test_induction_head_is_explained_by_current_token_x_previous_token(induction
     # Both previous-token routes together (L0H0 itself, or the layer 0 features at the key) explain nearly all of it.
     both = sum(float(contrast[a, r.key_groups.index(g)]) for g in ("layer 0 features", "L0H0 output"))
     assert both / excess > 0.85
+    assert "The query's layer 0 features read mostly the token embedding at that position" in r.summary, r.summary
+    assert "the key's layer 0 features read mostly the L0H0 output at that position" in r.summary, r.summary
     assert f"{100 * share:.0f}% comes from the pair ({r.query_groups[a]} at the query) x ({r.key_groups[b]} at the key)" in r.summary
 
     # The key-side layer 0 features are previous-token features: the largest input of each of the top four (by their
@@ -105,3 +107,26 @@ def test_tiny_models_and_clear_errors():
         qk_attribution(model, QKAttributionRequest(tokens=(1, 2, 3), layer=1, head=0, query_pos=5), transcoders=tset)
     with pytest.raises(ValueError, match="later key"):
         qk_attribution(model, QKAttributionRequest(tokens=(1, 2, 3), layer=1, head=0, query_pos=1, key_pos=2), transcoders=tset)
+
+
+def test_feature_inputs_sum_to_the_encoder_reading(induction):
+    """feature_inputs: a feature's input split over the nodes at its position sums to its encoder applied to the
+    cached resid_mid minus the constants (b_O), centred (ln2's frozen scale left out: common to all parts)."""
+    from lens_core.experiments.graphs._qk_split import prepare, residual_nodes
+    from lens_core.experiments.graphs.qk_attribution import feature_inputs
+
+    model, tokens, r = induction
+    tset = load_transcoders(model)
+    prep = prepare(model, tset, tokens, 1)
+    pos = r.key_pos
+    nodes = residual_nodes(model, prep.views, prep.cache, 1, pos)
+    f = next(n for n, k in enumerate(nodes.kind) if k == "feature")
+    weights = torch.zeros(len(nodes.kind))
+    weights[f] = 1.0
+    parts = feature_inputs(prep, nodes, pos, weights)
+    _, cache = model.run_with_cache(tokens)
+    x = cache["blocks.0.hook_resid_mid"][0, pos] - model.blocks[0].attn.b_O
+    x = x - x.mean()
+    expected = float(x @ tset[0].W_enc[:, nodes.index[f]])
+    assert sum(parts.values()) == pytest.approx(expected, abs=1e-4)
+    assert set(parts) == {"token embedding", "positional embedding"} | {f"L0H{h} output" for h in range(4)}

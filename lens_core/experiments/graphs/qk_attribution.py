@@ -12,11 +12,13 @@ each side) and reports, per pair of groups:
   nodes are the same for every key, so the contrast is exact too: the key-side groups of the other
   keys are averaged (a group absent at a key counts 0).
 
-``summary`` says in words which pair of groups explains the excess and its share, and the strongest
-single pair. On the bundled model's induction preset (first preset; induction head L1H3, query the
-last token ' non', key the token after its earlier copy, ' example') the dominant pair is (layer 0's
-transcoder features at the query: the current token) x (layer 0's features at the key, which read
-L0H0's previous-token output), about three quarters of the excess; L0H0's own output at the key is
+``summary`` says in words which pair of groups explains the excess and its share, what mostly drives
+that pair's features on each side (``feature_inputs``: each feature's input split over the nodes at its
+position, weighted by its part of the pair), and the strongest single pair. On the bundled model's
+induction preset (first preset; induction head L1H3, query the last token ' non', key the token after
+its earlier copy, ' example') the dominant pair is (layer 0's transcoder features at the query: the
+current token) x (layer 0's features at the key, which read L0H0's previous-token output: the summary
+says so, 71% of their input there), about three quarters of the excess; L0H0's own output at the key is
 the next pair (tests/experiments/test_qk_attribution.py).
 """
 
@@ -30,7 +32,7 @@ import torch
 from lens_core.results import ExperimentResult
 
 from .._common import resolve_tokens, str_tokens
-from ._qk_split import ResidualNodes, prepare, split_prepared
+from ._qk_split import ResidualNodes, prepare, residual_nodes, split_prepared
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +109,50 @@ def _label(model, kind: str, layer: int, index: int, pos: int) -> str:
     return node_group(kind, layer, index)
 
 
+def feature_inputs(prep, nodes: ResidualNodes, pos: int, weights: torch.Tensor) -> dict[str, float]:
+    """What drives a side's features: each feature's pre-activation split over the nodes at ``pos`` that its
+    transcoder reads (the embeddings, earlier heads' outputs incl. its own layer's, earlier features and errors;
+    constants left out), weighted by ``weights`` (one per node of ``nodes``, 0 for non-features), by node group."""
+    model, views = prep.model, prep.views
+    out: dict[str, float] = {}
+    for layer in sorted({l for k, l in zip(nodes.kind, nodes.layer) if k == "feature"}):
+        picked = [n for n, (k, l) in enumerate(zip(nodes.kind, nodes.layer)) if k == "feature" and l == layer and weights[n] > 0]
+        if not picked:
+            continue
+        src = residual_nodes(model, views, prep.cache, layer + 1, pos)
+        keep = [n for n, (k, l) in enumerate(zip(src.kind, src.layer)) if k != "bias" and not (l == layer and k in ("feature", "error"))]
+        vecs = src.vectors[keep]
+        if views[layer].hook_in.endswith("hook_normalized") and model.blocks[layer].ln2.centered:
+            vecs = vecs - vecs.mean(-1, keepdim=True)  # the frozen ln2's scale is common to all: shares unchanged
+        enc = views[layer].W_enc[:, [nodes.index[n] for n in picked]]  # [d_model, k]
+        contrib = (vecs @ enc) @ weights[picked].to(enc)  # [sources]
+        for n, c in zip(keep, contrib.tolist()):
+            name = node_group(src.kind[n], src.layer[n], src.index[n])
+            out[name] = out.get(name, 0.0) + c
+    return out
+
+
+def _driver(prep, nodes: ResidualNodes, pos: int, weights: torch.Tensor, group: str) -> Optional[tuple[str, float]]:
+    """(the node group that mostly drives a side's feature group, its share of their input there), or None."""
+    if not group.endswith(" features"):
+        return None
+    inputs = feature_inputs(prep, nodes, pos, weights)
+    total = sum(abs(v) for v in inputs.values())
+    if not inputs or total <= 0:
+        return None
+    name, value = max(inputs.items(), key=lambda kv: kv[1])
+    return name, value / total
+
+
+def _drivers_text(q_why, k_why, q_group: str, k_group: str) -> str:
+    parts = []
+    for why, side, group in ((q_why, "query", q_group), (k_why, "key", k_group)):
+        if why is not None:
+            parts.append(f"the {side}'s {group} read mostly the {why[0]} at that position ({100 * why[1]:.0f}% of their input there)")
+    text = "; ".join(parts)
+    return f" {text[:1].upper()}{text[1:]}." if parts else ""
+
+
 def _share(value: float, total: float) -> str:
     return f"{100 * value / total:.0f}%"
 
@@ -159,11 +205,15 @@ def qk_attribution(model, request: QKAttributionRequest, transcoders=None) -> QK
         order = contrast.flatten().argsort(descending=True)
         a, b = divmod(int(order[0]), len(col_names))
         a2, b2 = divmod(int(order[1]), len(col_names))
+        inside = torch.tensor([[r == row_names[a] and c == col_names[b] for c in cols] for r in rows])
+        part = split.pairs * inside  # the dominant pair's own node pairs
+        q_why = _driver(prep, split.query, i, part.sum(1)[:-1], row_names[a])
+        k_why = _driver(prep, split.key, j, part.sum(0)[:-1], col_names[b])
         text = (f"{lead}, {excess:.2f} above its mean over the other {len(others)} keys. "
                 f"Of that excess, {_share(float(contrast[a, b]), excess)} comes from the pair ({row_names[a]} at the query) x "
-                f"({col_names[b]} at the key); next: ({row_names[a2]} at the query) x ({col_names[b2]} at the key), "
+                f"({col_names[b]} at the key).{_drivers_text(q_why, k_why, row_names[a], col_names[b])}"
+                f" Next: ({row_names[a2]} at the query) x ({col_names[b2]} at the key), "
                 f"{_share(float(contrast[a2, b2]), excess)}.")
-        inside = torch.tensor([[r == row_names[a] and c == col_names[b] for c in cols] for r in rows])
     elif others:
         text = f"{lead}, not above its mean over the other {len(others)} keys ({baseline:.2f}): this key is not preferred."
     else:
