@@ -63,8 +63,13 @@ def heatmap(
         for j in range(z.shape[1]):
             custom[i, j] = (ys[i], xs[j], hover[i][j] if hover is not None else "")
     diverging = zmid is not None
+    scale = {}
+    if diverging:  # symmetric around zmid and covering the data: the strongest cell of either sign reaches the end
+        finite = np.abs(z[np.isfinite(z)] - zmid)
+        reach = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+        scale = {"zmin": zmid - reach, "zmax": zmid + reach}
     fig = go.Figure(go.Heatmap(
-        z=z, x=list(range(z.shape[1])), y=list(range(z.shape[0])), customdata=custom,
+        z=z, x=list(range(z.shape[1])), y=list(range(z.shape[0])), customdata=custom, **scale,
         colorscale=colorscale or ("RdBu" if diverging else "Viridis"), zmid=zmid,
         reversescale=diverging, colorbar={"title": {"text": html.escape(value_name)}},
         hovertemplate=(f"{html.escape(y_title) or 'row'}: %{{customdata[0]}}<br>{html.escape(x_title) or 'column'}: %{{customdata[1]}}"
@@ -72,9 +77,10 @@ def heatmap(
     ))
     fig.update_layout(
         title=html.escape(title), height=height or max(320, min(900, 60 + 22 * z.shape[0])),
-        xaxis={"title": html.escape(x_title), "tickmode": "array", "tickvals": list(range(len(xs))), "ticktext": xs},
+        xaxis={"title": html.escape(x_title), "tickmode": "array", "tickvals": list(range(len(xs))), "ticktext": xs,
+               "automargin": True},  # token tick labels get the room they need, not cut off
         yaxis={"title": html.escape(y_title), "tickmode": "array", "tickvals": list(range(len(ys))), "ticktext": ys,
-               "autorange": "reversed"},
+               "autorange": "reversed", "automargin": True},
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
     )
     return fig
