@@ -127,6 +127,6 @@ def test_feature_inputs_sum_to_the_encoder_reading(induction):
     _, cache = model.run_with_cache(tokens)
     x = cache["blocks.0.hook_resid_mid"][0, pos] - model.blocks[0].attn.b_O
     x = x - x.mean()
-    expected = float(x @ tset[0].W_enc[:, nodes.index[f]])
+    expected = float(x @ tset[0].W_enc[:, nodes.index[f]].detach())
     assert sum(parts.values()) == pytest.approx(expected, abs=1e-4)
     assert set(parts) == {"token embedding", "positional embedding"} | {f"L0H{h} output" for h in range(4)}

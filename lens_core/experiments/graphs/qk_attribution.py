@@ -109,6 +109,7 @@ def _label(model, kind: str, layer: int, index: int, pos: int) -> str:
     return node_group(kind, layer, index)
 
 
+@torch.no_grad()
 def feature_inputs(prep, nodes: ResidualNodes, pos: int, weights: torch.Tensor) -> dict[str, float]:
     """What drives a side's features: each feature's pre-activation split over the nodes at ``pos`` that its
     transcoder reads (the embeddings, earlier heads' outputs incl. its own layer's, earlier features and errors;
