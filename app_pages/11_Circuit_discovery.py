@@ -13,12 +13,12 @@ from lens_core.experiments.interventions.patching import SWEEPS, PatchingRequest
 from ui import charts, state
 from ui.circuit_view import circuit_graph_figure, faithfulness_figure
 from ui.errors import UserInputError, guard
-from ui.contrast_inputs import contrast_inputs
+from ui.contrast_inputs import contrast_inputs, corrupted_ids_or_stop, preset_with_corrupted
 from ui.export import experiment_snippet, export_bar
 from ui.graph_chart import selected_ids
 from ui.links import edge_link, head_links
 from ui.model import run_experiment
-from ui.widgets import app_context, derive_corrupted_prompt, preset_picker
+from ui.widgets import app_context, preset_picker
 
 METHOD_NAMES = {"eap_ig": "EAP-IG (integrated gradients)", "eap": "EAP (one gradient)"}
 ABLATION_NAMES = {"corrupted": "their sender's corrupted output", "mean": "the mean corrupted output over the prompts"}
@@ -37,14 +37,6 @@ st.caption(f"Every path through the residual stream is an edge: from the embeddi
            f"exactly: every edge outside it carries its sender's corrupted output.")
 
 
-def with_corrupted(preset: dict) -> dict | None:
-    if preset.get("corrupted_prompt"):
-        return preset
-    corrupted = derive_corrupted_prompt(model, preset.get("prompt", ""), preset.get("answer"), preset.get("wrong_answer"))
-    if corrupted is None:
-        return None
-    preset["corrupted_prompt"] = corrupted
-    return preset
 
 
 # -- what to explain ---------------------------------------------------------------------
@@ -60,17 +52,12 @@ pair: dict = {}
 if task == "pair":
     preset_picker("circuit_discovery",
                   {"prompt": "prompt", "corrupted_prompt": "corrupted", "answer": "answer", "wrong_answer": "wrong_answer"},
-                  ctx, extra_pages=("activation_patching", "attention"), derive=with_corrupted)
+                  ctx, extra_pages=("activation_patching", "attention"), derive=preset_with_corrupted(model))
     model, clean_tokens = ctx.require_prompt()
     clean_ids = [int(t) for t in clean_tokens[0].tolist()]
     corrupted_text, corrupted_tokens, answer_text, answer, wrong_text, wrong = contrast_inputs(ctx, model, clean_tokens)
-    if corrupted_tokens is None or answer is None or (wrong_text and wrong is None):
-        st.stop()
-    corrupted_ids = [int(t) for t in corrupted_tokens[0].tolist()]
+    corrupted_ids = corrupted_ids_or_stop(clean_ids, corrupted_tokens, answer, wrong_text, wrong)
     with guard("checking the prompts"):
-        if len(corrupted_ids) != len(clean_ids):
-            raise UserInputError(f"The clean and corrupted prompts must have the same number of tokens: the clean prompt "
-                                 f"has {len(clean_ids)}, the corrupted prompt has {len(corrupted_ids)}.")
         if corrupted_ids == clean_ids:
             raise UserInputError("The corrupted prompt is the clean prompt: every edge carries the same value in both, so "
                                  "every score is 0 and there is no circuit to find. Edit it, or derive one.")

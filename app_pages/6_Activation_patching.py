@@ -5,13 +5,13 @@ import streamlit as st
 
 from lens_core.experiments.interventions.patching import DIRECTIONS, SWEEPS, PatchingRequest, activation_patching
 from ui import charts, state
-from ui.errors import UserInputError, guard, md_escape
-from ui.contrast_inputs import contrast_inputs
+from ui.errors import guard, md_escape
+from ui.contrast_inputs import contrast_inputs, corrupted_ids_or_stop, preset_with_corrupted
 from ui.export import experiment_snippet, export_bar
 from ui.links import head_links
 from ui.model import run_experiment
 from ui.notices import patching_value_choice, small_gap_warning
-from ui.widgets import app_context, derive_corrupted_prompt, preset_picker
+from ui.widgets import app_context, preset_picker
 
 VALUES = ("normalized", "logit difference", "answer probability")
 DEFAULT_SWEEPS = ["resid_pre", "head_out_all_pos"]
@@ -32,20 +32,11 @@ ctx = app_context()
 model = ctx.require_model()
 
 
-def with_corrupted(preset: dict) -> dict | None:
-    """Presets without a corrupted prompt get one derived from the clean prompt (or are not offered)."""
-    if preset.get("corrupted_prompt"):
-        return preset
-    corrupted = derive_corrupted_prompt(model, preset.get("prompt", ""), preset.get("answer"), preset.get("wrong_answer"))
-    if corrupted is None:
-        return None
-    preset["corrupted_prompt"] = corrupted
-    return preset
 
 
 preset_picker("activation_patching",
               {"prompt": "prompt", "corrupted_prompt": "corrupted", "answer": "answer", "wrong_answer": "wrong_answer"},
-              ctx, extra_pages=("attention",), derive=with_corrupted)
+              ctx, extra_pages=("attention",), derive=preset_with_corrupted(model))
 st.caption("The clean prompt is the sidebar's prompt. A preset with no corrupted prompt of its own gets a derived one: "
            "the first occurrence of the answer token in the prompt becomes the wrong answer (or, if the answer is not "
            "in the prompt, the first repeated token's first occurrence becomes another token), so the model can no "
@@ -64,13 +55,9 @@ direction = state.radio("Direction", DIRECTIONS, key="direction", where=cols[1],
 show_column = cols[2]  # "Show" is drawn once the baselines are known: its default depends on them
 if not sweeps:
     cols[0].error("Pick at least one sweep.", icon=":material/error:")
-if corrupted_tokens is None or answer is None or (wrong_text and wrong is None) or not sweeps:
+if not sweeps:
     st.stop()
-corrupted_ids = [int(t) for t in corrupted_tokens[0].tolist()]
-with guard("checking the prompts"):
-    if len(corrupted_ids) != len(clean_ids):
-        raise UserInputError(f"The clean and corrupted prompts must have the same number of tokens: the clean prompt has "
-                             f"{len(clean_ids)}, the corrupted prompt has {len(corrupted_ids)}.")
+corrupted_ids = corrupted_ids_or_stop(clean_ids, corrupted_tokens, answer, wrong_text, wrong)
 
 # -- the sweeps ------------------------------------------------------------------------------
 results, requests = {}, {}

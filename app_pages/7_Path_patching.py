@@ -10,7 +10,7 @@ from ui.errors import UserInputError, guard, md_escape
 from ui.export import experiment_snippet, export_bar
 from ui.model import run_experiment
 from ui.notices import patching_value_choice, small_gap_warning
-from ui.contrast_inputs import contrast_inputs
+from ui.contrast_inputs import contrast_inputs, corrupted_ids_or_stop
 from ui.widgets import app_context
 
 VALUES = {"normalized": "normalized", "logit difference": "logit_diff", "answer probability": "answer_prob"}
@@ -65,13 +65,8 @@ if sender_mode == "chosen":
         st.stop()
     senders = tuple(head_of(h) for h in chosen_senders)
 
-if corrupted_tokens is None or answer is None or (wrong_text and wrong is None):
-    st.stop()
-corrupted_ids = [int(t) for t in corrupted_tokens[0].tolist()]
-with guard("checking the prompts"):
-    if len(corrupted_ids) != len(clean_ids):
-        raise UserInputError(f"The clean and corrupted prompts must have the same number of tokens: the clean prompt has "
-                             f"{len(clean_ids)}, the corrupted prompt has {len(corrupted_ids)}.")
+corrupted_ids = corrupted_ids_or_stop(clean_ids, corrupted_tokens, answer, wrong_text, wrong)
+with guard("checking the receivers"):
     if first_receiver == 0:
         raise UserInputError("Receivers in layer 0 have no earlier heads to send to them: pick later receivers.")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ui import state
+from ui.errors import UserInputError, guard
 from ui.widgets import answer_pair_inputs, derive_corrupted_prompt, next_token_guesses, prompt_input
 
 
@@ -33,3 +34,33 @@ def contrast_inputs(ctx, model, clean_tokens):
               help="Replaces the first occurrence of the answer token by the wrong answer (or breaks the first repeated token).")
     answer_text, answer, wrong_text, wrong = answer_pair_inputs(model, clean_tokens, guesses)
     return corrupted_text, corrupted_tokens, answer_text, answer, wrong_text, wrong
+
+
+def preset_with_corrupted(model):
+    """A preset filter for the contrast pages: a preset without a corrupted prompt gets one derived from
+    its clean prompt, or is not offered when none can be derived."""
+
+    def derive(preset: dict) -> dict | None:
+        if preset.get("corrupted_prompt"):
+            return preset
+        corrupted = derive_corrupted_prompt(model, preset.get("prompt", ""), preset.get("answer"),
+                                            preset.get("wrong_answer"))
+        if corrupted is None:
+            return None
+        preset["corrupted_prompt"] = corrupted
+        return preset
+
+    return derive
+
+
+def corrupted_ids_or_stop(clean_ids: list[int], corrupted_tokens, answer, wrong_text, wrong) -> list[int]:
+    """The corrupted prompt's ids, once every contrast input is usable (else the page stops: each input
+    already shows its own message), checked to be as long as the clean prompt."""
+    if corrupted_tokens is None or answer is None or (wrong_text and wrong is None):
+        st.stop()
+    corrupted_ids = [int(t) for t in corrupted_tokens[0].tolist()]
+    with guard("checking the prompts"):
+        if len(corrupted_ids) != len(clean_ids):
+            raise UserInputError(f"The clean and corrupted prompts must have the same number of tokens: the clean "
+                                 f"prompt has {len(clean_ids)}, the corrupted prompt has {len(corrupted_ids)}.")
+    return corrupted_ids
