@@ -79,3 +79,16 @@ def assert_message_and_no_chart(at, message: str) -> None:
     assert not at.exception
     assert any(message in m for m in errors(at)), errors(at)
     assert len(at.get("plotly_chart")) == 0
+
+
+def open_link(params: dict, page_title_words: str, timeout: int = 180) -> AppTest:
+    """Open the app on a link's query parameters, then go to the page the link names (as a click does)."""
+    from ui import links
+
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    at.switch_page(links.page_file(page_title_words))
+    at.run()
+    return at

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs
 
 import torch
 
-from app_testkit import APP, errors, open_page
+from app_testkit import errors, open_link, open_page
 from lens_core.experiments.detectors import DetectorRequest, head_detectors
 from streamlit.testing.v1 import AppTest
 from ui import links
@@ -83,12 +83,7 @@ def test_detector_head_links_carry_the_top_head_and_the_attention_page_reads_the
 
 def test_a_link_opened_in_a_new_tab_is_read_like_a_pasted_one(app_settings):
     params = links.link_params(None, prompt=PROMPT, ablate=["L1H0"], answer=" two")
-    at = AppTest.from_file(APP, default_timeout=180)
-    for key, value in params.items():
-        at.query_params[key] = value
-    at.run()
-    at.switch_page(links.page_file("Ablation"))
-    at.run()
+    at = open_link(params, "Ablation", timeout=180)
     assert not at.exception
     assert at.multiselect(key="ablate").value == ["L1H0"]
     assert at.text_input(key="answer").value == " two"
@@ -98,12 +93,7 @@ def test_an_edge_link_sets_up_path_patching_for_that_edge(app_settings, model):
     pieces = model.to_str_tokens(PROMPT)[1:]  # the tiny tokenizer's own single tokens of the prompt
     contrast = {"corrupted": "".join(pieces[:-1]) + pieces[0], "answer": pieces[1], "wrong_answer": pieces[0]}
     params = links.link_params(None, prompt=PROMPT, **links.edge_params("L0H1", "L1H2.k"), **contrast)
-    at = AppTest.from_file(APP, default_timeout=180)
-    for key, value in params.items():
-        at.query_params[key] = value
-    at.run()
-    at.switch_page(links.page_file("Path_patching"))
-    at.run()
+    at = open_link(params, "Path_patching", timeout=180)
     assert not at.exception and errors(at) == []
     assert at.radio(key="sender_mode").value == "chosen" and at.radio(key="receiver_mode").value == "heads"
     assert at.multiselect(key="senders").value == ["L0H1"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from app_testkit import APP, REPO_ROOT, errors
+from app_testkit import APP, REPO_ROOT, errors, open_link
 from test_page_detectors import hf_attentions, loop_scores
 from ui import links, story
 
@@ -79,12 +79,7 @@ def test_story_runs_end_to_end_and_its_sentences_match_independent_numbers(bundl
 def test_a_feature_link_opens_that_feature_on_the_features_page(bundled_settings):
     params = links.link_params(None, prompt=" own thread sequences own thread", unit_kind="feature", unit_layer=1,
                                unit_index=7)
-    at = AppTest.from_file(APP, default_timeout=300)
-    for key, value in params.items():
-        at.query_params[key] = value
-    at.run()
-    at.switch_page(links.page_file("Features"))
-    at.run()
+    at = open_link(params, "Features", timeout=300)
     assert not at.exception and errors(at) == []
     assert at.radio(key="unit_kind").value == "feature"
     assert at.selectbox(key="unit_layer").value == "1" and at.number_input(key="unit_index").value == 7
