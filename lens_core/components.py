@@ -179,14 +179,9 @@ class Attention(nn.Module):
     def b_V(self) -> torch.Tensor:
         return self._heads(2, self.cfg.n_key_value_heads, self.b_QKV)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        attention_mask: Optional[torch.Tensor] = None,
-        past_kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-        last_query_only: bool = False,
-        split_inputs: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                past_kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None, last_query_only: bool = False,
+                split_inputs: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
         """x: [batch, pos, d_model] -> attention output [batch, query, d_model].
 
         ``split_inputs``: normalized inputs one per head, (query [batch, pos, head, d_model],

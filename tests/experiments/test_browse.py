@@ -81,13 +81,10 @@ def test_ranked_losses_match_a_plain_hook_loop(model, stream, component, method)
             src = corpus.tokens[int(sources[w])][None]
             value = target.select(model.run_with_cache(src, names_filter=target.hook)[1][target.hook])[:, :n]
 
+        where = {"head": (slice(None), slice(None), target.index), "neuron": (..., target.index)}
+
         def edit(act, value=value):
-            if target.kind == "head":
-                act[:, :, target.index] = value
-            elif target.kind == "neuron":
-                act[..., target.index] = value
-            else:
-                act[:] = value
+            act[where.get(target.kind, ...)] = value
 
         plain = reference_loss(model, tokens, target.hook, None)
         ablated = reference_loss(model, tokens, target.hook, edit)

@@ -156,7 +156,8 @@ class FaithfulnessRequest(EdgeAttributionRequest):
 
 @dataclasses.dataclass
 class FaithfulnessResult(ExperimentResult):
-    """The selected circuit, its exact metric with every other edge ablated, and the faithfulness curve."""
+    """The selected circuit and its exact metric with every other edge ablated; the faithfulness curve
+    (the metric of the top n edges alone, for growing n)."""
 
     kind = "circuit_faithfulness"
     circuit: torch.Tensor  # [S, R] bool: the selected circuit, pruned
