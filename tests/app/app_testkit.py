@@ -92,3 +92,11 @@ def open_link(params: dict, page_title_words: str, timeout: int = 180) -> AppTes
     at.switch_page(links.page_file(page_title_words))
     at.run()
     return at
+
+
+def assert_says_no_transcoders(page: str) -> None:
+    """On a model without transcoders, ``page`` warns that none are bundled, with no error."""
+    at = open_page(page, prompt="the cat sat on the mat")
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("no transcoders are bundled" in w.value for w in at.warning)
+    assert errors(at) == []

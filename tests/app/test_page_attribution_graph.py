@@ -8,17 +8,14 @@ import json
 import pytest
 import torch
 
-from app_testkit import APP, REPO_ROOT, errors, open_page, plotly_figure
+from app_testkit import APP, REPO_ROOT, assert_says_no_transcoders, errors, plotly_figure
 
 PAGE = "app_pages/12_Attribution_graph.py"
 PRESET = json.loads((REPO_ROOT / "lens_core" / "default_model" / "presets.json").read_text())[0]
 
 
 def test_a_model_without_transcoders_says_so(app_settings):
-    at = open_page(PAGE, prompt="the cat sat on the mat")
-    assert not at.exception, [e.value for e in at.exception]
-    assert any("no transcoders are bundled" in w.value for w in at.warning)
-    assert errors(at) == []
+    assert_says_no_transcoders(PAGE)
 
 
 @pytest.fixture

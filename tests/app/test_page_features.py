@@ -7,17 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app_testkit import REPO_ROOT, errors, open_page, plotly_array, plotly_figure
+from app_testkit import REPO_ROOT, assert_says_no_transcoders, errors, open_page, plotly_array, plotly_figure
 
 PAGE = "app_pages/13_Features.py"
 PROMPT = "def copy(self):\n    return self.data"
 
 
 def test_a_model_without_transcoders_says_so(app_settings):
-    at = open_page(PAGE, prompt="the cat sat on the mat")
-    assert not at.exception, [e.value for e in at.exception]
-    assert any("no transcoders are bundled" in w.value for w in at.warning)
-    assert errors(at) == []
+    assert_says_no_transcoders(PAGE)
 
 
 @pytest.fixture
