@@ -11,7 +11,7 @@ from ui import charts, state
 from ui.errors import guard, md_escape
 from ui.export import experiment_snippet, export_bar
 from ui.model import run_experiment
-from ui.widgets import answer_pair_inputs, app_context, prompt_input
+from ui.widgets import answer_pair_inputs, app_context, derive_corrupted_prompt, prompt_input
 
 TOP_K = 10
 
@@ -21,7 +21,13 @@ st.caption("Prompt A is the sidebar's prompt; prompt B is below. Every view runs
 ctx = app_context()
 model, tokens_a = ctx.require_prompt()
 cfg = model.cfg
-text_b, tokens_b = prompt_input("Prompt B", key="prompt_b", model=model, default=ctx.prompt, settings=ctx.settings)
+# B opens on a contrast of A (one repeated word changed, as the patching pages derive it): the same prompt
+# twice would make every difference 0.
+derived_b = derive_corrupted_prompt(model, ctx.prompt) if "prompt_b" not in st.query_params else None
+text_b, tokens_b = prompt_input("Prompt B", key="prompt_b", model=model, default=derived_b or ctx.prompt,
+                                settings=ctx.settings)
+if text_b == ctx.prompt:
+    st.info("Prompt B is prompt A: every difference below is 0. Change a word of B to compare.", icon=":material/info:")
 answer_text, answer, wrong_text, wrong = answer_pair_inputs(model, tokens_a)
 cols = st.columns(2)
 layer = state.int_input("Layer (attention)", 0, cfg.n_layers - 1, key="layer", default=0, where=cols[0])

@@ -98,7 +98,16 @@ def run_experiment(
         record_run(model, experiment, fn, request, fn_kwargs)  # for the sidebar's notebook export
         return result
     finally:
-        if waited is None:
+        text = wait_notice(waited, device)
+        if text is None:
             notice.empty()
         else:
-            notice.caption(f"This run was queued for {waited:.1f} s behind other runs on {device}.")
+            notice.caption(text)
+
+
+def wait_notice(waited: float | None, device: str) -> str | None:
+    """What to say after a run that waited for a slot; nothing for a wait too short to notice (under 0.1 s,
+    which would read "queued for 0.0 s")."""
+    if waited is None or waited < 0.1:
+        return None
+    return f"This run was queued for {waited:.1f} s behind other runs on {device}."

@@ -46,3 +46,25 @@ def test_prompt_b_too_long_gets_a_message(app_settings):
     at = open_page(PAGE, prompt=A, prompt_b="word " * 200, answer=" sat")
     assert not at.exception
     assert errors(at)
+
+
+def test_prompt_b_opens_on_a_contrast_of_a_not_on_a_copy(app_settings, model):
+    prompt = "When Mary and John went to the store, John gave a drink to"
+    at = open_page(PAGE, prompt=prompt, answer=" Mary")
+    assert not at.exception and errors(at) == []
+    b = at.text_area(key="prompt_b").value
+    assert b != prompt and len(ids(model, b)) == len(ids(model, prompt))
+    assert not any("every difference below is 0" in i.value for i in at.info)
+
+
+def test_prompt_b_equal_to_a_says_every_difference_is_zero(app_settings):
+    at = open_page(PAGE, prompt=A, prompt_b=A, answer=" sat")
+    assert not at.exception
+    assert any("every difference below is 0" in i.value for i in at.info)
+
+
+def test_a_wait_too_short_to_notice_is_not_announced():
+    from ui.model import wait_notice
+
+    assert wait_notice(None, "cpu") is None and wait_notice(0.04, "cpu") is None
+    assert wait_notice(1.25, "cpu") == "This run was queued for 1.2 s behind other runs on cpu."
