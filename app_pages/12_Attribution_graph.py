@@ -36,12 +36,16 @@ target_text, target = optional_token_input("Target token (empty: the top predict
 mass = state.int_slider("Top predictions cover (% probability)", 50, 99, key="mass", default=95, where=cols[1])
 node_pct = state.int_slider("Keep nodes with (% of influence)", 10, 99, key="node_t", default=80, where=cols[2])
 edge_pct = state.int_slider("Keep edges with (‰ of influence)", 500, 999, key="edge_t", default=980, where=cols[3])
+budget = state.int_input("Feature-node budget", 16, 65536, key="budget", default=4096,
+                         help="At most this many feature nodes: the most influential are expanded first; errors, "
+                              "token embeddings and targets are always nodes. A graph over the budget is shown within "
+                              "it, with a notice.")
 if target_text and target is None:
     st.stop()
 
 request = AttributionGraphRequest(tokens=tuple(ids), targets=(target,) if target is not None else (),
                                   logit_mass=mass / 100, node_threshold=node_pct / 100, edge_threshold=edge_pct / 1000,
-                                  transcoders=fingerprint)
+                                  max_feature_nodes=budget, transcoders=fingerprint)
 problem = view.dtype_problem(ctx.dtype)
 if problem:
     st.error(md_escape(problem), icon=":material/error:")
@@ -56,6 +60,8 @@ with guard("building the attribution graph"):
         st.error(md_escape(problem), icon=":material/error:")
         st.stop()
 
+if result.notice:
+    st.info(md_escape(result.notice), icon=":material/info:")
 dash = view.dashboards_for(ctx)
 labels = view.node_labels(model, result, dash)
 all_ids = node_ids(result)
@@ -77,6 +83,14 @@ cols[3].metric(f"Check: top {len(result.check_nodes)} features", "n/a" if corr i
                     "attention patterns and norm scales frozen at the clean run's values, the graph's assumptions "
                     "(the MLPs stay real).")
 cols[4].metric("Time", f"{sum(result.seconds.values()):.1f} s")
+scores = st.columns(5)
+for col, (name, value, pruned, what) in zip(scores, (
+        ("Replacement score", result.replacement_score, result.pruned_replacement_score,
+         "Share of the targets' input that flows from tokens through features rather than error nodes (1: no error)."),
+        ("Completeness score", result.completeness_score, result.pruned_completeness_score,
+         "Influence-weighted share of each node's input that comes from non-error nodes."))):
+    col.metric(name, "n/a" if value is None else f"{value:.3f}", delta=None if pruned is None else f"{pruned:.3f} pruned",
+               delta_color="off", help=what)
 targets_text = ", ".join(f"{md_escape(repr(t))} ({p:.2f})" for t, p in zip(result.logit_tokens, result.logit_probs))
 st.caption(f"Targets (demeaned logits at the last position, with their probability): {targets_text}. Nodes: transcoder "
            "features (blue), MLP errors (grey), token embeddings (bottom), logits (top); size by influence on the "

@@ -131,3 +131,16 @@ def test_a_graph_over_the_node_budget_is_worded_plainly():
     assert shown == ("This prompt is too long for an attribution graph: its graph would have 15,691 nodes, more than the "
                      "8,192 this server builds. Prompts of up to about 55 tokens fit; this one has 106. Shorten the prompt.")
     assert graph_failure(ValueError("something else"), 3) is None
+
+
+def test_a_budget_from_the_url_gives_a_graph_within_it_with_a_notice_and_the_scores(bundled_with_transcoders):
+    at = _open(prompt=PRESET["prompt"], target=PRESET["answer"], budget="16")
+    assert not at.exception, [e.value for e in at.exception]
+    assert errors(at) == []
+    assert at.number_input(key="budget").value == 16
+    assert any("budget" in i.value.lower() for i in at.info), [i.value for i in at.info]
+    nodes = [t for t in plotly_figure(at, "graph_chart")["data"] if t.get("name") == "nodes"][0]
+    features = [c[1] for c in nodes["customdata"] if not c[1].startswith(("E_", "4_")) and "_-1_" not in c[1]]
+    assert 0 < len(features) <= 16
+    labels = {m.label: m.value for m in at.metric}
+    assert float(labels["Replacement score"]) <= 1 and float(labels["Completeness score"]) <= 1
