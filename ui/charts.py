@@ -141,15 +141,23 @@ def heads_grid(patterns, str_tokens: Sequence[str], *, layers: Sequence[int] | N
     return fig
 
 
+# Lines that stay apart in colour (a colour-blind-safe pair first: blue, orange), dash and marker, so two
+# overlapping series (before / after) read as two.
+LINE_STYLES = ({"color": "#1f77b4", "dash": "solid"}, {"color": "#ff7f0e", "dash": "dash"},
+               {"color": "#2ca02c", "dash": "dot"}, {"color": "#9467bd", "dash": "dashdot"})
+LINE_MARKERS = ("circle", "diamond", "square", "triangle-up")
+
+
 def lines(series: dict, labels: Sequence[str], *, title: str = "", x_title: str = "", y_title: str = "",
           labels_are_tokens: bool = False) -> go.Figure:
     """One line per entry of ``series`` (name -> values) over the same x labels (e.g. before vs after)."""
     esc = token_label if labels_are_tokens else (lambda s: html.escape(str(s)))
     names = [esc(s) for s in labels]
     fig = go.Figure()
-    for name, values in series.items():
+    for i, (name, values) in enumerate(series.items()):
         fig.add_trace(go.Scatter(
             x=list(range(len(names))), y=_as_array(values), mode="lines+markers", name=html.escape(str(name)),
+            line=LINE_STYLES[i % len(LINE_STYLES)], marker={"symbol": LINE_MARKERS[i % len(LINE_MARKERS)]},
             customdata=names, hovertemplate=f"{html.escape(str(name))}<br>%{{customdata}}: %{{y:.4g}}<extra></extra>",
         ))
     fig.update_layout(

@@ -207,3 +207,12 @@ def test_copied_snippets_run_and_reproduce_what_the_page_drew(app_settings, tiny
             if namespace["result"].kind == "dla":
                 drawn = plotly_array(plotly_figure(at, "dla_heads")["data"][0]["z"])
                 assert np.allclose(drawn, namespace["result"].heads.numpy(), atol=1e-6)
+
+
+def test_two_lines_differ_in_colour_dash_and_marker():
+    from ui import charts
+
+    fig = charts.lines({"before": [1.0, 2.0], "after ablation": [1.1, 2.1]}, ["a", "b"])
+    before, after = fig.data
+    assert before.line.color != after.line.color and before.line.dash != after.line.dash
+    assert before.marker.symbol != after.marker.symbol
