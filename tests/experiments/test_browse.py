@@ -259,3 +259,12 @@ def test_feature_ablation_matches_steering_and_a_plain_mean_loop(model, stream):
     expected = act * (row / cache["ln_final.hook_scale"][0, -1]) @ model.W_U[:, panel.next_token_id]
     assert panel.dla == pytest.approx(float(expected), abs=1e-4)
     assert panel.component_label == "L1F5" and parse_component("L1F5") == ("feature", 1, 5)
+
+
+def test_a_corpus_of_bos_tokens_only_says_it_has_no_text(model):
+    from lens_core.corpus import CorpusError
+    from lens_core.experiments import BrowseRequest, browse
+
+    bos = int(model.bos_token_id)
+    with pytest.raises(CorpusError, match="no text to rank"):
+        browse(model, BrowseRequest(corpus_tokens=(bos,) * 300, window_len=32))
