@@ -145,6 +145,9 @@ def make_corpus(name: str, stream: torch.Tensor, documents: Sequence[Document], 
     stream = torch.as_tensor(stream, dtype=torch.long).reshape(-1)
     if stream.numel() == 0:
         raise CorpusError("the corpus has no tokens")
+    if bool((stream == bos_token_id).all()):
+        raise CorpusError("The corpus has no text to rank: every token in it is the beginning-of-sequence token "
+                          f"(id {bos_token_id}). Give a corpus with text.")
     stride = window_len - 1
     n_windows = -(-stream.numel() // stride)
     pad = bos_token_id if pad_token_id is None else pad_token_id

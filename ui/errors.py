@@ -22,6 +22,7 @@ from typing import Callable, Iterator, TypeVar
 import streamlit as st
 
 from lens_core import ModelLoadError, PromptTooLongError
+from lens_core.corpus import CorpusError
 from lens_core.pool import DeviceOutOfMemoryError, QueueTimeoutError
 
 log = logging.getLogger("circuit_explorer")
@@ -35,7 +36,7 @@ class UserInputError(ValueError):
 
 
 # Errors whose message is written for the user (shown as is).
-USER_FACING = (UserInputError, ModelLoadError, PromptTooLongError, DeviceOutOfMemoryError, QueueTimeoutError)
+USER_FACING = (UserInputError, ModelLoadError, PromptTooLongError, DeviceOutOfMemoryError, QueueTimeoutError, CorpusError)
 
 
 def md_escape(text: str) -> str:

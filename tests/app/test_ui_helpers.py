@@ -216,3 +216,10 @@ def test_two_lines_differ_in_colour_dash_and_marker():
     before, after = fig.data
     assert before.line.color != after.line.color and before.line.dash != after.line.dash
     assert before.marker.symbol != after.marker.symbol
+
+
+def test_corpus_errors_reach_the_page_as_their_own_words():
+    from lens_core.corpus import CorpusError
+    from ui.errors import message_for
+
+    assert message_for(CorpusError("The corpus has no text to rank."), "browsing") == "The corpus has no text to rank."

@@ -93,7 +93,7 @@ def request_corpus(model, request) -> Corpus:
     if request.corpus_text is not None and request.corpus_tokens is not None:
         raise ValueError("give corpus text or corpus token ids, not both")
     if request.corpus_text is not None:
-        return with_text(corpus_from_text(model, request.corpus_text, window=request.window_len))
+        return corpus_from_text(model, request.corpus_text, window=request.window_len)
     if request.window_len > model.cfg.n_ctx:
         raise CorpusError(f"The window ({request.window_len} tokens) is longer than the model's context ({model.cfg.n_ctx}).")
     if request.corpus_tokens is not None:
@@ -101,18 +101,9 @@ def request_corpus(model, request) -> Corpus:
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= model.cfg.d_vocab):
             raise ValueError(f"corpus token ids must lie in [0, {model.cfg.d_vocab})")
         bos = model.bos_token_id if getattr(model, "tokenizer", None) is not None else 0  # id 0 without a tokenizer
-        return with_text(make_corpus("tokens", ids, (Document("tokens", 0, ids.numel()),), request.window_len, int(bos)))
+        return make_corpus("tokens", ids, (Document("tokens", 0, ids.numel()),), request.window_len, int(bos))
     check_default_corpus_model(model)
     return load_default_corpus(request.window_len)
-
-
-def with_text(corpus: Corpus) -> Corpus:
-    """The corpus, unless it holds nothing but BOS tokens: then there is nothing to predict or rank."""
-    stream = corpus.stream
-    if stream.numel() == 0 or bool((stream == corpus.bos_token_id).all()):
-        raise CorpusError("The corpus has no text to rank: every token in it is the beginning-of-sequence token "
-                          f"(id {corpus.bos_token_id}). Give a corpus with text.")
-    return corpus
 
 
 def check_default_corpus_model(model) -> None:
