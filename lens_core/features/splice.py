@@ -67,8 +67,9 @@ def splice_hooks(tset: TranscoderSet, layers: Optional[Sequence[int]] = None, er
             acts = tc.encode(x)
             if record is not None:
                 record[layer] = acts.detach()
-            recon = tc.decode(acts)
-            out = recon if layer not in edits else tc.decode(_apply_edits(acts, tc, edits[layer], positions))
+            skip = tc.skip(x) if hasattr(tc, "skip") else 0  # a SkipTranscoder's linear term (skip.py)
+            recon = tc.decode(acts) + skip
+            out = recon if layer not in edits else tc.decode(_apply_edits(acts, tc, edits[layer], positions)) + skip
             # out + (y - recon), associated so that an unedited layer returns y bit for bit
             return y + (out - recon) if with_error else out
 

@@ -102,3 +102,20 @@ def test_cross_layer_transcoder_against_hand_loop(tmp_path):
     clt = load_dictionary(tmp_path / "bare", hook_in="hook_resid_mid")
     assert clt.activation == "relu" and clt.hook_in(1) == "blocks.1.hook_resid_mid"
     torch.testing.assert_close(clt.encode_layer(inputs[0], 0), torch.relu(inputs[0] @ bare["W_enc"][0].T + bare["b_enc"][0]))
+
+
+def test_splice_and_steer_a_skip_transcoder_include_the_skip_term(tmp_path):
+    from lens_core.features import splice_hooks
+
+    layers = write_ct_set(tmp_path / "skip", n_layers=1, skip=True, seed=5)
+    tset = load_dictionary(tmp_path / "skip")
+    t = layers[0]
+    x, y = _x(6), _x(7)
+    hand_acts = torch.relu(x @ t["W_enc"].T + t["b_enc"])
+    skip = x @ t["W_skip"].T
+    for error_term, edits, expected in (
+            (False, None, hand_acts @ t["W_dec"] + t["b_dec"] + skip),
+            (True, {0: {3: 2.0}}, y + (2.0 - hand_acts[..., 3:4]) * t["W_dec"][3])):
+        (_, keep), (_, replace) = splice_hooks(tset, error_term=error_term, edits=edits)
+        keep(x, None)
+        torch.testing.assert_close(replace(y, None), expected)
