@@ -30,7 +30,18 @@ def _config(tc) -> object:
 
 def transcoder_views(model, transcoders) -> list[TranscoderView]:
     """One view per layer, in layer order, from a mapping layer -> transcoder or a sequence."""
+    from lens_core.features import FeaturesUnavailable
+    from lens_core.features.clt import CrossLayerTranscoder
+    from lens_core.features.skip import SkipTranscoder
+
+    if isinstance(transcoders, CrossLayerTranscoder):
+        raise FeaturesUnavailable("attribution graphs with cross-layer transcoders are not supported yet: "
+                                  "load per-layer transcoders for this model")
     items = list(transcoders.values()) if hasattr(transcoders, "values") else list(transcoders)
+    skips = [int(_config(tc).layer) for tc in items if isinstance(tc, SkipTranscoder)]
+    if skips:
+        raise FeaturesUnavailable(f"attribution graphs with skip transcoders are not supported yet (layers {skips} "
+                                  "have a skip term, which the graph would fold into its error nodes)")
     n = model.cfg.n_layers
     views: dict[int, TranscoderView] = {}
     for tc in items:
