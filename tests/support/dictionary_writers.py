@@ -68,13 +68,17 @@ def write_ct_clt(directory: Path, n_layers=3, d_model=128, d_sae=64, jumprelu=Tr
     return out
 
 
+def jumprelu_params(g, d_model: int, d_sae: int, enc: str = "W_enc", dec: str = "W_dec") -> dict:
+    """Random JumpReLU encoder/decoder tensors, under the publisher's names for the two matrices."""
+    return {enc: rand(g, d_model, d_sae, scale=d_model ** -0.5), dec: rand(g, d_sae, d_model, scale=0.1),
+            "b_enc": rand(g, d_sae, scale=0.1), "b_dec": rand(g, d_model, scale=0.1),
+            "threshold": 0.1 + 0.3 * torch.rand(d_sae, generator=g)}
+
+
 def write_gemma_scope_npz(path: Path, d_model=128, d_sae=80, seed=0) -> dict:
     """Gemma Scope params.npz: W_enc [d_model, d_sae], W_dec [d_sae, d_model], b_enc, b_dec, threshold."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    g = torch.Generator().manual_seed(seed)
-    t = {"W_enc": rand(g, d_model, d_sae, scale=d_model ** -0.5), "W_dec": rand(g, d_sae, d_model, scale=0.1),
-         "b_enc": rand(g, d_sae, scale=0.1), "b_dec": rand(g, d_model, scale=0.1),
-         "threshold": 0.1 + 0.3 * torch.rand(d_sae, generator=g)}
+    t = jumprelu_params(torch.Generator().manual_seed(seed), d_model, d_sae)
     np.savez(path, **{k: v.numpy() for k, v in t.items()})
     return t
 
@@ -83,9 +87,8 @@ def write_gemma_scope_2(path: Path, d_model=128, d_sae=72, seed=0) -> dict:
     """Gemma Scope 2 safetensors: w_enc [d_model, d_sae], w_dec [d_sae, d_model], affine_skip_connection."""
     path.parent.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
-    t = {"w_enc": rand(g, d_model, d_sae, scale=d_model ** -0.5), "w_dec": rand(g, d_sae, d_model, scale=0.1),
-         "b_enc": rand(g, d_sae, scale=0.1), "b_dec": rand(g, d_model, scale=0.1),
-         "threshold": 0.1 + 0.3 * torch.rand(d_sae, generator=g), "affine_skip_connection": rand(g, d_model, d_model, scale=0.05)}
+    t = jumprelu_params(g, d_model, d_sae, enc="w_enc", dec="w_dec")
+    t["affine_skip_connection"] = rand(g, d_model, d_model, scale=0.05)
     save_file(t, str(path))
     return t
 
