@@ -23,6 +23,7 @@ import streamlit as st
 
 from lens_core import ModelLoadError, PromptTooLongError
 from lens_core.corpus import CorpusError
+from lens_core.features import FeaturesUnavailable
 from lens_core.pool import DeviceOutOfMemoryError, QueueTimeoutError
 
 log = logging.getLogger("circuit_explorer")
@@ -36,7 +37,8 @@ class UserInputError(ValueError):
 
 
 # Errors whose message is written for the user (shown as is).
-USER_FACING = (UserInputError, ModelLoadError, PromptTooLongError, DeviceOutOfMemoryError, QueueTimeoutError, CorpusError)
+USER_FACING = (UserInputError, ModelLoadError, PromptTooLongError, DeviceOutOfMemoryError, QueueTimeoutError, CorpusError,
+               FeaturesUnavailable)
 
 
 def md_escape(text: str) -> str:

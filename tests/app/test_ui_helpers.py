@@ -223,3 +223,11 @@ def test_corpus_errors_reach_the_page_as_their_own_words():
     from ui.errors import message_for
 
     assert message_for(CorpusError("The corpus has no text to rank."), "browsing") == "The corpus has no text to rank."
+
+
+def test_dictionary_errors_reach_the_page_as_their_own_words():
+    from lens_core.features import FeaturesUnavailable
+    from ui.errors import message_for
+
+    text = "attribution graphs with skip transcoders are not supported yet (layers [1])"
+    assert message_for(FeaturesUnavailable(text), "building the graph") == text

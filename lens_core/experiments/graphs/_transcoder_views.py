@@ -6,6 +6,8 @@ import dataclasses
 
 import torch
 
+from lens_core.features import CrossLayerTranscoder, FeaturesUnavailable, SkipTranscoder
+
 
 @dataclasses.dataclass
 class TranscoderView:
@@ -30,10 +32,6 @@ def _config(tc) -> object:
 
 def transcoder_views(model, transcoders) -> list[TranscoderView]:
     """One view per layer, in layer order, from a mapping layer -> transcoder or a sequence."""
-    from lens_core.features import FeaturesUnavailable
-    from lens_core.features.clt import CrossLayerTranscoder
-    from lens_core.features.skip import SkipTranscoder
-
     if isinstance(transcoders, CrossLayerTranscoder):
         raise FeaturesUnavailable("attribution graphs with cross-layer transcoders are not supported yet: "
                                   "load per-layer transcoders for this model")
