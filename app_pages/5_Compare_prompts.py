@@ -23,7 +23,8 @@ model, tokens_a = ctx.require_prompt()
 cfg = model.cfg
 # B opens on a contrast of A (one repeated word changed, as the patching pages derive it): the same prompt
 # twice would make every difference 0.
-derived_b = derive_corrupted_prompt(model, ctx.prompt) if "prompt_b" not in st.query_params else None
+fresh = "prompt_b" not in st.query_params and "prompt_b" not in st.session_state
+derived_b = derive_corrupted_prompt(model, ctx.prompt) if fresh else None
 text_b, tokens_b = prompt_input("Prompt B", key="prompt_b", model=model, default=derived_b or ctx.prompt,
                                 settings=ctx.settings)
 if text_b == ctx.prompt:
