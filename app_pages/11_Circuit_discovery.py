@@ -11,7 +11,7 @@ from lens_core.experiments.edge_circuits.edges import METHODS, EdgeAttributionRe
 from lens_core.experiments.edge_circuits.faithfulness import ABLATIONS, FaithfulnessRequest, circuit_faithfulness
 from lens_core.experiments.interventions.patching import SWEEPS, PatchingRequest, activation_patching
 from ui import charts, state
-from ui.circuit_view import circuit_graph_figure, faithfulness_figure
+from ui.circuit_view import SIGN_CAPTION, circuit_graph_figure, faithfulness_figure
 from ui.errors import UserInputError, guard
 from ui.contrast_inputs import contrast_inputs, corrupted_ids_or_stop, preset_with_corrupted
 from ui.export import experiment_snippet, export_bar
@@ -137,11 +137,10 @@ if abs(faith.clean_metric - faith.ablated_metric) < 1e-6:
 # -- the graph ------------------------------------------------------------------------------
 st.subheader("The circuit")
 fig, table = circuit_graph_figure(scores, mask, cfg.n_heads, cfg.n_layers,
-                                  title=f"{METHOD_NAMES[method]}: {kept} edges (blue: positive score, red: negative)")
+                                  title=f"{METHOD_NAMES[method]}: {kept} edges (blue: helps the answer, red: hurts it)")
 event = st.plotly_chart(fig, key="circuit_graph", on_select="rerun", selection_mode=("points",))
-st.caption("An edge's score estimates the change of the logit difference if that edge alone carried the corrupted "
-           "value (negative: the edge supports the answer). Small white dots are a head's query (left), key (middle) "
-           "and value (right) inputs. Click a head to open it on another page.")
+st.caption(SIGN_CAPTION + " Small white dots are a head's query (left), key (middle) and value (right) inputs. "
+           "Click a head to open it on another page.")
 picked, _ = selected_ids(event)
 heads = [p for p in picked if p.startswith("L") and "H" in p and "." not in p]
 if heads:

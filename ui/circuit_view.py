@@ -4,6 +4,11 @@ Layout of the graph (drawn with :func:`ui.graph_chart.layered_graph`): the embed
 bottom, the logits at the top, layer ``l``'s heads across at height ``l`` and its MLP to
 their right, half a layer up (it reads the heads' output). A head's query, key and value
 inputs are small "port" nodes just below it, so a K-composition edge visibly ends at the key.
+
+Signs: an edge's EAP score (``lens_core.experiments.edge_circuits.edges``) estimates how the logit
+difference (answer − wrong answer) moves when that edge alone carries the corrupted value. A
+negative score is an edge whose clean value raises the logit difference: it *helps the answer*
+(blue); a positive one *hurts the answer* (red). :data:`SIGN_CAPTION` says it under the chart.
 """
 
 from __future__ import annotations
@@ -20,6 +25,15 @@ from ui.graph_chart import layered_graph
 KIND_COLORS = {"embed": "rgb(120, 120, 120)", "head": "rgb(255, 187, 120)", "mlp": "rgb(152, 223, 138)",
                "logits": "rgb(197, 176, 213)", "port": "rgb(255, 255, 255)"}
 PORT_DX = {"q": -0.28, "k": 0.0, "v": 0.28}
+HELPS, HURTS = "helps the answer", "hurts the answer"
+SIGN_CAPTION = ("Blue edges help the answer, red edges hurt it. An edge's score estimates the change of the logit "
+                "difference (answer − wrong answer) if that edge alone carried the corrupted value: a negative score "
+                "means the clean edge raises the answer's logit difference (it helps), a positive one that it lowers it.")
+
+
+def effect(score: float) -> str:
+    """What an edge of this EAP score does to the answer (see the module docstring)."""
+    return HELPS if score < 0 else HURTS if score > 0 else "no effect"
 
 
 def _sender_place(label: str, n_layers: int, n_heads: int) -> tuple[float, float, str]:
@@ -67,20 +81,21 @@ def circuit_graph_figure(result, mask: torch.Tensor, n_heads: int, n_layers: int
                 hover=html.escape(f"{name} input of {', '.join(owners)}"))
             target = receiver
         edges.append({"source": sender, "target": target, "weight": row["score"], "id": f"{sender}->{receiver}",
+                      "sign": -1 if row["score"] > 0 else 1,
                       "hover": html.escape(f"edge {sender} → {receiver}")})
     for node_id, total in weight.items():
         nodes[node_id]["hover"] = f"Σ|score| of its circuit edges: {total:.4g}"
     fig = layered_graph(
-        pd.DataFrame(list(nodes.values())), edges, title=title, weight_name="score",
+        pd.DataFrame(list(nodes.values())), edges, title=title, weight_name="score", sign_names=(HELPS, HURTS),
         y_title="layer", y_ticks=[(-1, "embed")] + [(l, f"L{l}") for l in range(n_layers)] + [(n_layers, "logits")],
         x_title="head", x_ticks=[(h, f"H{h}") for h in range(n_heads)] + [(n_heads + 0.6, "MLP")],
         height=max(420, 150 * (n_layers + 2)),
     )
     span = result.clean_metric - result.corrupted_metric
     table = pd.DataFrame([{
-        "sender": r["sender"], "receiver": r["receiver"], "score": r["score"],
+        "sender": r["sender"], "receiver": r["receiver"], "effect": effect(r["score"]), "score": r["score"],
         "score / (clean − corrupted)": r["score"] / span if abs(span) > 1e-9 else float("nan"),
-    } for r in rows], columns=["sender", "receiver", "score", "score / (clean − corrupted)"])
+    } for r in rows], columns=["sender", "receiver", "effect", "score", "score / (clean − corrupted)"])
     return fig, table
 
 

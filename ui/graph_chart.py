@@ -9,8 +9,13 @@ nodes: ``id`` (str, unique), ``x``, ``y`` (numbers), ``label`` (short text drawn
     ``size`` (marker diameter in px), ``color`` (a number, mapped through ``node_colorscale``,
     or a CSS colour string), ``text`` (drawn on the node instead of the label, escaped here).
 edges: ``source``, ``target`` (node ids), ``weight`` (signed number), and optionally
-    ``hover`` (already-safe HTML) and ``id`` (str, returned by selection; default
-    ``"source->target"``).
+    ``hover`` (already-safe HTML), ``id`` (str, returned by selection; default
+    ``"source->target"``) and ``sign`` (+1 or -1: which colour the edge gets, when the colour
+    should say something else than the weight's sign, e.g. "helps the answer" for a negative
+    score; default: the weight's sign).
+
+Colours: ``sign`` +1 is blue, -1 red; ``sign_names`` (e.g. ``("helps the answer", "hurts the
+answer")``) names them in the legend and in the hover of each edge of non-zero weight.
 
 Why Plotly: it is already the app's chart library (every page exports its figures as
 self-contained HTML through ``ui.export``), ``st.plotly_chart(on_select="rerun")`` returns
@@ -70,8 +75,10 @@ def layered_graph(
     node_color_name: str = "",
     show_labels: bool = True,
     height: int | None = None,
+    sign_names: tuple[str, str] | None = None,
 ) -> go.Figure:
-    """The graph figure. ``x_ticks``/``y_ticks``: (value, text) pairs for the axes (text escaped here)."""
+    """The graph figure. ``x_ticks``/``y_ticks``: (value, text) pairs for the axes (text escaped here);
+    ``sign_names``: legend names of the blue (+1) and red (-1) edges (escaped here; no legend if None)."""
     nodes = _table(nodes, ("id", "x", "y", "label"), "nodes")
     edges = _table(edges, ("source", "target", "weight"), "edges")
     if nodes["id"].duplicated().any():
@@ -87,8 +94,12 @@ def layered_graph(
     scale = float(np.abs(weights).max()) if len(weights) else 0.0
     magnitude = np.abs(weights) / scale if scale > 0 else np.zeros_like(weights)
     bins = np.minimum((magnitude * width_bins).astype(int), width_bins - 1)  # 0 .. width_bins-1
+    if "sign" in edges and len(edges):
+        signs = np.where(edges["sign"].astype(float).to_numpy() < 0, -1, 1)
+    else:
+        signs = np.where(weights < 0, -1, 1)
     for sign, color in ((1, POSITIVE_COLOR), (-1, NEGATIVE_COLOR)):
-        signed = (weights >= 0) if sign > 0 else (weights < 0)
+        signed = signs == sign
         for b in range(width_bins):
             chosen = np.flatnonzero(signed & (bins == b))
             if not len(chosen):
@@ -117,13 +128,19 @@ def layered_graph(
             custom.append(["edge", ids[i]])
             name = f"{labels[str(edges['source'][i])]} → {labels[str(edges['target'][i])]}"
             extra = f"<br>{hovers[i]}" if hovers[i] else ""
-            texts.append(f"{name}<br>{html.escape(weight_name)}: {weights[i]:.4g}{extra}")
+            meaning = f" ({html.escape(sign_names[0 if signs[i] > 0 else 1])})" if sign_names and weights[i] != 0 else ""
+            texts.append(f"{name}<br>{html.escape(weight_name)}: {weights[i]:.4g}{meaning}{extra}")
         fig.add_trace(go.Scatter(
             x=mid_x, y=mid_y, mode="markers", name="edges", showlegend=False, customdata=custom,
             hovertext=texts, hoverinfo="text",
             marker={"size": 7, "symbol": "diamond", "opacity": 0.35,
-                    "color": [POSITIVE_COLOR.format(alpha=1) if w >= 0 else NEGATIVE_COLOR.format(alpha=1) for w in weights]},
+                    "color": [POSITIVE_COLOR.format(alpha=1) if s > 0 else NEGATIVE_COLOR.format(alpha=1) for s in signs]},
         ))
+    if sign_names:
+        # Legend entries only (no points): a line of each colour with its meaning.
+        for name, color in zip(sign_names, (POSITIVE_COLOR, NEGATIVE_COLOR)):
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=html.escape(name), hoverinfo="skip",
+                                     showlegend=True, line={"width": 4, "color": color.format(alpha=0.85)}))
 
     if len(nodes):
         sizes = nodes["size"].astype(float).tolist() if "size" in nodes else node_size
@@ -161,6 +178,8 @@ def layered_graph(
         title=html.escape(title), height=height or max(360, min(1000, 110 * n_rows + 80)),
         xaxis=axis(x_title, x_ticks), yaxis=axis(y_title, y_ticks), hovermode="closest",
         margin={"l": 10, "r": 10, "t": 50, "b": 10}, plot_bgcolor="white",
+        showlegend=bool(sign_names),
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
     )
     return fig
 

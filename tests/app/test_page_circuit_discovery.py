@@ -40,6 +40,8 @@ def test_graph_curve_and_numbers_match_the_experiments(app_settings, model):
     graph = plotly_figure(at, "circuit_graph")
     mids = next(t for t in graph["data"] if t.get("name") == "edges")
     assert len(mids["customdata"]) == int(mask.sum())  # one hover marker per circuit edge
+    assert [t["name"] for t in graph["data"] if t.get("showlegend")] == ["helps the answer", "hurts the answer"]
+    assert any("Blue edges help the answer" in c.value for c in at.caption)
     curve = plotly_figure(at, "faithfulness_curve")
     assert list(curve["data"][0]["y"]) == pytest.approx(faith.curve_normalized, abs=1e-4)
 
