@@ -139,3 +139,32 @@ def test_bad_targets_have_clear_messages(setup):
         run(targets=(5,), direction=(4, 9))
     with pytest.raises(ValueError, match="are tuples of tokens"):
         run(direction="4")
+
+
+def test_influence_estimate_equals_the_dense_path_series_over_computed_rows():
+    """_influence's block trick (every step but the last inside the expanded nodes) against the plain series
+    w @ (A + ... + A^depth) on a dense matrix whose rows are zero for nodes not expanded."""
+    from lens_core.experiments.graphs._expand import _influence
+
+    gen = torch.Generator().manual_seed(0)
+    N, depth = 40, 5
+    expanded = torch.zeros(N, dtype=torch.bool)
+    expanded[torch.randperm(N, generator=gen)[:15]] = True
+    expanded[-3:] = True  # the "logits"
+    dense = torch.rand(N, N, generator=gen) * (torch.rand(N, N, generator=gen) < 0.3)
+    dense = torch.tril(dense, -1)  # a DAG: each node reads lower-numbered ones; the logits are last
+    dense[~expanded] = 0
+    normalized = dense / dense.sum(1, keepdim=True).clamp_min(1e-12)
+    weights = torch.zeros(N)
+    weights[-3:] = torch.tensor([0.5, 0.3, 0.2])
+    want, current = torch.zeros(N), weights
+    for _ in range(depth):
+        current = current @ normalized
+        want += current
+    r, c = normalized.nonzero(as_tuple=True)
+    half = r.numel() // 2  # two stored batches, as the greedy loop keeps them
+    chunks = [(r[:half].int(), c[:half].int(), normalized[r[:half], c[:half]]),
+              (r[half:].int(), c[half:].int(), normalized[r[half:], c[half:]])]
+    got = _influence(chunks, expanded, weights, depth)
+    assert (want[:-3] > 0).sum() >= 10  # paths of several steps reach many nodes
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)

@@ -17,8 +17,10 @@ per row is ``ReplacementGraph.dropped`` (so input = edges + bias + dropped still
 
 Memory, bounded and stated (``memory_bound_bytes``): with ``N`` nodes in the full graph, ``F`` the budget,
 ``L`` the targets, ``B`` the batch, ``K = F + n_layers * pos + pos + L`` the kept nodes: rows are stored
-sparse (int32 column + float32 value, 8 bytes per nonzero edge, at most ``8 (F + L) N``), one dense batch
-of ``4 B N`` bytes is in flight, and the kept graph is dense ``4 K^2`` bytes: never ``N^2``.
+sparse (int32 row and column, float32 value and normalised |value|: 16 bytes per nonzero edge, at most
+``16 (F + L) N``), one dense batch of ``4 B N`` bytes is in flight, the influence estimate's dense block of the
+expanded nodes (at most ``4 (F + L)^2`` bytes) lives only during each estimate, and the kept graph is dense
+``4 K^2`` bytes: never ``N^2``.
 When every feature fits the budget and the full graph fits ``max_nodes``, the dense graph is built as
 before (``fill_dense``), bit for bit the graph without a budget.
 """
@@ -45,21 +47,39 @@ class Expansion:
 
 
 def memory_bound(n_nodes: int, budget: int, n_logits: int, batch: int, kept: int) -> int:
-    return 8 * (budget + n_logits) * n_nodes + 4 * batch * n_nodes + 4 * kept * kept
+    return 16 * (budget + n_logits) * n_nodes + 4 * batch * n_nodes + 4 * kept * kept
 
 
-def _influence(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, row_sum: torch.Tensor,
-               weights: torch.Tensor, depth: int) -> torch.Tensor:
-    """``weights @ (A + A^2 + ...)`` with ``A`` the row-normalised |edges| of the computed rows (COO)."""
-    norm = vals.abs() / row_sum[rows]
-    current = weights
-    total = torch.zeros_like(weights)
-    for _ in range(depth):
-        step = torch.zeros_like(weights).index_add_(0, cols, current[rows] * norm)
-        if not bool(step.any()):
+def _influence(chunks: list, expanded: torch.Tensor, weights: torch.Tensor, depth: int) -> torch.Tensor:
+    """``weights @ (A + A^2 + ... + A^depth)`` with ``A`` the row-normalised |edges| of the computed rows.
+
+    ``chunks``: (rows, cols, normalised |value|) per computed batch (COO). Only expanded nodes have rows, so a
+    path's every step but its last runs inside the expanded block ``A_EE`` (dense, ``K x K``): with
+    ``x_k = weights @ A^k`` (nonzero on expanded nodes only for propagation), ``s = sum_{k<depth} x_k|E`` takes
+    ``depth - 1`` dense products of size ``K``, and the answer is ``s @ A``: one pass over the stored edges,
+    instead of ``depth`` passes (the same sum; only the order of float additions differs)."""
+    E = expanded.nonzero()[:, 0]
+    slot = torch.full_like(expanded, -1, dtype=torch.long)
+    slot[E] = torch.arange(E.numel(), device=E.device)
+    K = E.numel()
+    block = torch.zeros(K, K, device=weights.device)
+    for r, c, nv in chunks:
+        sc = slot[c]
+        inside = sc >= 0
+        block[slot[r[inside]], sc[inside]] = nv[inside]
+    x = weights[E]
+    s = x.clone()
+    for _ in range(depth - 1):
+        x = x @ block
+        if not bool(x.any()):
             break
-        total += step
-        current = step
+        s += x
+    del block
+    s_all = torch.zeros_like(weights)
+    s_all[E] = s
+    total = torch.zeros_like(weights)
+    for r, c, nv in chunks:
+        total.index_add_(0, c, s_all[r] * nv)
     return total
 
 
@@ -95,18 +115,17 @@ def _greedy(walk: Walk, budget: int, share: float, batch: int) -> Expansion:
     g, device = walk.partial, walk.device
     N, F, n, logit0 = g.n_nodes, g.n_features, g.n_layers, g.logit_node(0)
     layer_of = g.feature_layer.to(device)
-    rows, cols, vals, row_nodes, biases = [], [], [], [], []
-    row_sum = torch.zeros(N, device=device)
+    chunks, vals, row_nodes, biases = [], [], [], []  # chunks: (rows, cols, normalised |value|) per batch
     expanded = torch.zeros(N, dtype=torch.bool, device=device)
 
     def compute(L: int, idx: torch.Tensor, nodes: torch.Tensor) -> None:
         out = torch.zeros(idx.numel(), N, device=device)
         biases.append(walk.rows(L, idx, out))
         r, c = out.nonzero(as_tuple=True)
-        rows.append(nodes[r])
-        cols.append(c.to(torch.int32))
-        vals.append(out[r, c])
-        row_sum[nodes] = out.abs().sum(1).clamp_min(1e-12)
+        v = out[r, c]
+        row_sum = out.abs().sum(1).clamp_min(1e-12)  # a row is complete when computed: normalise it once
+        chunks.append((nodes[r].to(torch.int32), c.to(torch.int32), v.abs() / row_sum[r]))
+        vals.append(v)
         row_nodes.append(nodes)
         expanded[nodes] = True
 
@@ -120,8 +139,7 @@ def _greedy(walk: Walk, budget: int, share: float, batch: int) -> Expansion:
         if done >= budget:
             reason = "budget" if budget < F else None
             break
-        R, C, V = torch.cat(rows), torch.cat(cols).long(), torch.cat(vals)
-        influence = _influence(R, C, V, row_sum, weights, depth)[:F]
+        influence = _influence(chunks, expanded, weights, depth)[:F]
         total = float(influence.sum())
         if share < 1.0 and total > 0 and float(influence[expanded[:F]].sum()) >= share * total:
             reason = "share"
@@ -138,8 +156,11 @@ def _greedy(walk: Walk, budget: int, share: float, batch: int) -> Expansion:
             if nodes.numel():
                 compute(L, nodes, nodes)
         done += int(chosen.numel())
-    return _kept_graph(g, torch.cat(rows), torch.cat(cols).long(), torch.cat(vals), torch.cat(row_nodes),
-                       torch.cat(biases), expanded, budget, batch, reason, share)
+    R = torch.cat([c[0] for c in chunks])
+    C = torch.cat([c[1] for c in chunks])
+    chunks.clear()
+    return _kept_graph(g, R, C, torch.cat(vals), torch.cat(row_nodes), torch.cat(biases), expanded, budget, batch,
+                       reason, share)
 
 
 def _kept_graph(g: ReplacementGraph, R, C, V, row_nodes, biases, expanded, budget, batch, reason, share) -> Expansion:
