@@ -10,13 +10,15 @@ from lens_core.experiments.graphs.attribution_graph import AttributionGraphReque
 from lens_core.experiments.graphs.graph_interventions import GraphInterventionRequest, graph_intervention
 from lens_core.experiments.graphs.graph_json import graph_json, node_ids
 from ui import attribution_graph_view as view
+from ui.attribution_graph_chart import graph_figure, graph_tables
 from ui import state
 from ui.errors import guard, md_escape
 from ui.export import experiment_snippet, export_bar
-from ui.graph_chart import layered_graph, selected_ids
+from ui.graph_chart import selected_ids
 from ui.links import feature_link
 from ui.model import run_experiment
 from ui.qk_view import qk_section
+from ui.token_names import token_name
 from ui.widgets import app_context, optional_token_input, preset_picker
 
 st.title("Attribution graph")
@@ -91,7 +93,8 @@ for col, (name, value, pruned, what) in zip(scores, (
          "Influence-weighted share of each node's input that comes from non-error nodes."))):
     col.metric(name, "n/a" if value is None else f"{value:.3f}", delta=None if pruned is None else f"{pruned:.3f} pruned",
                delta_color="off", help=what)
-targets_text = ", ".join(f"{md_escape(repr(t))} ({p:.2f})" for t, p in zip(result.logit_tokens, result.logit_probs))
+tokens_shown, targets_shown = view.position_names(model, result), view.target_names(model, result)
+targets_text = ", ".join(f"{md_escape(repr(t))} ({p:.2f})" for t, p in zip(targets_shown, result.logit_probs))
 st.caption(f"Targets (demeaned logits at the last position, with their probability): {targets_text}. Nodes: transcoder "
            "features (blue), MLP errors (grey), token embeddings (bottom), logits (top); size by influence on the "
            "targets; edges blue positive, red negative. Click a feature or drag a box to select.")
@@ -100,15 +103,12 @@ st.caption(f"Targets (demeaned logits at the last position, with their probabili
 choices = {node_id: f"{label} [{node_id}]" for node_id, label in zip(all_ids, labels)}
 # The selection drawn dark: this session's, or on a link's first load the URL's.
 previous = st.session_state.get("selected", st.query_params.get("selected", "").split(","))
-nodes, edges = view.graph_tables(result, labels, supernodes, frozenset(previous))
+nodes, edges, centres = graph_tables(result, labels, supernodes, frozenset(previous), tokens=tokens_shown)
 n_drawn = state.int_slider("Edges drawn (the strongest)", 20, 2000, key="n_edges", default=300)
 drawn = edges.reindex(edges["weight"].abs().sort_values(ascending=False).index[:n_drawn])
 if len(drawn) < len(edges):
     st.caption(f"Drawing the {len(drawn):,} strongest of the {len(edges):,} kept edges; the exports hold them all.")
-ticks_x = [(p, f"{p}: {t!r}") for p, t in enumerate(view.visible(s) for s in result.str_tokens)]
-ticks_y = [(0, "embed")] + [(l + 1, f"L{l}") for l in range(result.n_layers)] + [(result.n_layers + 1, "logits")]
-fig = layered_graph(nodes, drawn, title="Attribution graph", x_title="token position", y_title="layer",
-                    x_ticks=ticks_x, y_ticks=ticks_y, weight_name="edge weight", height=640, max_width=4.0)
+fig = graph_figure(result, nodes, drawn, centres, tokens=tokens_shown)
 event = st.plotly_chart(fig, key="graph_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
 picked = [i for i in selected_ids(event)[0] if i in choices]
 # A new pick in the chart replaces the selection (once: the list below can then edit it freely).
@@ -131,7 +131,7 @@ cols = st.columns(2)
 cols[0].download_button("Graph (viewer JSON)", data=json.dumps(viewer), file_name="attribution_graph.json",
                         mime="application/json", key="json_graph", on_click="ignore", icon=":material/download:",
                         help="The circuit-tracer / Neuronpedia graph format (metadata, qParams, nodes, links).")
-cols[1].download_button("Nodes (CSV)", data=nodes.drop(columns=["hover", "color", "size"]).to_csv(index=False),
+cols[1].download_button("Nodes (CSV)", data=nodes.drop(columns=["hover", "color", "size", "text", "text_shift"]).to_csv(index=False),
                         file_name="attribution_graph_nodes.csv", mime="text/csv", key="csv_nodes", on_click="ignore",
                         icon=":material/download:")
 
@@ -144,7 +144,7 @@ with st.expander(f"Check: the {len(result.check_nodes)} most influential feature
         "real model's gradient, every path": [round(v, 4) for v in result.check_predicted_full.tolist()]
         if result.check_predicted_full is not None else [None] * len(result.check_nodes),
         "direct edge only": [round(v, 4) for v in result.check_direct.tolist()]})
-    st.caption(f"Change of {md_escape(repr(view.visible(result.logit_tokens[0])))}'s demeaned logit. The graph freezes "
+    st.caption(f"Change of {md_escape(repr(targets_shown[0]))}'s demeaned logit. The graph freezes "
                "attention and norms; where the real model's column departs from the frozen one, attention re-routing or "
                "renormalization (the final norm shrinking a removed feature's share) is the reason. The real model's "
                "gradient through every path (attention moving; at the midpoint of the zeroing, one backward pass) "
@@ -201,12 +201,12 @@ with guard("running the intervention"):
     change = run_experiment(model, "graph_intervention", graph_intervention, intervention, device=ctx.device)
 cols = st.columns(2)
 cols[0].markdown("**Top predictions, before → after**")
-cols[0].dataframe(pd.DataFrame({"before": [view.visible(t) for t in change.before_tokens],
+cols[0].dataframe(pd.DataFrame({"before": [token_name(model, i, t) for i, t in zip(change.before_ids.tolist(), change.before_tokens)],
                                 "p before": [round(p, 4) for p in change.before_probs.tolist()],
-                                "after": [view.visible(t) for t in change.after_tokens],
+                                "after": [token_name(model, i, t) for i, t in zip(change.after_ids.tolist(), change.after_tokens)],
                                 "p after": [round(p, 4) for p in change.after_probs.tolist()]}), hide_index=True,
                   key="intervention_predictions")
-changes = pd.DataFrame({"target": [view.visible(t) for t in change.target_tokens],
+changes = pd.DataFrame({"target": [token_name(model, i, t) for i, t in zip(change.target_ids.tolist(), change.target_tokens)],
                         "real model (attention recomputed)": [round(v, 4) for v in change.actual_change.tolist()],
                         "graph's prediction (frozen attention)": [round(v, 4) for v in change.predicted_change.tolist()]})
 cols[1].markdown("**Change of each target's demeaned logit**")

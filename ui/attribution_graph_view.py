@@ -1,11 +1,10 @@
-"""What the attribution-graph page draws: node/edge tables for ``ui.graph_chart``, feature labels from the
-dashboards, a compact feature card, supernodes kept in the URL. No model math here."""
+"""What the attribution-graph page shows besides the chart (``ui.attribution_graph_chart``): feature labels from
+the dashboards, token and target names, a compact feature card, supernodes kept in the URL. No model math here."""
 
 from __future__ import annotations
 
 import html
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any, Optional
@@ -14,14 +13,10 @@ import pandas as pd
 import streamlit as st
 
 from lens_core.experiments._common import str_tokens
-from lens_core.experiments.graphs.graph_json import node_ids
 from lens_core.features import FeaturesUnavailable, load_transcoders
 from ui.charts import visible
+from ui.token_names import token_name
 
-KIND_COLORS = {"feature": "rgb(76, 120, 168)", "error": "rgb(190, 190, 190)", "embedding": "rgb(114, 183, 178)",
-               "logit": "rgb(245, 133, 24)"}
-SUPERNODE_COLORS = ["rgb(228, 26, 28)", "rgb(152, 78, 163)", "rgb(77, 175, 74)", "rgb(255, 127, 0)", "rgb(166, 86, 40)",
-                    "rgb(247, 129, 191)"]
 SUPERNODES_KEY = "supernodes"
 
 
@@ -82,7 +77,7 @@ def dashboards_for(ctx) -> Any:
 
 
 def _token_text(model, ids: list[int]) -> list[str]:
-    return [visible(t) for t in str_tokens(model, ids)]
+    return [token_name(model, i, t) for i, t in zip(ids, str_tokens(model, ids))]
 
 
 def feature_label(model, dash, layer: int, index: int) -> str:
@@ -104,17 +99,31 @@ def feature_label(model, dash, layer: int, index: int) -> str:
     return " ".join(parts)
 
 
+def position_names(model, result) -> list[str]:
+    """The prompt's tokens as readers tell them apart (``ui.token_names``: a partial UTF-8 byte shows its bytes and id)."""
+    return [token_name(model, i, t) for i, t in zip(result.token_ids, result.str_tokens)]
+
+
+def target_names(model, result) -> list[str]:
+    """Each target as a reader tells it apart: a token (bytes and id when it is part of a character), or ``x − y``."""
+    if result.direction:
+        x, y = result.direction
+        return [f"{token_name(model, x)} − {token_name(model, y)}"]
+    return [token_name(model, i, t) for i, t in zip(result.logit_ids, result.logit_tokens)]
+
+
 def node_labels(model, result, dash) -> list[str]:
     labels = []
+    tokens, targets = position_names(model, result), target_names(model, result)
     describe = {
         "feature": lambda layer, pos, feature, token: feature_label(model, dash, layer, feature),
         "error": lambda layer, pos, feature, token: f"error L{layer} @{pos} {token!r}",
         "embedding": lambda layer, pos, feature, token: f"{token!r} @{pos}",
         "logit": lambda layer, pos, feature, token:
-            f"logit {visible(result.logit_tokens[result.logit_ids.index(feature)])!r}",
+            f"logit {targets[result.logit_ids.index(feature)] if feature in result.logit_ids else targets[0]!r}",
     }
     for kind, layer, pos, feature in zip(result.node_kind, result.node_layer, result.node_pos, result.node_feature):
-        labels.append(describe.get(kind, describe["logit"])(layer, pos, feature, visible(result.str_tokens[pos])))
+        labels.append(describe.get(kind, describe["logit"])(layer, pos, feature, tokens[pos]))
     return labels
 
 
@@ -171,61 +180,6 @@ def write_supernodes(groups: list[list[str]]) -> None:
         st.query_params[SUPERNODES_KEY] = json.dumps(groups, separators=(",", ":"))
     elif SUPERNODES_KEY in st.query_params:
         del st.query_params[SUPERNODES_KEY]
-
-
-# ---- the chart's tables ------------------------------------------------------------------------
-SELECTED_COLOR = "rgb(25, 25, 25)"
-
-
-def graph_tables(result, labels: list[str], supernodes: list[list[str]],
-                 selected: frozenset = frozenset()) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Nodes at x = position (spread within a cell), y = layer (embeddings 0, logits on top); size by influence;
-    selected nodes dark, supernode members in their group's colour."""
-    ids = node_ids(result)
-    n = result.n_layers
-    influence = result.node_influence.tolist()
-    top = max([v for v, k in zip(influence, result.node_kind) if k in ("feature", "error")] or [1.0]) or 1.0
-    group_of = {member: gi for gi, g in enumerate(supernodes) for member in g[1:]}
-    cells: dict[tuple[int, int], list[int]] = {}
-    for i, (kind, layer, pos) in enumerate(zip(result.node_kind, result.node_layer, result.node_pos)):
-        cells.setdefault((layer, pos), []).append(i)
-    x = [0.0] * len(ids)
-    for members in cells.values():
-        members.sort(key=lambda i: -influence[i])
-        step = min(0.8 / max(len(members), 1), 0.18)
-        for j, i in enumerate(members):
-            x[i] = result.node_pos[i] + (j - (len(members) - 1) / 2) * step
-    rows = []
-    for i, node_id in enumerate(ids):
-        kind, layer, pos = result.node_kind[i], result.node_layer[i], result.node_pos[i]
-        if kind == "logit":
-            size = 10 + 20 * math.sqrt(float(result.node_activation[i]))
-        elif kind == "embedding":
-            size = 12
-        else:
-            size = 6 + 20 * math.sqrt(max(influence[i], 0.0) / top)
-        group = group_of.get(node_id)
-        color = SUPERNODE_COLORS[group % len(SUPERNODE_COLORS)] if group is not None else KIND_COLORS[kind]
-        if node_id in selected:
-            color = SELECTED_COLOR
-        details = [f"{kind}, position {pos} ({html.escape(repr(visible(result.str_tokens[pos])))})",
-                   f"influence {influence[i]:.3g}"]
-        if kind == "feature":
-            details.append(f"activation {float(result.node_activation[i]):.3g}, input {float(result.node_input[i]):.3g}")
-        elif kind == "logit":
-            details.append(f"probability {float(result.node_activation[i]):.3g}")
-        if group is not None:
-            details.append(f"supernode {html.escape(supernodes[group][0])}")
-        text = {"embedding": visible(result.str_tokens[pos]), "logit": labels[i].removeprefix("logit ")}.get(kind, "")
-        rows.append({"id": node_id, "x": x[i], "y": {"embedding": 0, "logit": n + 1}.get(kind, layer + 1),
-                     "label": labels[i], "text": text, "hover": "<br>".join(details), "size": size, "color": color,
-                     "kind": kind, "layer": layer, "pos": pos, "feature": result.node_feature[i],
-                     "influence": influence[i], "activation": float(result.node_activation[i])})
-    nodes = pd.DataFrame(rows)
-    targets, sources = result.adjacency.nonzero(as_tuple=True)
-    edges = pd.DataFrame({"source": [ids[s] for s in sources.tolist()], "target": [ids[t] for t in targets.tolist()],
-                          "weight": [float(result.adjacency[t, s]) for t, s in zip(targets.tolist(), sources.tolist())]})
-    return nodes, edges
 
 
 def feature_card(model, dash, layer: int, index: int, where=st) -> None:

@@ -7,7 +7,10 @@ tables (pandas DataFrames or lists of dicts):
 nodes: ``id`` (str, unique), ``x``, ``y`` (numbers), ``label`` (short text drawn on the
     node, escaped here), and optionally ``hover`` (already-safe HTML shown on hover),
     ``size`` (marker diameter in px), ``color`` (a number, mapped through ``node_colorscale``,
-    or a CSS colour string), ``text`` (drawn on the node instead of the label, escaped here).
+    or a CSS colour string), ``text`` (drawn on the node instead of the label, escaped here),
+    ``text_shift`` (px, signed: draw the text that far above (+) or below (-) the node instead,
+    as an annotation whose hover is the label; NaN: on the node. ``ui.graph_layout`` staggers
+    crowded labels this way).
 edges: ``source``, ``target`` (node ids), ``weight`` (signed number), and optionally
     ``hover`` (already-safe HTML), ``id`` (str, returned by selection; default
     ``"source->target"``) and ``sign`` (+1 or -1: which colour the edge gets, when the colour
@@ -158,6 +161,13 @@ def layered_graph(
         names = [labels[str(i)] for i in nodes["id"]]
         # Optional ``text``: what is drawn on the node, when it should be shorter than the label (default: label).
         drawn = [html.escape(str(t)) for t in nodes["text"].fillna("")] if "text" in nodes else names
+        if "text_shift" in nodes:
+            shifts = nodes["text_shift"].astype(float).tolist()
+            for i, shift in enumerate(shifts):
+                if shift == shift and drawn[i]:  # not NaN
+                    fig.add_annotation(x=float(nodes["x"][i]), y=float(nodes["y"][i]), text=drawn[i], showarrow=False,
+                                       yshift=shift, font={"size": 10}, hovertext=names[i])
+            drawn = [t if s != s else "" for t, s in zip(drawn, shifts)]
         fig.add_trace(go.Scatter(
             x=nodes["x"].astype(float).tolist(), y=nodes["y"].astype(float).tolist(),
             mode="markers+text" if show_labels else "markers", name="nodes", showlegend=False,

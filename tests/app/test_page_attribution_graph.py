@@ -144,3 +144,51 @@ def test_a_budget_from_the_url_gives_a_graph_within_it_with_a_notice_and_the_sco
     assert 0 < len(features) <= 16
     labels = {m.label: m.value for m in at.metric}
     assert float(labels["Replacement score"]) <= 1 and float(labels["Completeness score"]) <= 1
+
+
+def _drawn_labels(fig: dict) -> list[tuple[float, float, float, str]]:
+    """(x, y, y shift px, text) of every label drawn on the chart: node texts and annotations."""
+    import html
+
+    out = []
+    for trace in fig["data"]:
+        if trace.get("name") == "nodes" and "text" in trace.get("mode", ""):
+            out += [(x, y, 0.0, html.unescape(t)) for x, y, t in zip(trace["x"], trace["y"], trace["text"]) if t]
+    out += [(a["x"], a["y"], a.get("yshift", 0.0), html.unescape(a["text"])) for a in fig["layout"].get("annotations", [])]
+    return out
+
+
+def test_the_graph_spreads_over_the_width_with_readable_target_labels(bundled_with_transcoders):
+    """Issue 23: nodes were squeezed into a sliver of their position and the targets' labels piled on one another;
+    a target that is a partial UTF-8 character read as a bare replacement character."""
+    from app_testkit import plotly_array
+    from ui.graph_layout import ASSUMED_PLOT_PX, LINE_PX, text_px
+
+    at = _open(prompt=PRESET["prompt"])  # no target: the top predictions, ten here, one a partial character
+    assert not at.exception, [e.value for e in at.exception]
+    assert errors(at) == []
+    fig = plotly_figure(at, "graph_chart")
+    nodes = [t for t in fig["data"] if t.get("name") == "nodes"][0]
+    xs, ys = plotly_array(nodes["x"]), plotly_array(nodes["y"])
+    n_positions = len(bundled_with_transcoders.to_tokens(PRESET["prompt"])[0])
+    x_range = fig["layout"]["xaxis"].get("range") or [float(xs.min()) - 0.5, float(xs.max()) + 0.5]
+    px_per_unit = ASSUMED_PLOT_PX / (x_range[1] - x_range[0])
+    # Every row's nodes keep apart: no two closer than 4 px on the narrowest chart laid out for.
+    for row in set(ys.tolist()):
+        row_x = sorted(xs[ys == row].tolist())
+        if len(row_x) > 1:
+            assert min(b - a for a, b in zip(row_x, row_x[1:])) * px_per_unit >= 4.0, (row, len(row_x))
+    # The targets' labels: none overlap, none is a bare replacement character, every target is drawn.
+    labels = _drawn_labels(fig)
+    top = max(ys.tolist())
+    targets = [lab for lab in labels if lab[1] == top]
+    assert len(targets) == sum(1 for c in nodes["customdata"] if c[1].startswith("4_")) >= 5
+    boxes = [((x - x_range[0]) * px_per_unit - text_px(t) / 2, (x - x_range[0]) * px_per_unit + text_px(t) / 2,
+              shift, shift + LINE_PX) for x, _, shift, t in targets]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not (a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]), (a, b)
+    shown = [t for *_, t in labels] + list(nodes["hovertext"]) + [c.value for c in at.caption]
+    assert not [s for s in shown if "\ufffd" in s]
+    # The partial character: its byte and id (the caption is Markdown-escaped).
+    assert any("<0x92> (id 241)" in c.value.replace("\\", "") for c in at.caption)
