@@ -52,15 +52,25 @@ problem = view.dtype_problem(ctx.dtype)
 if problem:
     st.error(md_escape(problem), icon=":material/error:")
     st.stop()
+bar = st.progress(0.0, text="Building the graph…")
+
+
+def report(done: int, total: int) -> None:
+    bar.progress(min(1.0, done / max(total, 1)), text=f"Building the graph… {done}/{total} backward rows and checks")
+
+
 with guard("building the attribution graph"):
     try:
-        result = run_experiment(model, "attribution_graph", attribution_graph, request, device=ctx.device)
+        result = run_experiment(model, "attribution_graph", attribution_graph, request, device=ctx.device,
+                                progress=report)
     except ValueError as exc:
         problem = view.graph_failure(exc, len(ids))
         if problem is None:
             raise
         st.error(md_escape(problem), icon=":material/error:")
         st.stop()
+    finally:
+        bar.empty()
 
 if result.notice:
     st.info(md_escape(result.notice), icon=":material/info:")

@@ -168,3 +168,30 @@ def test_influence_estimate_equals_the_dense_path_series_over_computed_rows():
     got = _influence(chunks, expanded, weights, depth)
     assert (want[:-3] > 0).sum() >= 10  # paths of several steps reach many nodes
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("budget", [None, 10**6, 5])
+def test_progress_counts_the_rows_and_does_not_change_the_graph(setup, budget):
+    from lens_core.experiments import AttributionGraphRequest, attribution_graph
+
+    model, tset, tokens, dense = setup
+    calls = []
+    exp = expand_graph(model, tset, tokens, max_logits=3, logit_mass=0.99, max_feature_nodes=budget, batch_size=4,
+                       progress=lambda done, total: calls.append((done, total)))
+    plain = expand_graph(model, tset, tokens, max_logits=3, logit_mass=0.99, max_feature_nodes=budget, batch_size=4)
+    assert torch.equal(exp.graph.adjacency, plain.graph.adjacency)
+    totals = {t for _, t in calls}
+    done = [d for d, _ in calls]
+    assert len(totals) == 1 and done == sorted(done) and done[-1] == calls[-1][1]
+    rows = exp.graph.n_features + exp.graph.n_logits
+    if budget is None or budget > dense.n_features:  # every row: features in batches of 4, then the targets
+        assert calls[-1][1] == rows and len(calls) >= rows // 4
+    else:
+        assert calls[-1][1] == budget + exp.graph.n_logits
+    ids = tuple(tokens[0].tolist())
+    seen = []
+    request = AttributionGraphRequest(tokens=ids, max_feature_nodes=budget, check_top=2)
+    result = attribution_graph(model, request, transcoders=tset, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1][0] == seen[-1][1] and seen[-2][0] < seen[-1][0]  # the last step is pruning and the check
+    again = attribution_graph(model, request, transcoders=tset)
+    assert torch.equal(result.adjacency, again.adjacency)

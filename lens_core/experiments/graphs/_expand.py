@@ -28,11 +28,12 @@ before (``fill_dense``), bit for bit the graph without a budget.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
 from ._replacement import DEFAULT_MAX_NODES, ReplacementGraph, Walk, fill_dense, prepare_walk
+from ._targets import node_budget_error
 
 
 @dataclasses.dataclass
@@ -87,14 +88,19 @@ def _influence(chunks: list, expanded: torch.Tensor, weights: torch.Tensor, dept
 def expand_graph(model, transcoders, tokens: torch.Tensor, targets: Optional[Sequence[int]] = None,
                  logit_mass: float = 0.95, max_logits: int = 10, max_feature_nodes: Optional[int] = 4096,
                  influence_share: float = 1.0, batch_size: int = 256, max_nodes: int = DEFAULT_MAX_NODES,
-                 dense_if_fits: bool = True, minus: Optional[int] = None) -> Expansion:
+                 dense_if_fits: bool = True, minus: Optional[int] = None,
+                 progress: Optional[Callable[[int, int], None]] = None) -> Expansion:
     """The graph of ``tokens [1, pos]`` within ``max_feature_nodes`` feature nodes (see the module docstring).
     ``max_feature_nodes=None``: no budget (the dense graph, refused over ``max_nodes`` as before). ``minus``: the
-    target is the direction logit(targets[0]) - logit(minus)."""
-    from ._replacement import build_graph
-
+    target is the direction logit(targets[0]) - logit(minus). ``progress(rows done, rows planned)`` is called after
+    each batch of backward rows (the planned count is every row the graph can need: the budget's features and the
+    targets; the greedy expansion may stop earlier, and then reports the planned count at the end)."""
     if max_feature_nodes is None:
-        graph = build_graph(model, transcoders, tokens, targets, logit_mass, max_logits, max_nodes, batch_size, minus)
+        walk = prepare_walk(model, transcoders, tokens, targets, logit_mass, max_logits, minus)
+        g = walk.partial
+        if g.n_nodes > max_nodes:
+            raise ValueError(node_budget_error(g.n_nodes, max_nodes, g.n_pos, g.n_nodes / g.n_pos))
+        graph = fill_dense(_reporting(walk, g.n_features + g.n_logits, progress), batch_size)
         return Expansion(graph, graph.n_nodes, graph.n_features, False, int((graph.adjacency != 0).sum()),
                          4 * graph.n_nodes ** 2, None)
     if int(max_feature_nodes) < 0:
@@ -104,11 +110,32 @@ def expand_graph(model, transcoders, tokens: torch.Tensor, targets: Optional[Seq
     walk = prepare_walk(model, transcoders, tokens, targets, logit_mass, max_logits, minus)
     g = walk.partial
     budget = min(int(max_feature_nodes), g.n_features)
+    planned = budget + g.n_logits
+    walk = _reporting(walk, planned, progress)
     if dense_if_fits and g.n_features <= budget and g.n_nodes <= max_nodes:
         graph = fill_dense(walk, batch_size)
         return Expansion(graph, graph.n_nodes, graph.n_features, False, int((graph.adjacency != 0).sum()),
                          4 * graph.n_nodes ** 2, None)
-    return _greedy(walk, budget, influence_share, max(1, int(batch_size)))
+    expansion = _greedy(walk, budget, influence_share, max(1, int(batch_size)))
+    if progress is not None:
+        progress(planned, planned)
+    return expansion
+
+
+def _reporting(walk: Walk, planned: int, progress: Optional[Callable[[int, int], None]]) -> Walk:
+    """The walk, with ``progress(rows done, planned)`` called after each batch of rows."""
+    if progress is None:
+        return walk
+    done = [0]
+    rows = walk.rows
+
+    def counted(L: int, idx: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        bias = rows(L, idx, out)
+        done[0] += int(idx.numel())
+        progress(min(done[0], planned), planned)
+        return bias
+
+    return dataclasses.replace(walk, rows=counted)
 
 
 def _greedy(walk: Walk, budget: int, share: float, batch: int) -> Expansion:

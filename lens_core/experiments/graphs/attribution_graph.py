@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -147,16 +147,26 @@ def resolve_targets(model, request) -> tuple[list[int], Optional[int]]:
     return [x], y
 
 
-def attribution_graph(model, request: AttributionGraphRequest, transcoders=None) -> AttributionGraphResult:
-    """``transcoders``: a TranscoderSet to use instead of ``load_transcoders(model)`` (tests, your own)."""
+def attribution_graph(model, request: AttributionGraphRequest, transcoders=None,
+                      progress: Optional[Callable[[int, int], None]] = None) -> AttributionGraphResult:
+    """``transcoders``: a TranscoderSet to use instead of ``load_transcoders(model)`` (tests, your own).
+    ``progress(done, total)``: the graph's backward rows as they are computed, then one step for pruning and the
+    real-model check (it does not change the result)."""
     from lens_core.features import load_transcoders
 
     tokens = resolve_tokens(model, request.prompt, request.tokens)
     tset = transcoders if transcoders is not None else load_transcoders(model)
     targets, minus = resolve_targets(model, request)
     start = time.perf_counter()
+    planned = [1]
+
+    def rows_progress(done: int, total: int) -> None:
+        planned[0] = total + 1
+        progress(done, total + 1)
+
     expansion = expand_graph(model, tset, tokens, targets or None, request.logit_mass, request.max_logits,
-                             request.max_feature_nodes, request.influence_share, max_nodes=request.max_nodes, minus=minus)
+                             request.max_feature_nodes, request.influence_share, max_nodes=request.max_nodes, minus=minus,
+                             progress=None if progress is None else rows_progress)
     graph = expansion.graph
     built = time.perf_counter()
     keep, edges, influence = prune(graph, request.node_threshold, request.edge_threshold)
@@ -167,6 +177,8 @@ def attribution_graph(model, request: AttributionGraphRequest, transcoders=None)
     result = package(model, graph, keep, edges, influence, nodes, predicted, direct, actual, frozen, request,
                      {"graph": built - start, "prune": pruned - built, "check": checked - pruned}, expansion)
     result.check_predicted_full, result.check_correlation_full = full.float(), _pearson(full, actual)
+    if progress is not None:
+        progress(planned[0], planned[0])
     return result
 
 
