@@ -88,15 +88,16 @@ def _influence(chunks: list, expanded: torch.Tensor, weights: torch.Tensor, dept
 def expand_graph(model, transcoders, tokens: torch.Tensor, targets: Optional[Sequence[int]] = None,
                  logit_mass: float = 0.95, max_logits: int = 10, max_feature_nodes: Optional[int] = 4096,
                  influence_share: float = 1.0, batch_size: int = 256, max_nodes: int = DEFAULT_MAX_NODES,
-                 dense_if_fits: bool = True, minus: Optional[int] = None,
+                 dense_if_fits: bool = True, minus: Optional[int] = None, zero_bos: bool = False,
                  progress: Optional[Callable[[int, int], None]] = None) -> Expansion:
     """The graph of ``tokens [1, pos]`` within ``max_feature_nodes`` feature nodes (see the module docstring).
     ``max_feature_nodes=None``: no budget (the dense graph, refused over ``max_nodes`` as before). ``minus``: the
     target is the direction logit(targets[0]) - logit(minus). ``progress(rows done, rows planned)`` is called after
     each batch of backward rows (the planned count is every row the graph can need: the budget's features and the
-    targets; the greedy expansion may stop earlier, and then reports the planned count at the end)."""
+    targets; the greedy expansion may stop earlier, and then reports the planned count at the end).
+    ``zero_bos``: circuit-tracer's position 0 (``_replacement.prepare_walk``)."""
     if max_feature_nodes is None:
-        walk = prepare_walk(model, transcoders, tokens, targets, logit_mass, max_logits, minus)
+        walk = prepare_walk(model, transcoders, tokens, targets, logit_mass, max_logits, minus, zero_bos)
         g = walk.partial
         if g.n_nodes > max_nodes:
             raise ValueError(node_budget_error(g.n_nodes, max_nodes, g.n_pos, g.n_nodes / g.n_pos))
@@ -107,7 +108,7 @@ def expand_graph(model, transcoders, tokens: torch.Tensor, targets: Optional[Seq
         raise ValueError(f"the feature-node budget must be 0 or more, got {max_feature_nodes}")
     if not 0.0 < influence_share <= 1.0:
         raise ValueError(f"the influence share must be in (0, 1], got {influence_share}")
-    walk = prepare_walk(model, transcoders, tokens, targets, logit_mass, max_logits, minus)
+    walk = prepare_walk(model, transcoders, tokens, targets, logit_mass, max_logits, minus, zero_bos)
     g = walk.partial
     budget = min(int(max_feature_nodes), g.n_features)
     planned = budget + g.n_logits

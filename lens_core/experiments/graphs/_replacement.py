@@ -130,10 +130,12 @@ def build_graph(
     max_nodes: int = DEFAULT_MAX_NODES,
     batch_size: int = 256,
     minus: Optional[int] = None,
+    zero_bos: bool = False,
 ) -> ReplacementGraph:
     """The full attribution graph of ``tokens [1, pos]`` at the last position (see the module docstring).
-    ``minus``: with one target x, the target is the direction logit(x) - logit(minus) instead."""
-    walk = prepare_walk(model, transcoders, tokens, targets, logit_mass, max_logits, minus)
+    ``minus``: with one target x, the target is the direction logit(x) - logit(minus) instead. ``zero_bos``:
+    circuit-tracer's convention at position 0 (see ``prepare_walk``)."""
+    walk = prepare_walk(model, transcoders, tokens, targets, logit_mass, max_logits, minus, zero_bos)
     g = walk.partial
     if g.n_nodes > max_nodes:
         raise ValueError(node_budget_error(g.n_nodes, max_nodes, g.n_pos, g.n_nodes / g.n_pos))
@@ -159,8 +161,14 @@ def fill_dense(walk: Walk, batch_size: int = 256) -> ReplacementGraph:
 
 @torch.no_grad()
 def prepare_walk(model, transcoders, tokens: torch.Tensor, targets: Optional[Sequence[int]] = None,
-                 logit_mass: float = 0.95, max_logits: int = 10, minus: Optional[int] = None) -> Walk:
-    """One forward pass and the frozen model's matrices: the nodes of the full graph, and its row function."""
+                 logit_mass: float = 0.95, max_logits: int = 10, minus: Optional[int] = None,
+                 zero_bos: bool = False) -> Walk:
+    """One forward pass and the frozen model's matrices: the nodes of the full graph, and its row function.
+
+    ``zero_bos`` (circuit-tracer 0.5's convention): no feature at position 0 is a node and the error nodes at
+    position 0 carry nothing (zero edges); what the MLPs write there (the real ``hook_mlp_out``, the same for
+    every prompt that starts with the same BOS token) counts as a constant, in the targets' bias, so each input
+    is still exactly its edges plus its bias. Position 0's token embedding stays a node."""
     cfg = model.cfg
     views = transcoder_views(model, transcoders)
     n, P, d = cfg.n_layers, tokens.shape[1], cfg.d_model
@@ -184,9 +192,12 @@ def prepare_walk(model, transcoders, tokens: torch.Tensor, targets: Optional[Seq
     # ---- the nodes: active features (and their inputs), errors, embeddings
     f_layer, f_pos, f_idx, f_act, f_pre = [], [], [], [], []
     errors = torch.empty(n, P, d, device=last.device)
+    bos_const = torch.zeros(n, d, device=last.device)  # with zero_bos: what position 0's error would carry
     for l, v in enumerate(views):
         x = cache[v.hook_in][0].float()  # [pos, d_model]
         acts = v.module.encode(x).float()  # [pos, d_sae]
+        if zero_bos:
+            acts[0] = 0.0
         pre = (x - v.b_in) @ v.W_enc + v.b_enc
         pos_i, feat_i = acts.nonzero(as_tuple=True)
         f_layer.append(torch.full_like(pos_i, l))
@@ -195,6 +206,9 @@ def prepare_walk(model, transcoders, tokens: torch.Tensor, targets: Optional[Seq
         f_act.append(acts[pos_i, feat_i])
         f_pre.append(pre[pos_i, feat_i])
         errors[l] = cache[f"blocks.{l}.hook_mlp_out"][0].float() - (acts @ v.W_dec + v.b_dec)
+        if zero_bos:  # position 0's whole MLP output is a constant (below); its error node carries nothing
+            bos_const[l] = errors[l, 0].clone()
+            errors[l, 0] = 0.0
     f_layer, f_pos, f_idx = torch.cat(f_layer), torch.cat(f_pos), torch.cat(f_idx)
     f_act, f_pre = torch.cat(f_act), torch.cat(f_pre)
     n_feat, n_logits = f_layer.numel(), logit_tokens.numel()
@@ -271,6 +285,8 @@ def prepare_walk(model, transcoders, tokens: torch.Tensor, targets: Optional[Seq
         pad[pos_l, slot] = views[l].W_dec[f_idx[lo:hi]] * f_act[lo:hi, None]
         pad[:, slots] = errors[l]
         pad[:, slots + 1] = views[l].b_dec + attn_const[l]
+        if zero_bos:
+            pad[0, slots + 1] += bos_const[l]
         src.append(pad.transpose(1, 2).contiguous())  # [pos, d_model, slots + 2]
         flat_slot.append(pos_l * (slots + 2) + slot)
         upto.append(torch.cumsum(counts, 0))  # features of this layer at positions <= p

@@ -50,6 +50,7 @@ class AttributionGraphRequest:
     max_feature_nodes: Optional[int] = 4096  # feature-node budget, expanded most influential first; None: off
     influence_share: float = 1.0  # or stop once the expanded features hold this share of the influence
     transcoders: str = "bundled"  # which transcoders (the fingerprint, from the page, keys the cache)
+    zero_bos: bool = False  # circuit-tracer's convention: no features and an empty error node at position 0
 
 
 @dataclasses.dataclass
@@ -166,7 +167,7 @@ def attribution_graph(model, request: AttributionGraphRequest, transcoders=None,
 
     expansion = expand_graph(model, tset, tokens, targets or None, request.logit_mass, request.max_logits,
                              request.max_feature_nodes, request.influence_share, max_nodes=request.max_nodes, minus=minus,
-                             progress=None if progress is None else rows_progress)
+                             zero_bos=request.zero_bos, progress=None if progress is None else rows_progress)
     graph = expansion.graph
     built = time.perf_counter()
     keep, edges, influence = prune(graph, request.node_threshold, request.edge_threshold)
@@ -246,7 +247,8 @@ def package(model, graph, keep, edges, influence, check_nodes, predicted, direct
         settings={"node_threshold": request.node_threshold, "edge_threshold": request.edge_threshold,
                   "logit_mass": request.logit_mass, "max_logits": request.max_logits, "check_top": request.check_top,
                   "max_nodes": request.max_nodes, "max_feature_nodes": request.max_feature_nodes,
-                  "influence_share": request.influence_share},
+                  "influence_share": request.influence_share,
+                  **({"zero_bos": True} if request.zero_bos else {})},
         seconds={k: float(v) for k, v in seconds.items()},
         notice=expansion.notice, graph_features=n_feat, memory_bound_bytes=expansion.memory_bound_bytes,
         direction=None if graph.logit_minus is None else [logit_ids[0], graph.logit_minus],
