@@ -15,6 +15,7 @@ from ui import state
 from ui.errors import guard, md_escape
 from ui.export import experiment_snippet, export_bar
 from ui.graph_chart import selected_ids
+from ui.feature_labels import NO_DASHBOARDS
 from ui.links import feature_link
 from ui.model import run_experiment
 from ui.qk_view import qk_section
@@ -76,6 +77,8 @@ if result.notice:
     st.info(md_escape(result.notice), icon=":material/info:")
 dash = view.dashboards_for(ctx)
 labels = view.node_labels(model, result, dash)
+if dash is None:
+    st.caption(NO_DASHBOARDS)
 all_ids = node_ids(result)
 supernodes, note = view.read_supernodes(set(all_ids))
 if note:
@@ -168,7 +171,7 @@ features = [i for i in selection if result.node_kind[all_ids.index(i)] == "featu
 if len(selection) == 1 and features:
     i = all_ids.index(features[0])
     view.feature_card(model, dash, result.node_layer[i], result.node_feature[i])
-    feature_link(st, ctx, result.node_layer[i], result.node_feature[i])
+    feature_link(st, ctx, result.node_layer[i], result.node_feature[i], label=md_escape(f"{labels[i]} on the Features page"))
 
 # -- supernodes ----------------------------------------------------------------------------------
 st.subheader("Supernodes")

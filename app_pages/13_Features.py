@@ -1,6 +1,8 @@
 """Features: the bundled transcoders' sparse features on the prompt, a feature's (or neuron's) dashboard over the
 held-out split, and steering by clamping or zeroing features."""
 
+import html
+
 import pandas as pd
 import streamlit as st
 
@@ -8,9 +10,10 @@ from lens_core.experiments.views.features import (FeatureActivationsRequest, Ste
                                             feature_activations_on_prompt, feature_steering, unit_activation)
 from lens_core.features import FeaturesUnavailable
 from ui import charts, state
-from ui.attribution_graph_view import dashboards_for, feature_label, require_transcoders
+from ui.attribution_graph_view import require_transcoders
 from ui.errors import guard, md_escape
 from ui.export import experiment_snippet, export_bar
+from ui.feature_labels import feature_names
 from ui.feature_view import check_edits, parse_edits, prompt_strip, unit_dashboard
 from ui.model import run_experiment
 from ui.widgets import app_context, preset_picker
@@ -23,11 +26,13 @@ tset, fingerprint = require_transcoders(ctx, "No sparse features for this model"
 preset_picker("features", {"prompt": "prompt"}, ctx)
 model, tokens = ctx.require_prompt()
 ids = tuple(int(t) for t in tokens[0].tolist())
-dash = dashboards_for(ctx)
+names = feature_names(ctx)  # every feature below is named by its top tokens (ui/feature_labels.py)
+dash = names.dash
 layers_all = [str(l) for l in tset.layers]
 
 # -- which features fire where --------------------------------------------------------------
 st.subheader("Features on this prompt")
+names.note()
 cols = st.columns([3, 2, 2])
 shown = state.multiselect("Layers", layers_all, key="layers", default=layers_all, where=cols[0])
 rows = state.int_slider("Features per layer (largest peak on the prompt)", 1, 30, key="rows", default=10, where=cols[1])
@@ -40,34 +45,35 @@ request = FeatureActivationsRequest(tokens=ids, layers=tuple(int(l) for l in sho
 with guard("computing feature activations"):
     acts = run_experiment(model, "feature_activations", feature_activations_on_prompt, request, device=ctx.device)
 
-matrix, labels = [], []
+matrix, labels, units = [], [], []
 for i, layer in enumerate(acts.layers):
     for r, feature in enumerate(acts.peak_features[i].tolist()):
         if feature >= 0:
             matrix.append(acts.peak_acts[i, r].tolist())
-            labels.append(f"L{layer}#{feature}")
+            labels.append(names.short(layer, feature))
+            units.append((layer, feature))
 if not matrix:
     st.info("No feature of these layers fires on this prompt.", icon=":material/info:")
     st.stop()
-hover = [[f"{labels[r]} on {charts.visible(acts.str_tokens[p])!r}: {matrix[r][p]:.3f}" for p in range(len(ids))]
-         for r in range(len(labels))]
+hover = [["<br>" + html.escape(f"{names(*units[r])} at {charts.visible(acts.str_tokens[p])!r}: {matrix[r][p]:.3f}")
+          for p in range(len(ids))] for r in range(len(labels))]
 fig = charts.heatmap(matrix, acts.str_tokens, labels, title="Feature activation by token (click a row to inspect it)",
-                     x_title="position", y_title="feature (layer#index)", value_name="activation", hover=hover,
+                     x_title="position", y_title="feature (layer#index, top input → promoted token)", value_name="activation", hover=hover,
                      colorscale="Reds")
 event = st.plotly_chart(fig, key="feature_chart", on_select="rerun", selection_mode="points")
 picked = [p.get("y") for p in (event.selection.points if event and event.selection else [])]
-if picked and isinstance(picked[0], str) and "#" in picked[0]:
-    layer_text, index_text = picked[0][1:].split("#")
+if picked and isinstance(picked[0], (int, float)) and 0 <= int(picked[0]) < len(units):  # the row's index
+    picked_layer, picked_index = units[int(picked[0])]
     state.set_value("unit_kind", "feature")
-    state.set_value("unit_layer", layer_text)
-    state.set_value("unit_index", int(index_text))
+    state.set_value("unit_layer", str(picked_layer))
+    state.set_value("unit_index", int(picked_index))
 st.caption(f"Active features per token (mean over the prompt): "
            + ", ".join(f"L{l}: {acts.n_active[i].float().mean():.1f}" for i, l in enumerate(acts.layers))
            + ". Hover a cell for the activation.")
 table = pd.DataFrame([
     {"layer": layer, "position": p, "token": charts.visible(acts.str_tokens[p]),
-     "features": " ".join(f"#{f}:{a:.2f}" for f, a in zip(acts.top_features[i, p].tolist(), acts.top_acts[i, p].tolist())
-                          if f >= 0)}
+     "features": ", ".join(f"{names.short(layer, f)} ({a:.2f})"
+                           for f, a in zip(acts.top_features[i, p].tolist(), acts.top_acts[i, p].tolist()) if f >= 0)}
     for i, layer in enumerate(acts.layers) for p in range(len(ids))])
 with st.expander("Top features per token (table)"):
     st.dataframe(table, hide_index=True)
@@ -86,7 +92,7 @@ index = state.int_input(f"{kind.capitalize()} index (0..{n_units - 1})", 0, n_un
 unit_request = UnitActivationRequest(tokens=ids, kind=kind, layer=layer, index=index, transcoders=fingerprint)
 with guard(f"computing the {kind}'s activation"):
     unit_acts = run_experiment(model, "unit_activation", unit_activation, unit_request, device=ctx.device)
-st.markdown(f"**{md_escape(feature_label(model, dash, layer, index) if kind == 'feature' else unit_acts.unit)}** on this "
+st.markdown(f"**{md_escape(names(layer, index) if kind == 'feature' else unit_acts.unit)}** on this "
             f"prompt (peak {float(unit_acts.acts.max()):.3f}):")
 st.markdown(prompt_strip(unit_acts.str_tokens, unit_acts.acts.tolist()), unsafe_allow_html=True)
 if dash is None:
@@ -122,6 +128,8 @@ if bad:
     st.warning("Not understood (write e.g. L1#42=5): " + ", ".join(md_escape(repr(b)) for b in bad),
                icon=":material/warning:")
 if edits:
+    st.dataframe(pd.DataFrame({"feature": [names(l, f) for l, f, _ in edits], "set to": [v for *_, v in edits]}),
+                 hide_index=True, key="steer_edits")
     steer_request = SteeringRequest(tokens=ids, edits=tuple(edits),
                                     positions=(len(ids) - 1,) if where_text == "the last position" else (),
                                     error_term=keep_error, top_k=10, transcoders=fingerprint)

@@ -119,7 +119,7 @@ open_in(st, "Attribution_graph", "Open in Attribution graph", link_ctx, target=s
 top = story.top_features(graph, 1)
 if top:
     feature_link(st, link_ctx, graph.node_layer[top[0]], graph.node_feature[top[0]],
-                 label=f"The most influential feature, {names[top[0]]}, on the Features page")
+                 label=md_escape(f"The most influential feature, {names[top[0]]}, on the Features page"))
 
 # -- 6. the attention explanation ------------------------------------------------------------------------
 qk = results["qk"]

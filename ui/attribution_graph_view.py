@@ -6,7 +6,6 @@ from __future__ import annotations
 import html
 import json
 import re
-from pathlib import Path
 from typing import Any, Optional
 
 import pandas as pd
@@ -15,6 +14,7 @@ import streamlit as st
 from lens_core.experiments._common import str_tokens
 from lens_core.features import FeaturesUnavailable, load_transcoders
 from ui.charts import visible
+from ui.feature_labels import FeatureNames, _stamp, dashboards_for, feature_label  # noqa: F401  (re-exported)
 from ui.token_names import token_name
 
 SUPERNODES_KEY = "supernodes"
@@ -28,14 +28,6 @@ def _transcoders(name: str, dtype: str, device: str, stamp: tuple, _model: Any):
     except FeaturesUnavailable as exc:
         return None, str(exc)
     return tset, tset.fingerprint()
-
-
-def _stamp() -> tuple:
-    from lens_core.features import transcoder
-
-    directory = Path(transcoder.DEFAULT_TRANSCODERS_DIR)  # read at call time: new files are new entries
-    weights = directory / transcoder.WEIGHTS_FILE
-    return str(directory), weights.stat().st_mtime_ns if weights.is_file() else None
 
 
 def transcoders_for(ctx) -> tuple[Any, str]:
@@ -59,44 +51,8 @@ def require_transcoders(ctx, missing: str) -> tuple[Any, str]:
     st.stop()
 
 
-@st.cache_resource(max_entries=2, show_spinner=False)
-def _dashboards(directory: str, version):
-    from lens_core.features.dashboards import Dashboards
-
-    try:
-        return Dashboards(directory)
-    except FeaturesUnavailable:
-        return None
-
-
-def dashboards_for(ctx) -> Any:
-    """The bundled transcoders' dashboards (None when absent or for another model)."""
-    if getattr(ctx.model.cfg, "model_name", None) != "default":
-        return None
-    return _dashboards(*_stamp())
-
-
 def _token_text(model, ids: list[int]) -> list[str]:
     return [token_name(model, i, t) for i, t in zip(ids, str_tokens(model, ids))]
-
-
-def feature_label(model, dash, layer: int, index: int) -> str:
-    """``L1#42`` plus the tokens it fires on most and the tokens it promotes most (from its dashboard)."""
-    name = f"L{layer}#{index}"
-    if dash is None:
-        return name
-    try:
-        unit = dash.unit("feature", layer, index)
-    except FeaturesUnavailable:
-        return name
-    inputs = [i["token"] for i in unit.get("inputs", [])[:3]]
-    outputs = [t for t, _ in unit.get("logits_up", [])[:3]]
-    parts = [name]
-    if inputs:
-        parts.append("on " + " ".join(repr(t) for t in _token_text(model, inputs)))
-    if outputs:
-        parts.append("→ " + " ".join(repr(t) for t in _token_text(model, outputs)))
-    return " ".join(parts)
 
 
 def position_names(model, result) -> list[str]:
@@ -115,8 +71,9 @@ def target_names(model, result) -> list[str]:
 def node_labels(model, result, dash) -> list[str]:
     labels = []
     tokens, targets = position_names(model, result), target_names(model, result)
+    names = FeatureNames(model, dash)
     describe = {
-        "feature": lambda layer, pos, feature, token: feature_label(model, dash, layer, feature),
+        "feature": lambda layer, pos, feature, token: names(layer, feature),
         "error": lambda layer, pos, feature, token: f"error L{layer} @{pos} {token!r}",
         "embedding": lambda layer, pos, feature, token: f"{token!r} @{pos}",
         "logit": lambda layer, pos, feature, token:

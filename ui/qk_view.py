@@ -12,7 +12,8 @@ import streamlit as st
 from lens_core.experiments.graphs._qk_split import check_positions, unsupported_reason
 from lens_core.experiments.graphs.qk_attribution import QKAttributionRequest, node_group, qk_attribution
 from ui import state
-from ui.attribution_graph_view import feature_label, visible
+from ui.charts import visible
+from ui.feature_labels import feature_label
 from ui.errors import guard, md_escape
 from ui.model import run_experiment
 
