@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import tempfile
 
 import torch
@@ -75,12 +74,6 @@ def cross_layer(model, hook_in="ln2.hook_normalized", d_sae=16, seed=0, skip=Fal
     W_skip = [_randn(gen, d, d, scale=d ** -0.5) for _ in range(n)] if skip else None
     return CrossLayerTranscoder(W_enc, b_enc, W_dec, b_dec, hook_in=hook_in, hook_out="hook_mlp_out",
                                 activation=activation, threshold=threshold, W_skip=W_skip, source="random CLT")
-
-
-def supports_zero_bos() -> bool:
-    from lens_core.experiments.graphs._replacement import build_graph
-
-    return "zero_bos" in inspect.signature(build_graph).parameters
 
 
 def our_graph(model, dictionary, tokens=TOKENS, targets=TARGETS, **kwargs):

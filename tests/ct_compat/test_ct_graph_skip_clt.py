@@ -73,8 +73,6 @@ def test_clt_graph_equal_off_bos(folded, hook, activation, skip):
 
 @pytest.mark.parametrize("kind", ["skip", "clt", "clt-skip"])
 def test_skip_and_clt_graph_equal_with_zero_bos(kind):
-    if not ct_pairs.supports_zero_bos():
-        pytest.xfail("zero_bos is not on main yet (graph core)")
     model = ct_pairs.tiny_model(True)
     dictionary = (ct_pairs.per_layer(model, skip=True) if kind == "skip"
                   else ct_pairs.cross_layer(model, skip=kind == "clt-skip"))

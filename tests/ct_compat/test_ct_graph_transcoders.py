@@ -54,7 +54,5 @@ def test_salient_logits_chosen_alike():
 
 @pytest.mark.parametrize("folded,hook", CASES, ids=IDS)
 def test_per_layer_graph_equal_with_zero_bos(folded, hook):
-    if not ct_pairs.supports_zero_bos():
-        pytest.xfail("zero_bos is not on main yet (graph core)")
     mine, theirs = _pair(folded, hook, zero_bos=True)
     ct_pairs.assert_same(mine, theirs)
