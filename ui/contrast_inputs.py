@@ -6,7 +6,8 @@ import streamlit as st
 
 from ui import state
 from ui.errors import UserInputError, guard
-from ui.widgets import answer_pair_inputs, derive_corrupted_prompt, next_token_guesses, prompt_input
+from ui.derive_contrast import derive_corrupted_prompt
+from ui.widgets import answer_pair_guesses, answer_pair_inputs, prompt_input
 
 
 def contrast_inputs(ctx, model, clean_tokens):
@@ -16,7 +17,7 @@ def contrast_inputs(ctx, model, clean_tokens):
     """
     guesses = []
     if not {"answer", "wrong_answer", "corrupted"} <= set(st.session_state):
-        guesses = next_token_guesses(model, clean_tokens, 2)
+        guesses = answer_pair_guesses(model, clean_tokens)
     guesses += [""] * (2 - len(guesses))
     default_corrupted = ""
     if "corrupted" not in st.session_state:
@@ -31,7 +32,8 @@ def contrast_inputs(ctx, model, clean_tokens):
     corrupted_text, corrupted_tokens = prompt_input("Corrupted prompt", key="corrupted", model=model,
                                                     default=default_corrupted, area=False, settings=ctx.settings)
     st.button("Derive a corrupted prompt from the clean one", key="derive_corrupted", on_click=derive_from_clean,
-              help="Replaces the first occurrence of the answer token by the wrong answer (or breaks the first repeated token).")
+              help="Replaces the first whole-word occurrence of the answer token by the wrong answer, spaced as it was (or "
+                   "breaks the first repeated word with another word of the prompt).")
     answer_text, answer, wrong_text, wrong = answer_pair_inputs(model, clean_tokens, guesses)
     return corrupted_text, corrupted_tokens, answer_text, answer, wrong_text, wrong
 

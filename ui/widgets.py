@@ -16,6 +16,7 @@ import torch
 
 from lens_core.experiments.views.predictions import PredictionsRequest, predictions
 from ui import state
+from ui.derive_contrast import derive_corrupted_prompt, wrong_answer_guess  # noqa: F401  (re-exported)
 from ui.errors import USER_FACING, log, md_escape, message_for
 from ui.notices import SPREAD_DEPTH, bos_note, not_one_token_message, starts_with_bos
 from ui.model import load_model, run_experiment
@@ -294,7 +295,7 @@ def answer_pair_inputs(model: Any, tokens: torch.Tensor, guesses: list[str] | No
     the model's two likeliest next tokens, so the page shows something at once."""
     if guesses is None:
         fresh = not {"answer", "wrong_answer"} <= set(st.session_state)
-        guesses = next_token_guesses(model, tokens, 2) if fresh else []
+        guesses = answer_pair_guesses(model, tokens) if fresh else []
     guesses = list(guesses) + [""] * (2 - len(guesses))
     cols = st.columns(2)
     answer_text, answer = answer_token_input("Answer token", key="answer", model=model, default=guesses[0], where=cols[0])
@@ -308,6 +309,16 @@ def answer_pair_inputs(model: Any, tokens: torch.Tensor, guesses: list[str] | No
 
 
 GUESS_DEPTH = SPREAD_DEPTH  # how far down the ranking to look for guesses (the same cached request as the gap check)
+
+
+def answer_pair_guesses(model: Any, tokens: torch.Tensor) -> list[str]:
+    """[answer, wrong answer] defaults: the likeliest next token, and the likeliest other one spelled the same way
+    (leading space or not: ``ui.derive_contrast.wrong_answer_guess``)."""
+    guesses = next_token_guesses(model, tokens, 8)
+    if not guesses:
+        return []
+    wrong = wrong_answer_guess(model, guesses[0], guesses[1:])
+    return [guesses[0], wrong] if wrong else [guesses[0]]
 
 
 def next_token_guesses(model: Any, tokens: torch.Tensor, k: int = 2) -> list[str]:
@@ -332,53 +343,3 @@ def next_token_guesses(model: Any, tokens: torch.Tensor, k: int = 2) -> list[str
         if len(guesses) == k:
             break
     return guesses
-
-
-def derive_corrupted_prompt(model: Any, prompt: str, answer: str | None = None, wrong_answer: str | None = None) -> str | None:
-    """A corrupted prompt with the same number of tokens as ``prompt``, or ``None`` when none is found.
-
-    If the answer token appears in the prompt, its first occurrence becomes the wrong answer (the
-    information the model could copy is gone). Otherwise the first token that the prompt repeats
-    later has its first occurrence replaced by another token of the prompt (with the same leading
-    space), which breaks the repetition that induction and IOI-style circuits use.
-    """
-    try:
-        ids = model.to_tokens(prompt)[0].tolist()
-    except ValueError:  # longer than the context (PromptTooLongError): nothing to derive from
-        return None
-    start = 1 if getattr(model.cfg, "default_prepend_bos", False) else 0
-    body = ids[start:]
-
-    def single(text: str | None) -> int | None:
-        try:
-            return int(model.to_single_token(text)) if text else None
-        except (ValueError, KeyError, AssertionError):
-            return None
-
-    def attempt(index: int, replacement: int) -> str | None:
-        new = body[:index] + [replacement] + body[index + 1:]
-        text = model.to_string(new)
-        try:
-            if text != prompt and model.to_tokens(text)[0].tolist() == ids[:start] + new:
-                return text
-        except ValueError:  # re-tokenized past the context: not a same-length prompt
-            pass
-        return None
-
-    answer_id, wrong_id = single(answer), single(wrong_answer)
-    if answer_id is not None and wrong_id is not None and answer_id != wrong_id and answer_id in body:
-        found = attempt(body.index(answer_id), wrong_id)
-        if found:
-            return found
-    pieces = [model.to_string([t]) for t in body]
-    wordy = [any(ch.isalnum() for ch in piece) for piece in pieces]  # names and words, not punctuation
-    for i, token in enumerate(body):
-        if not wordy[i] or token not in body[i + 1:]:
-            continue
-        spaced = pieces[i].startswith(" ")
-        for j, other in enumerate(body):
-            if other != token and wordy[j] and pieces[j].startswith(" ") == spaced:
-                found = attempt(i, other)
-                if found:
-                    return found
-    return None
