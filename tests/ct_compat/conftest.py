@@ -17,3 +17,8 @@ except ImportError:
     if os.environ.get("CE_REQUIRE_CT") == "1":
         raise RuntimeError("CE_REQUIRE_CT=1 but circuit_tracer is not importable: run tests/ct_compat in .venv-ct")
     collect_ignore_glob = ["test_*.py"]
+
+
+def pytest_configure(config):
+    # circuit-tracer's backward pass starts from a module output that needs no input gradient: torch warns each time
+    config.addinivalue_line("filterwarnings", "ignore:Full backward hook is firing:UserWarning")
