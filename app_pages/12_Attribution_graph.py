@@ -26,7 +26,8 @@ st.title("Attribution graph")
 ctx = app_context()
 model = ctx.require_model()
 
-tset, fingerprint = view.require_transcoders(ctx, "No attribution graph for this model")
+chosen = view.require_dictionary(ctx, "No attribution graph for this model", refuse=view.GRAPH_REFUSES)
+tset, fingerprint = chosen.dictionary, chosen.fingerprint
 
 preset_picker("attribution_graph", {"prompt": "prompt", "answer": "target"}, ctx)
 model, tokens = ctx.require_prompt()
@@ -63,7 +64,7 @@ def report(done: int, total: int) -> None:
 with guard("building the attribution graph"):
     try:
         result = run_experiment(model, "attribution_graph", attribution_graph, request, device=ctx.device,
-                                progress=report)
+                                progress=report, **chosen.run_kwargs())
     except ValueError as exc:
         problem = view.graph_failure(exc, len(ids))
         if problem is None:
@@ -211,7 +212,8 @@ for node_id in features:
 intervention = GraphInterventionRequest(tokens=tuple(ids), clamps=tuple(clamps), targets=request.targets,
                                         logit_mass=request.logit_mass, transcoders=fingerprint)
 with guard("running the intervention"):
-    change = run_experiment(model, "graph_intervention", graph_intervention, intervention, device=ctx.device)
+    change = run_experiment(model, "graph_intervention", graph_intervention, intervention, device=ctx.device,
+                            **chosen.run_kwargs())
 cols = st.columns(2)
 cols[0].markdown("**Top predictions, before → after**")
 cols[0].dataframe(pd.DataFrame({"before": [token_name(model, i, t) for i, t in zip(change.before_ids.tolist(), change.before_tokens)],

@@ -10,7 +10,7 @@ from lens_core.experiments.views.features import (FeatureActivationsRequest, Ste
                                             feature_activations_on_prompt, feature_steering, unit_activation)
 from lens_core.features import FeaturesUnavailable
 from ui import charts, state
-from ui.attribution_graph_view import require_transcoders
+from ui.attribution_graph_view import FEATURES_REFUSE, require_dictionary
 from ui.errors import guard, md_escape
 from ui.export import experiment_snippet, export_bar
 from ui.feature_labels import feature_names
@@ -21,7 +21,8 @@ from ui.widgets import app_context, preset_picker
 st.title("Features")
 ctx = app_context()
 model = ctx.require_model()
-tset, fingerprint = require_transcoders(ctx, "No sparse features for this model")
+chosen = require_dictionary(ctx, "No sparse features for this model", refuse=FEATURES_REFUSE)
+tset, fingerprint = chosen.dictionary, chosen.fingerprint
 
 preset_picker("features", {"prompt": "prompt"}, ctx)
 model, tokens = ctx.require_prompt()
@@ -43,7 +44,7 @@ if not shown:
 request = FeatureActivationsRequest(tokens=ids, layers=tuple(int(l) for l in shown), top_per_token=per_token,
                                     top_per_layer=rows, transcoders=fingerprint)
 with guard("computing feature activations"):
-    acts = run_experiment(model, "feature_activations", feature_activations_on_prompt, request, device=ctx.device)
+    acts = run_experiment(model, "feature_activations", feature_activations_on_prompt, request, device=ctx.device, **chosen.run_kwargs())
 
 matrix, labels, units = [], [], []
 for i, layer in enumerate(acts.layers):
@@ -91,7 +92,7 @@ index = state.int_input(f"{kind.capitalize()} index (0..{n_units - 1})", 0, n_un
                         where=cols[2])
 unit_request = UnitActivationRequest(tokens=ids, kind=kind, layer=layer, index=index, transcoders=fingerprint)
 with guard(f"computing the {kind}'s activation"):
-    unit_acts = run_experiment(model, "unit_activation", unit_activation, unit_request, device=ctx.device)
+    unit_acts = run_experiment(model, "unit_activation", unit_activation, unit_request, device=ctx.device, **chosen.run_kwargs())
 st.markdown(f"**{md_escape(names(layer, index) if kind == 'feature' else unit_acts.unit)}** on this "
             f"prompt (peak {float(unit_acts.acts.max()):.3f}):")
 st.markdown(prompt_strip(unit_acts.str_tokens, unit_acts.acts.tolist()), unsafe_allow_html=True)
@@ -134,7 +135,7 @@ if edits:
                                     positions=(len(ids) - 1,) if where_text == "the last position" else (),
                                     error_term=keep_error, top_k=10, transcoders=fingerprint)
     with guard("steering"):
-        steered = run_experiment(model, "feature_steering", feature_steering, steer_request, device=ctx.device)
+        steered = run_experiment(model, "feature_steering", feature_steering, steer_request, device=ctx.device, **chosen.run_kwargs())
     last = len(ids) - 1
     side = pd.DataFrame({"original": [charts.visible(t) for t in steered.original_tokens[last]],
                          "p (original)": [round(float(p), 4) for p in steered.original_probs[last]],

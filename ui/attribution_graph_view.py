@@ -34,21 +34,41 @@ def transcoders_for(ctx) -> tuple[Any, str]:
     return _transcoders(ctx.model_name, ctx.dtype, ctx.device, _stamp(), ctx.model)
 
 
-def require_transcoders(ctx, missing: str) -> tuple[Any, str]:
-    """The loaded model's transcoders and their fingerprint; without them, say why (``missing`` names what the page cannot
-    show), offer the bundled model when it is allowed, and stop the page."""
-    tset, reason = transcoders_for(ctx)
-    if tset is not None:
-        return tset, reason
+# Dictionary kinds a page cannot use, and why, in words (ui.dictionary_choice reads the kind from the files).
+GRAPH_REFUSES = {"SAE": "an SAE reconstructs one activation from itself; the graph replaces each MLP, so it needs "
+                        "transcoders (MLP input -> MLP output): pick a transcoder set, skip transcoders or a CLT"}
+FEATURES_REFUSE = {"cross-layer transcoder": "this page reads one dictionary per layer; a cross-layer transcoder's "
+                                             "features are shown on the Attribution graph page"}
+
+
+def require_dictionary(ctx, missing: str, refuse: dict[str, str] | None = None):
+    """The page's feature dictionary (``ui.dictionary_choice``: the settings' ``[features]`` entries for the loaded
+    model, a choice in the page when there are several), as a ``Chosen`` (``.dictionary``, ``.fingerprint``,
+    ``.run_kwargs()``). Without one, say why (``missing`` names what the page cannot show), offer the bundled model
+    when it is allowed, and stop the page. ``refuse``: kind -> why this page cannot use that kind, in words."""
+    from ui.dictionary_choice import choose_dictionary
     from ui.errors import md_escape
 
-    st.warning(md_escape(f"{missing}: {reason}"), icon=":material/warning:")
+    chosen = choose_dictionary(ctx, lambda: transcoders_for(ctx))
+    ctx.dictionary = chosen  # the page's labels read the bundled dashboards only for the bundled transcoders
+    if chosen.dictionary is not None and chosen.kind in (refuse or {}):
+        st.warning(md_escape(f"{missing} with this {chosen.kind}: {refuse[chosen.kind]}"), icon=":material/warning:")
+        st.stop()
+    if chosen.dictionary is not None:
+        return chosen
+    st.warning(md_escape(f"{missing}: {chosen.fingerprint}"), icon=":material/warning:")
     if ctx.settings.model_allowed("default") and ctx.model_name != "default":
         def use_bundled() -> None:
             st.session_state["model"] = "default"
             st.query_params["model"] = "default"
         st.button("Use the bundled model (it has transcoders)", on_click=use_bundled, key="use_bundled")
     st.stop()
+
+
+def require_transcoders(ctx, missing: str) -> tuple[Any, str]:
+    """(dictionary, fingerprint) of :func:`require_dictionary`."""
+    chosen = require_dictionary(ctx, missing)
+    return chosen.dictionary, chosen.fingerprint
 
 
 def _token_text(model, ids: list[int]) -> list[str]:

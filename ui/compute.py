@@ -49,7 +49,9 @@ def compute_fn(model: Any, experiment: str, fn: Callable, settings: Settings) ->
     client = _ray_client(settings.ray_address, settings.ray_app, settings.compute_timeout_s)
     weights = model.weights_hash() if callable(getattr(model, "weights_hash", None)) else None
 
-    def remote(_model: Any, request: Any, progress: Callable[[int, int], None] | None = None) -> Any:
+    def remote(_model: Any, request: Any, progress: Callable[[int, int], None] | None = None, **kwargs: Any) -> Any:
+        if kwargs:  # a feature dictionary chosen on the page lives in this process: the run stays here
+            return fn(_model, request, progress=progress, **kwargs) if progress is not None else fn(_model, request, **kwargs)
         return client.run(experiment, key[0], key[1], weights, request, progress)
 
     return remote

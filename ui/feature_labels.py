@@ -47,8 +47,12 @@ def _dashboards(directory: str, version):
 
 
 def dashboards_for(ctx) -> Any:
-    """The bundled transcoders' dashboards (None when absent or for another model)."""
+    """The bundled transcoders' dashboards (None when absent, for another model, or when the page uses another
+    dictionary than the bundled transcoders: ``ctx.dictionary``, set by ``attribution_graph_view.require_dictionary``)."""
     if getattr(ctx.model.cfg, "model_name", None) != "default":
+        return None
+    chosen = getattr(ctx, "dictionary", None)
+    if chosen is not None and not chosen.bundled:
         return None
     return _dashboards(*_stamp())
 

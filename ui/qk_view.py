@@ -51,7 +51,9 @@ def qk_section(ctx, model, ids: list[int], fingerprint: str, dash, where=st) -> 
     request = QKAttributionRequest(tokens=tuple(ids), layer=layer, head=head, query_pos=query,
                                    key_pos=None if key < 0 else key, transcoders=fingerprint)
     with guard("splitting the attention score", stop=False, where=where):
-        result = run_experiment(model, "qk_attribution", qk_attribution, request, device=ctx.device)
+        chosen = getattr(ctx, "dictionary", None)  # the page's dictionary (ui.attribution_graph_view.require_dictionary)
+        result = run_experiment(model, "qk_attribution", qk_attribution, request, device=ctx.device,
+                                **(chosen.run_kwargs() if chosen is not None else {}))
         where.markdown(md_escape(result.summary))
         tokens = [visible(t) for t in result.str_tokens]
         contrast = result.group_contrast

@@ -1,4 +1,4 @@
-"""The one hosting-settings object the app reads (models, limits, cache, demo mode).
+"""The one hosting-settings object the app reads (models, limits, cache, demo mode, feature dictionaries).
 
 Read from ``settings.toml`` at the repository root, or from the file named by the
 ``CIRCUIT_EXPLORER_SETTINGS`` environment variable. Pages never read the file
@@ -12,6 +12,7 @@ import os
 import tomllib
 from pathlib import Path
 
+from ui.feature_settings import DEFAULT_FEATURES, DictionaryEntry, dictionaries_for, feature_fields
 from ui.scale_settings import scale_fields
 
 SETTINGS_ENV_VAR = "CIRCUIT_EXPLORER_SETTINGS"
@@ -53,6 +54,8 @@ class Settings:
     runs_per_minute_per_session: int = 0
     runs_per_minute_per_address: int = 0
     trust_forwarded_for: bool = False
+    # model name -> the feature dictionaries the pages offer for it (ui/feature_settings.py)
+    feature_dictionaries: tuple = DEFAULT_FEATURES
 
     @property
     def default_model(self) -> str:
@@ -65,6 +68,10 @@ class Settings:
 
     def model_allowed(self, name: str) -> bool:
         return name in self.model_allowlist or (self.arbitrary_models_allowed and bool(name.strip()))
+
+    def dictionaries_for(self, model_name: str) -> tuple[DictionaryEntry, ...]:
+        """The ``[features]`` entries for this model, first = the default (none: the pages say so)."""
+        return dictionaries_for(self.feature_dictionaries, model_name)
 
 
 def settings_path() -> Path:
@@ -123,6 +130,7 @@ def load_settings(path: str | Path | None = None) -> Settings:
         demo_mode=bool(app.get("demo_mode", True)),
         source=path,
         **scale_fields(raw, str(path), SettingsError),
+        **feature_fields(raw, str(path), SettingsError),
     )
 
 

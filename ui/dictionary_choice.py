@@ -1,0 +1,112 @@
+"""Which feature dictionary a page uses: the ``[features]`` settings' entries for the loaded model (demo mode:
+only those), or, where the settings allow free-text models, a path or Hub name typed in.
+
+Each chosen dictionary loads once per server process into the model pool (``ModelPool.get_dictionary``, so
+its bytes count in the pool's memory budget), checked to fit the model; a failure is a message naming the
+file and the mismatch, and nothing half-loaded stays. The page shows the dictionary's kind (transcoder, skip
+transcoder, cross-layer transcoder, SAE) and source under the choice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import weakref
+from typing import Any, Callable, Optional
+
+import streamlit as st
+
+from lens_core.features import FeaturesUnavailable, load_dictionary
+from lens_core.features.dictionaries import dictionary_kind
+from ui import state
+from ui.errors import md_escape
+from ui.feature_settings import BUNDLED, DictionaryEntry
+
+KEY = "dictionary"
+SOURCE_KEY = "dictionary_source"
+TYPED = "Another dictionary (path or Hub name)…"
+
+_FINGERPRINTS: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+
+
+@dataclasses.dataclass
+class Chosen:
+    dictionary: Any  # TranscoderSet, CrossLayerTranscoder, ... (None: not available, see ``why``)
+    fingerprint: str  # keys the result cache; the reason it is missing when dictionary is None
+    entry: Optional[DictionaryEntry]
+    kind: str = ""
+
+    @property
+    def bundled(self) -> bool:
+        return self.entry is not None and self.entry.source == BUNDLED
+
+    def run_kwargs(self) -> dict:
+        """What an experiment call needs beside its request: nothing for the bundled transcoders (the experiments
+        load them themselves, also on remote workers), else the dictionary."""
+        return {} if self.bundled or self.dictionary is None else {"transcoders": self.dictionary}
+
+
+def fingerprint(dictionary: Any) -> str:
+    """sha256 over the dictionary's kind, configuration and tensors (cached per loaded object)."""
+    try:
+        return _FINGERPRINTS[dictionary]
+    except (KeyError, TypeError):
+        pass
+    if callable(getattr(dictionary, "fingerprint", None)):
+        value = dictionary.fingerprint()
+    else:
+        digest = hashlib.sha256(dictionary_kind(dictionary).encode())
+        for name in ("activation", "k", "hook_in_name", "hook_out_name"):
+            digest.update(json.dumps([name, getattr(dictionary, name, None)]).encode())
+        for name, tensor in sorted(dictionary.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        value = digest.hexdigest()
+    try:
+        _FINGERPRINTS[dictionary] = value
+    except TypeError:
+        pass
+    return value
+
+
+def _load(ctx, source: str, pool) -> Any:
+    name = f"{ctx.model_name}|{ctx.dtype}|{ctx.device}|{source}"
+    return pool.get_dictionary(name, lambda: load_dictionary(source, ctx.model))
+
+
+def choose_dictionary(ctx, bundled: Callable[[], tuple[Any, str]], where=st) -> Chosen:
+    """The page's dictionary (a choice in ``where`` when there is one to make). ``bundled()`` gives the bundled
+    transcoders as (set, fingerprint) or (None, why not)."""
+    settings = ctx.settings
+    listed = list(settings.dictionaries_for(ctx.model_name))
+    entries = listed or [DictionaryEntry(BUNDLED)]  # none listed: the bundled transcoders if the model has them
+    typed_ok = settings.arbitrary_models_allowed
+    titles = [e.title for e in entries] + ([TYPED] if typed_ok else [])
+    title = titles[0] if len(titles) == 1 else state.selectbox("Feature dictionary", titles, key=KEY,
+                                                               default=titles[0], where=where)
+    if title == TYPED:
+        source = state.text_input("Dictionary (local path or Hub name)", key=SOURCE_KEY, where=where,
+                                  placeholder="e.g. /data/transcoders/gpt2 or mntss/clt-gpt2").strip()
+        if not source:
+            return Chosen(None, "type a dictionary's local path or Hub name", None)
+        entry = DictionaryEntry(source)
+    else:
+        entry = entries[titles.index(title)]
+    if entry.source == BUNDLED:
+        tset, reason = bundled()
+        if tset is None:
+            if not listed:
+                reason += f" (or list the dictionaries of {ctx.model_name!r} in the settings' [features] table)"
+            return Chosen(None, reason, entry)
+        chosen = Chosen(tset, reason, entry, dictionary_kind(tset))
+    else:
+        from ui.model import get_pool
+
+        try:
+            dictionary = _load(ctx, entry.source, get_pool(settings))
+        except FeaturesUnavailable as exc:
+            return Chosen(None, str(exc), entry)
+        chosen = Chosen(dictionary, fingerprint(dictionary), entry, dictionary_kind(dictionary))
+    where.caption(md_escape(f"{chosen.kind.capitalize()} · source: {entry.source if not chosen.bundled else 'bundled with the model'}"))
+    return chosen
