@@ -13,7 +13,8 @@ import dataclasses
 import hashlib
 import json
 import weakref
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import streamlit as st
 
@@ -27,14 +28,14 @@ KEY = "dictionary"
 SOURCE_KEY = "dictionary_source"
 TYPED = "Another dictionary (path or Hub name)…"
 
-_FINGERPRINTS: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+_FINGERPRINTS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
 @dataclasses.dataclass
 class Chosen:
     dictionary: Any  # TranscoderSet, CrossLayerTranscoder, ... (None: not available, see ``why``)
     fingerprint: str  # keys the result cache; the reason it is missing when dictionary is None
-    entry: Optional[DictionaryEntry]
+    entry: DictionaryEntry | None
     kind: str = ""
 
     @property
