@@ -4,7 +4,6 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from lens_core.experiments.corpus.browse import (METHODS, BrowseRequest, browse, chunk_requests, combine, parse_component,
@@ -95,9 +94,8 @@ m[2].metric(f"Share rising > {result.threshold} nats", f"{stats['share_rise_abov
 m[3].metric(f"Share falling > {result.threshold} nats", f"{stats['share_fall_below']:.1%}")
 
 finite = change[change.isfinite()].numpy()
-hist = go.Figure(go.Histogram(x=finite, nbinsx=120, marker_color="#888"))
-hist.update_layout(title="Loss change per token (ablated − plain, nats)", xaxis_title="loss change (nats)",
-                   yaxis_title="tokens", yaxis_type="log", height=300, margin=dict(t=40, b=40))
+hist = charts.count_histogram(finite, bins=120, title="Loss change per token (ablated − plain, nats)",
+                              x_title="loss change (nats)", y_title="tokens")
 st.plotly_chart(hist, key="histogram")
 
 # -- the ranked tokens ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ tokens keep separate rows/columns (categorical axes would merge them).
 from __future__ import annotations
 
 import html
+import math
 from typing import Sequence
 
 import numpy as np
@@ -165,4 +166,37 @@ def lines(series: dict, labels: Sequence[str], *, title: str = "", x_title: str 
         xaxis={"title": html.escape(x_title), "tickmode": "array", "tickvals": list(range(len(names))), "ticktext": names},
         yaxis={"title": html.escape(y_title)}, margin={"l": 10, "r": 10, "t": 50, "b": 10},
     )
+    return fig
+
+
+def log_count_axis(max_count: float) -> dict:
+    """A log axis for counts with readable ticks: 1, 10, 100, 1,000, ... up to the first power of ten at or above
+    ``max_count`` (plotly's own log ticks crowd in 2s and 5s between the decades)."""
+    top = max(0, math.ceil(math.log10(max(float(max_count), 1.0))))
+    values = [10 ** k for k in range(top + 1)]
+    return {"type": "log", "tickmode": "array", "tickvals": values, "ticktext": [f"{v:,}" for v in values],
+            "range": [math.log10(0.7), top + 0.1], "minor": {"showgrid": False}}
+
+
+def count_histogram(values, *, bins: int = 120, title: str = "", x_title: str = "", y_title: str = "count",
+                    log_counts: bool = True, height: int = 300) -> go.Figure:
+    """A histogram of ``values`` in ``bins`` equal bins (fixed here, so the counts, and the log axis's ticks, are
+    known); counts on a log axis with ticks at the powers of ten when ``log_counts``."""
+    values = _as_array(values).ravel()
+    values = values[np.isfinite(values)]
+    fig = go.Figure()
+    counts = np.zeros(0)
+    if values.size:
+        low, high = float(values.min()), float(values.max())
+        if high <= low:
+            high = low + 1.0
+        counts, _ = np.histogram(values, bins=bins, range=(low, high))
+        size = (high - low) / bins
+        fig.add_trace(go.Histogram(x=values, xbins={"start": low, "end": high, "size": size},
+                                   marker_color="#888", hovertemplate="%{x}<br>%{y:,} " + html.escape(y_title)
+                                   + "<extra></extra>"))
+    yaxis = log_count_axis(counts.max() if counts.size else 1) if log_counts else {}
+    yaxis["title"] = html.escape(y_title)
+    fig.update_layout(title=html.escape(title), xaxis={"title": html.escape(x_title)}, yaxis=yaxis, height=height,
+                      margin={"l": 10, "r": 10, "t": 40, "b": 40})
     return fig

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 
+import numpy as np
 import pytest
 import torch
 
@@ -37,6 +38,13 @@ def test_browse_from_url_shows_lens_core_ranking_and_example(bundled_settings, b
     shown = plotly_array(hist["data"][0]["x"])
     assert len(shown) == int(change.isfinite().sum()) == 6 * 127
     assert sorted(shown.tolist()) == pytest.approx(sorted(change[change.isfinite()].tolist()), abs=1e-5)
+    # The log axis reads in decades (1, 10, 100, ...) up to the tallest bar, not plotly's crowded 2s and 5s.
+    counts, _ = np.histogram(shown, bins=120)
+    yaxis = hist["layout"]["yaxis"]
+    assert yaxis["type"] == "log" and yaxis["tickmode"] == "array"
+    assert list(yaxis["tickvals"]) == [10 ** k for k in range(len(yaxis["tickvals"]))]
+    assert yaxis["tickvals"][-1] >= counts.max() > yaxis["tickvals"][-1] / 10
+    assert list(yaxis["ticktext"]) == [f"{v:,}" for v in yaxis["tickvals"]]
     # The ranked rows, in lens_core's order, each with its change.
     rows = [m.value for m in at.markdown if m.value.startswith('<div style="display:flex')]
     assert len(rows) == 20
