@@ -9,7 +9,8 @@ circuit-tracer stores the transposed matrix (``x @ W_skip.T``) and Gemma Scope 2
 Everything that reads only features (``encode``, ``decode``, feature dashboards, steering by feature)
 works unchanged; the reconstruction of the MLP output is ``reconstruct(x)`` (= ``forward``), which
 includes the skip term. In an attribution graph built by ``lens_core.experiments.graphs`` the skip
-term is not a node of its own: it stays inside the layer's error node (the graph stays complete).
+term is a linear path of the frozen replacement model (from the layer's input to its output, carrying gradient
+like the residual stream), not a node; the error node is what the reconstruction with the skip term misses.
 """
 
 from __future__ import annotations

@@ -170,6 +170,11 @@ def prepare(model, transcoders, tokens: torch.Tensor, layer: int) -> Prepared:
     if reason:
         raise ValueError(reason)
     views = transcoder_views(model, transcoders)
+    if views is None:
+        from lens_core.features import FeaturesUnavailable
+
+        raise FeaturesUnavailable("the query/key split of attention edges takes per-layer transcoders without a skip "
+                                  "term; skip and cross-layer transcoders are not supported there yet")
     _, cache = model.run_with_cache(tokens, names_filter=_cache_names(model, layer, views))
     cache = dict(cache.items())
     cache["tokens"] = tokens[0]

@@ -40,6 +40,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from ._frozen import forward, freeze, logit_seeds
+from ._frozen import norm_t as _norm_t
 from ._targets import node_budget_error, select_logits  # noqa: F401 (their old home)
 from ._transcoder_views import TranscoderView, transcoder_views  # noqa: F401 (their old home)
 
@@ -96,15 +98,6 @@ class ReplacementGraph:
 
     def kinds(self) -> list[str]:
         return ["feature"] * self.n_features + ["error"] * self.n_errors + ["embedding"] * self.n_pos + ["logit"] * self.n_logits
-
-
-def _norm_t(v: torch.Tensor, scale: torch.Tensor, centered: bool, w: Optional[torch.Tensor]) -> torch.Tensor:
-    """Transpose of the frozen norm ``x -> centre(x) / scale * w`` applied to a gradient ``v [..., pos, d]``."""
-    if w is not None:
-        v = v * w
-    if centered:
-        v = v - v.mean(-1, keepdim=True)
-    return v / scale
 
 
 @dataclasses.dataclass
@@ -171,23 +164,12 @@ def prepare_walk(model, transcoders, tokens: torch.Tensor, targets: Optional[Seq
     is still exactly its edges plus its bias. Position 0's token embedding stays a node."""
     cfg = model.cfg
     views = transcoder_views(model, transcoders)
+    if views is None:  # skip or cross-layer transcoders: the general walk
+        from ._clt_walk import prepare_dictionary_walk
+
+        return prepare_dictionary_walk(model, transcoders, tokens, targets, logit_mass, max_logits, minus, zero_bos)
     n, P, d = cfg.n_layers, tokens.shape[1], cfg.d_model
-    centered = cfg.normalization_type in ("LN", "LNPre")
-    names = ["hook_embed", "ln_final.hook_scale"]
-    if cfg.positional_embedding_type == "standard":
-        names.append("hook_pos_embed")
-    soft_capped = cfg.output_logits_soft_cap > 0
-    if soft_capped:
-        names.append("unembed.hook_in")
-    for l, v in enumerate(views):
-        names += [f"blocks.{l}.ln1.hook_scale", f"blocks.{l}.attn.hook_pattern", f"blocks.{l}.ln2.hook_scale",
-                  f"blocks.{l}.ln1_post.hook_scale", f"blocks.{l}.hook_mlp_out", v.hook_in]
-    logits, cache = model.run_with_cache(tokens, names_filter=sorted(set(names) & set(model.hook_dict)))
-    last = logits[0, -1].float()
-    probs = last.softmax(-1)
-    if soft_capped:  # the graph's logit nodes are the logits before the (nonlinear) cap
-        last = cache["unembed.hook_in"][0, -1].float() @ model.W_U.float() + model.b_U.float()
-    logit_tokens = select_logits(probs, targets, logit_mass, max_logits)
+    cache, last, probs, logit_tokens = forward(model, [v.hook_in for v in views], tokens, targets, logit_mass, max_logits)
 
     # ---- the nodes: active features (and their inputs), errors, embeddings
     f_layer, f_pos, f_idx, f_act, f_pre = [], [], [], [], []
@@ -215,57 +197,9 @@ def prepare_walk(model, transcoders, tokens: torch.Tensor, targets: Optional[Seq
     n_nodes = n_feat + n * P + P + n_logits
     err0, emb0, logit0 = n_feat, n_feat + n * P, n_feat + n * P + P
 
-    embed = cache["hook_embed"][0].float()
-    pos_embed = cache["hook_pos_embed"][0].float() if "hook_pos_embed" in cache else torch.zeros_like(embed)
-    ones = torch.ones(P, 1, device=last.device)
-
-    def cached(name: str) -> torch.Tensor:
-        return cache[name][0].float() if name in cache else ones
-
-    scale1 = [cached(f"blocks.{l}.ln1.hook_scale") for l in range(n)]  # [pos, 1]; ones without the norm
-    scale2 = [cached(f"blocks.{l}.ln2.hook_scale") for l in range(n)]
-    post1 = [1.0 / cached(f"blocks.{l}.ln1_post.hook_scale") for l in range(n)]  # [pos, 1]: ln1_post's frozen 1/scale
-    patterns = [cache[f"blocks.{l}.attn.hook_pattern"][0].float() for l in range(n)]  # [head, q, k]
-    scale_f = cache["ln_final.hook_scale"][0].float()
-
-    # Frozen attention of layer l: out[q] = sum_h sum_k P[h,q,k] ln1(x[k]) W_V[h] W_O[h] + const_l, with
-    # ln1(x) = centre(x) / s[k] * w. Its transpose folds the norm into the weights and the pattern:
-    # W_V_t[h*e, d] = centre_d(w * W_V[h])^T and P_t[h, k, q] = P[h, q, k] / s[k].
-    groups, h_e = cfg.n_kv_groups, cfg.n_heads * cfg.d_head
-    W_O_t, W_V_t, P_t, attn_const = [], [], [], []
-    for l, block in enumerate(model.blocks):
-        W_V = block.attn.W_V.float().repeat_interleave(groups, 0)  # [head, d_model, d_head]
-        b_V = block.attn.b_V.float().repeat_interleave(groups, 0)  # [head, d_head]
-        W_O = block.attn.W_O.float()  # [head, d_head, d_model]
-        post_w = getattr(block.ln1_post, "w", None) if block.ln1_post is not None else None
-        if post_w is not None:
-            W_O = W_O * post_w.float()  # ln1_post's weight; its frozen scale is post1, per query position
-        ln_w, ln_b = getattr(block.ln1, "w", None), getattr(block.ln1, "b", None)
-        W_eff = W_V * ln_w.float()[None, :, None] if ln_w is not None else W_V
-        if centered:
-            W_eff = W_eff - W_eff.mean(1, keepdim=True)
-        W_V_t.append(W_eff.permute(0, 2, 1).reshape(h_e, d))
-        W_O_t.append(W_O.reshape(h_e, d).T.contiguous())  # [d_model, head*d_head]
-        P_t.append((patterns[l] / scale1[l][None, None, :, 0]).transpose(1, 2).contiguous())  # [head, k, q]
-        value_bias = b_V + torch.einsum("d,hde->he", ln_b.float(), W_V) if ln_b is not None else b_V
-        b_O = block.attn.b_O.float() * (post_w.float() if post_w is not None else 1.0)
-        attn_const.append((b_O + torch.einsum("he,hed->d", value_bias, W_O))[None, :] * post1[l])  # [pos, d_model]
-
-    h, e = cfg.n_heads, cfg.d_head
-
-    def attn_t(l: int, g: torch.Tensor) -> torch.Tensor:
-        """g [q, B, d] at layer l's attention output -> its part at layer l's input (positions < q)."""
-        q, B = g.shape[:2]
-        u = ((g * post1[l][:q, :, None]) @ W_O_t[l]).view(q, B, h, e).permute(2, 0, 1, 3).reshape(h, q, B * e)
-        u = torch.bmm(P_t[l][:, :q, :q], u)  # [head, k, B * d_head]
-        u = u.view(h, q, B, e).permute(1, 2, 0, 3).reshape(q, B, h_e)
-        return u @ W_V_t[l]
-
-    def attn_t_one(l: int, seed: torch.Tensor, pos: torch.Tensor, q: int) -> torch.Tensor:
-        """attn_t of a gradient that is ``seed [B, d]`` at one position per row: no zero rows multiplied."""
-        y = torch.bmm(((seed * post1[l][pos]) @ W_O_t[l]).view(-1, h, e).transpose(0, 1), W_V_t[l].view(h, e, d))  # [head, B, d]
-        coef = P_t[l][:, :q, :][:, :, pos]  # [head, k, B]: attention of each row's query to each key
-        return torch.bmm(coef.permute(2, 1, 0), y.transpose(0, 1)).transpose(0, 1).contiguous()  # [B,k,h] @ [B,h,d]
+    fz = freeze(model, cache, P, last.device)
+    centered, scale2, scale_f, attn_const = fz.centered, fz.scale2, fz.scale_f, fz.attn_const
+    attn_t, attn_t_one, emb_src, E_tok, E_pos = fz.attn_t, fz.attn_t_one, fz.emb_src, fz.E_tok, fz.E_pos
 
     # Sources written at resid_post[l], as columns of one batched product per layer: each position's
     # scaled decoder rows of the layer's active features (padded to ``slots``), then the error vector,
@@ -291,32 +225,8 @@ def prepare_walk(model, transcoders, tokens: torch.Tensor, targets: Optional[Seq
         flat_slot.append(pos_l * (slots + 2) + slot)
         upto.append(torch.cumsum(counts, 0))  # features of this layer at positions <= p
         n_slots.append(slots)
-    emb_src = torch.stack([embed, pos_embed], -1)  # [pos, d_model, 2]
-    # The embeddings pushed forward through layer 0's frozen attention (plus the residual path), so the walk
-    # stops at resid_mid[0] instead of transposing that attention for every row: E_tok[k, q] is what the
-    # token embedding at k adds to resid_mid[0] at q; E_pos the same for all positional embeddings summed.
-    def through_attn0(x: torch.Tensor) -> torch.Tensor:
-        vals = (x @ W_V_t[0].T / scale1[0]).view(P, h, e)  # [key, head, d_head]
-        z = torch.einsum("khe,hed->hkd", vals, W_O_t[0].T.reshape(h, e, d))  # [head, key, d_model]
-        return torch.einsum("hqk,hkd->kqd", patterns[0], z) * post1[0][None] + torch.diag_embed(x.T).permute(1, 2, 0)
-    E_tok = through_attn0(embed)  # [key, query, d_model]
-    E_pos = through_attn0(pos_embed).sum(0)  # [query, d_model]
-
-    # ---- the targets' seeds and own constants
-    W_U, b_U = model.W_U.float(), model.b_U.float()
-    ids = logit_tokens.to(W_U.device)
-    if minus is None:
-        logit_dirs = (W_U[:, ids] - W_U.mean(1, keepdim=True)).T  # [n_logits, d_model], demeaned
-        logit_const = b_U[ids] - b_U.mean()
-    else:  # a direction: the reference is logit(minus) instead of the mean logit
-        if ids.numel() != 1 or int(ids[0]) == int(minus):
-            raise ValueError("a direction target needs one token x and another token y (logit(x) - logit(y))")
-        logit_dirs = (W_U[:, ids] - W_U[:, int(minus)][:, None]).T
-        logit_const = b_U[ids] - b_U[int(minus)]
-    lnf_w, lnf_b = getattr(model.ln_final, "w", None), getattr(model.ln_final, "b", None)
-    if lnf_b is not None:
-        logit_const = logit_const + logit_dirs @ lnf_b.float()
-    demeaned = last - (last.mean() if minus is None else last[int(minus)])
+    logit_dirs, logit_const, demeaned, ids = logit_seeds(model, logit_tokens, minus, last)
+    lnf_w = fz.lnf_w
 
     node_input = torch.zeros(n_nodes, device=last.device)
     node_input[:n_feat] = f_pre
@@ -340,8 +250,7 @@ def prepare_walk(model, transcoders, tokens: torch.Tensor, targets: Optional[Seq
         else:
             q = P
             g = torch.zeros(q, B, d, device=last.device)
-            w = lnf_w.float() if lnf_w is not None else None
-            g[-1] = _norm_t(logit_dirs.T[:, idx].T, scale_f[-1], centered, w)  # the same memory layout as logit_dirs
+            g[-1] = _norm_t(logit_dirs.T[:, idx].T, scale_f[-1], centered, lnf_w)  # the same memory layout as logit_dirs
             bias = logit_const[idx]
             top = n - 1
         for l in range(top, -1, -1):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import torch
 
-from lens_core.features import CrossLayerTranscoder, FeaturesUnavailable, SkipTranscoder
+from lens_core.features import CrossLayerTranscoder, SkipTranscoder
 
 
 @dataclasses.dataclass
@@ -30,29 +31,32 @@ def _config(tc) -> object:
     raise TypeError(f"{type(tc).__name__} has no cfg/config with layer and hook names")
 
 
-def transcoder_views(model, transcoders) -> list[TranscoderView]:
-    """One view per layer, in layer order, from a mapping layer -> transcoder or a sequence."""
+def check_hooks(model, layer: int, hook_in: str, hook_out: str, what: str = "transcoder") -> None:
+    """The graph's dictionaries read ln2.hook_normalized or hook_resid_mid and write hook_mlp_out of their layer."""
+    if hook_out != f"blocks.{layer}.hook_mlp_out":
+        raise ValueError(f"{what} for layer {layer} writes {hook_out!r}; the graph needs blocks.{layer}.hook_mlp_out")
+    if hook_in not in (f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_resid_mid"):
+        raise ValueError(f"{what} for layer {layer} reads {hook_in!r}; the graph supports ln2.hook_normalized or hook_resid_mid")
+    if hook_in not in model.hook_dict:
+        raise ValueError(f"{what} for layer {layer} reads {hook_in!r}, which this model does not have "
+                         "(no norm before its MLP): use hook_resid_mid")
+
+
+def transcoder_views(model, transcoders) -> Optional[list[TranscoderView]]:
+    """One view per layer, in layer order, from a mapping layer -> transcoder or a sequence; None for a
+    cross-layer transcoder or a set with skip transcoders (``_clt_walk`` builds those graphs)."""
     if isinstance(transcoders, CrossLayerTranscoder):
-        raise FeaturesUnavailable("attribution graphs with cross-layer transcoders are not supported yet: "
-                                  "load per-layer transcoders for this model")
+        return None  # the general walk (_clt_walk)
     items = list(transcoders.values()) if hasattr(transcoders, "values") else list(transcoders)
-    skips = [int(_config(tc).layer) for tc in items if isinstance(tc, SkipTranscoder)]
-    if skips:
-        raise FeaturesUnavailable(f"attribution graphs with skip transcoders are not supported yet (layers {skips} "
-                                  "have a skip term, which the graph would fold into its error nodes)")
+    if any(isinstance(tc, SkipTranscoder) for tc in items):
+        return None
     n = model.cfg.n_layers
     views: dict[int, TranscoderView] = {}
     for tc in items:
         cfg = _config(tc)
         layer = int(cfg.layer)
         hook_in, hook_out = str(cfg.hook_in), str(cfg.hook_out)
-        if hook_out != f"blocks.{layer}.hook_mlp_out":
-            raise ValueError(f"transcoder for layer {layer} writes {hook_out!r}; the graph needs blocks.{layer}.hook_mlp_out")
-        if hook_in not in (f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_resid_mid"):
-            raise ValueError(f"transcoder for layer {layer} reads {hook_in!r}; the graph supports ln2.hook_normalized or hook_resid_mid")
-        if hook_in not in model.hook_dict:
-            raise ValueError(f"transcoder for layer {layer} reads {hook_in!r}, which this model does not have "
-                             "(no norm before its MLP): use hook_resid_mid")
+        check_hooks(model, layer, hook_in, hook_out)
         device = model.W_E.device
 
         def grab(x):

@@ -22,6 +22,10 @@ from typing import Optional, Sequence
 
 import torch
 
+from lens_core.features import CrossLayerTranscoder
+
+from ._clt_interventions import clt_edit_hooks
+
 
 def gradient_predictions(model, tset, tokens: torch.Tensor, features: Sequence[tuple[int, int, int, float]],
                          target: int, steps: int = 1, minus: Optional[int] = None) -> torch.Tensor:
@@ -51,7 +55,10 @@ def gradient_predictions(model, tset, tokens: torch.Tensor, features: Sequence[t
             add[r, int(pos)] = (offset[r] + delta[r])[:, None] * tc.W_dec[int(feature)].float()
         return y + add.to(y.dtype)
 
-    hooks = [(tset[layer].cfg.hook_out, edit) for layer in by_layer]
+    if isinstance(tset, CrossLayerTranscoder):  # a feature writes every later layer
+        hooks = clt_edit_hooks(tset, features, n, offset + delta)
+    else:
+        hooks = [(tset[layer].cfg.hook_out, edit) for layer in by_layer]
     final = {}
     if model.cfg.output_logits_soft_cap > 0:  # the graph's logits are the ones before the cap
         hooks.append(("unembed.hook_in", lambda x, hook: final.setdefault("x", x)))

@@ -14,9 +14,11 @@ from typing import Optional, Sequence
 
 import torch
 
+from lens_core.features import CrossLayerTranscoder
 from lens_core.results import ExperimentResult
 
 from .._common import TokenLike, capped, resolve_token, resolve_tokens, str_tokens
+from ._clt_interventions import check_clt_clamp, clt_intervention_hooks
 
 Clamp = tuple[int, int, int, float]  # layer, pos, feature, value
 
@@ -27,8 +29,10 @@ def check_clamps(tset, n_pos: int, clamps: Sequence[Clamp]) -> list[Clamp]:
         if len(clamp) != 4:
             raise ValueError(f"a clamp is (layer, position, feature, value), got {clamp!r}")
         layer, pos, feature, value = int(clamp[0]), int(clamp[1]), int(clamp[2]), float(clamp[3])
-        tc = tset[layer]
-        tc.check_feature(feature)
+        if isinstance(tset, CrossLayerTranscoder):
+            check_clt_clamp(tset, layer, feature)
+        else:
+            tset[layer].check_feature(feature)
         if not 0 <= pos < n_pos:
             raise ValueError(f"clamp position {pos} is outside the prompt's {n_pos} tokens")
         checked.append((layer, pos, feature, value))
@@ -65,6 +69,9 @@ def run_interventions(model, tset, tokens: torch.Tensor, sets: Sequence[Sequence
         return y
 
     hooks = [(name, lambda x, hook: patterns[hook.name].expand_as(x)) for name in (patterns or {})]
+    if isinstance(tset, CrossLayerTranscoder):  # a feature writes every later layer (_clt_interventions)
+        hooks += clt_intervention_hooks(tset, sets)
+        layers = []
     for layer in layers:
         hooks += [(tset[layer].cfg.hook_in, keep_input), (tset[layer].cfg.hook_out, edit_output)]
     final = {}

@@ -1,0 +1,75 @@
+"""Skip and cross-layer transcoders as the general walk (``_clt_walk``) sees them, checked against the model.
+
+Every dictionary is, layer by layer: an encoder reading ``hook_in(s)`` (``pre = (x - b_in) @ W_enc + b_enc``),
+decoders from layer ``s`` into layers ``s .. s + R - 1`` (``W_dec [F, R, d]``: ``R = 1`` for a per-layer
+transcoder, ``n_layers - s`` for a cross-layer one), ``b_dec[t]`` at ``hook_mlp_out`` of layer ``t``, and an
+optional linear skip term ``x_t @ W_skip[t]`` from layer ``t``'s input to its output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import torch
+
+from lens_core.features import CrossLayerTranscoder, SkipTranscoder
+
+from ._transcoder_views import _config, check_hooks
+
+
+@dataclasses.dataclass
+class LayerDictionary:
+    layer: int
+    hook_in: str
+    W_enc: torch.Tensor  # [d_model, F]
+    b_enc: torch.Tensor  # [F]
+    b_in: torch.Tensor  # [d_model]
+    W_dec: torch.Tensor  # [F, R, d_model]: into layers layer .. layer + R - 1
+    b_dec: torch.Tensor  # [d_model], written at this layer's hook_mlp_out
+    W_skip: Optional[torch.Tensor]  # [d_model, d_model] or None
+    encode: Callable[[torch.Tensor], torch.Tensor]  # float input [pos, d] -> activations [pos, F] (decides activity)
+
+
+def _grab(x: torch.Tensor, device) -> torch.Tensor:
+    return x.detach().to(device=device, dtype=torch.float32)
+
+
+def dictionary_views(model, transcoders) -> list[LayerDictionary]:
+    n, device = model.cfg.n_layers, model.W_E.device
+    if model.cfg.parallel_attn_mlp:
+        raise ValueError("attribution graphs need sequential attention then MLP (this model runs them in parallel)")
+    if isinstance(transcoders, CrossLayerTranscoder):
+        clt = transcoders
+        clt.check_fits(model)
+        out = []
+        for s in range(n):
+            check_hooks(model, s, clt.hook_in(s), clt.hook_out(s), "cross-layer transcoder")
+            W_enc = _grab(clt.W_enc[s], device)
+            dtype = clt.W_enc[s].dtype
+            out.append(LayerDictionary(
+                layer=s, hook_in=clt.hook_in(s), W_enc=W_enc, b_enc=_grab(clt.b_enc[s], device),
+                b_in=torch.zeros(W_enc.shape[0], device=device), W_dec=_grab(clt.W_dec[s], device),
+                b_dec=_grab(clt.b_dec[s], device),
+                W_skip=_grab(clt.W_skip[s], device) if clt.W_skip is not None else None,
+                encode=lambda x, s=s, dtype=dtype: clt.encode_layer(x.to(dtype), s).float()))
+        return out
+    items = list(transcoders.values()) if hasattr(transcoders, "values") else list(transcoders)
+    views: dict[int, LayerDictionary] = {}
+    for tc in items:
+        cfg = _config(tc)
+        layer = int(cfg.layer)
+        check_hooks(model, layer, str(cfg.hook_in), str(cfg.hook_out), "transcoder")
+        W_enc = _grab(tc.W_enc, device)
+        b_in = getattr(tc, "b_in", None)
+        dtype = tc.W_enc.dtype
+        views[layer] = LayerDictionary(
+            layer=layer, hook_in=str(cfg.hook_in), W_enc=W_enc, b_enc=_grab(tc.b_enc, device),
+            b_in=_grab(b_in, device) if b_in is not None else torch.zeros(W_enc.shape[0], device=device),
+            W_dec=_grab(tc.W_dec, device)[:, None, :], b_dec=_grab(tc.b_dec, device),
+            W_skip=_grab(tc.W_skip, device) if isinstance(tc, SkipTranscoder) else None,
+            encode=lambda x, tc=tc, dtype=dtype: tc.encode(x.to(dtype)).float())
+    missing = [l for l in range(n) if l not in views]
+    if missing:
+        raise ValueError(f"the graph needs a transcoder for every layer; none for layer(s) {missing}")
+    return [views[l] for l in range(n)]
