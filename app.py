@@ -22,6 +22,7 @@ PAGE_ICON = Path(__file__).resolve().parent / "ui" / "static" / "icon.svg"
 if __name__ == "__main__":
     from ui.auth import require_sign_in
     from ui.errors import guard
+    from ui.link_store import compact_url, expand_link_state
     from ui.links import take_link_state
     from ui.navigation import build_navigation
     from ui.notebook_export import sidebar_button
@@ -35,10 +36,14 @@ if __name__ == "__main__":
         require_sign_in()  # off by default; when on, no page runs for a visitor who is not signed in and allowed
     navigation = build_navigation()
     with guard("setting up the sidebar"):
+        expand_link_state()  # a link whose long values were saved server-side: them, back in the query string
         take_link_state()  # an "Open in" link followed in this session: its values, not the session's
         sidebar()
         sidebar_button()  # the notebook of this session's runs, built on click
-    navigation.run()
+    try:
+        navigation.run()
+    finally:  # also after st.stop(): the address bar's link stays short enough to share and reload
+        compact_url()
 else:
     from starlette.middleware import Middleware
 

@@ -231,6 +231,16 @@ class ResultStore(IndexRecovery):
         fp16 = self.activations_fp16
         return self._get_or_compute(key, compute, lambda d: encode_activations(d, fp16=fp16), decode_activations)
 
+    def get_bytes(self, key: str) -> bytes | None:
+        """A small raw value put with :meth:`put_bytes` (the app's saved link states), or None. Never unpickled; the
+        same rule as results: a fault is a miss, never an error."""
+        blob = self._read(key)
+        return bytes(blob) if blob is not None else None
+
+    def put_bytes(self, key: str, blob: bytes) -> None:
+        """Store raw bytes under ``key`` (evicted like results; a fault is logged, not raised)."""
+        self._write(key, bytes(blob))
+
     def stats(self) -> StoreStats:
         entries = size = hits = misses = 0
         self._check_index()
@@ -374,6 +384,12 @@ class NullStore:
 
     def run_experiment(self, model, experiment, fn, request, **fn_kwargs):
         return fn(model, request, **fn_kwargs)
+
+    def get_bytes(self, key: str) -> None:
+        return None
+
+    def put_bytes(self, key: str, blob: bytes) -> None:
+        pass
 
     def stats(self) -> StoreStats:
         return StoreStats("", True, 0, 0, 0, 0, 0, 0, 0)

@@ -43,13 +43,16 @@ def _text(value: Any) -> str:
 
 def link_params(ctx: Any = None, **params: Any) -> dict[str, str]:
     """The query string of a link: the sidebar's model, dtype and prompt (from ``ctx``), then ``params`` (``None``
-    values left out), then the marker."""
+    values left out), then the marker; past ``ui.link_store.MAX_QUERY_CHARS`` the long values are saved
+    server-side and the link carries ``state=<id>``."""
     out: dict[str, str] = {}
     if ctx is not None:
         out.update(model=str(ctx.model_name), dtype=str(ctx.dtype), prompt=str(ctx.prompt))
     out.update({key: _text(value) for key, value in params.items() if value is not None})
     out[LINK_PARAM] = "1"
-    return out
+    from ui.link_store import compact  # a link too long for the server: its long values kept under a short id
+
+    return compact(out, keep=(LINK_PARAM,))
 
 
 def take_link_state() -> None:

@@ -71,3 +71,32 @@ def test_replica_settings_select_redis_and_the_ray_workers():
     assert settings.trust_forwarded_for and settings.runs_per_minute_per_address > 0
     deploy_cmd = " ".join(compose()["services"]["ray-deploy"]["command"])
     assert f"--app {settings.ray_app}" in deploy_cmd
+
+
+def test_an_over_long_request_gets_a_readable_page():
+    """Issue 23: a link longer than the server accepts got a bare "Invalid HTTP request received." page. The proxy
+    answers first (8 KiB a request line or header, below uvicorn's ~64 KiB) with a page in words."""
+    conf = (DEPLOY / "nginx.conf").read_text()
+    server = conf[conf.index("server {"):]
+    buffers = re.search(r"large_client_header_buffers\s+(\d+)\s+(\d+)k;", server)
+    assert buffers and int(buffers.group(2)) * 1024 < 64 * 1024  # nginx refuses before the app server would
+    page = re.search(r"error_page\s+([\d\s]+?)\s+(?:=\d+\s+)?(/\S+);", server)
+    assert page and {"414", "494"} <= set(page.group(1).split())
+    uri = page.group(2)
+    location = re.search(r"location = " + re.escape(uri) + r" \{(.*?)\}", server, re.S)
+    assert location and "internal;" in location.group(1)
+    root = re.search(r"root\s+(\S+);", location.group(1)).group(1)
+    # The page is mounted where that location reads it, from a file in deploy/.
+    mounts = [v.split(":") for v in compose()["services"]["proxy"]["volumes"]]
+    source = next(src for src, target, *_ in mounts if target == root + uri)
+    html = (DEPLOY / source).read_text(encoding="utf-8")
+    assert "<title>" in html and "too long" in html and 'href="/"' in html
+    assert "<script" not in html.lower()  # a static page: nothing to run
+
+
+def test_the_app_keeps_its_links_far_below_the_proxy_limit():
+    from ui.link_store import MAX_QUERY_CHARS
+
+    conf = (DEPLOY / "nginx.conf").read_text()
+    line_limit = int(re.search(r"large_client_header_buffers\s+\d+\s+(\d+)k;", conf).group(1)) * 1024
+    assert MAX_QUERY_CHARS * 4 <= line_limit
