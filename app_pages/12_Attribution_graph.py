@@ -9,6 +9,7 @@ import streamlit as st
 from lens_core.experiments.graphs.attribution_graph import AttributionGraphRequest, attribution_graph
 from lens_core.experiments.graphs.graph_interventions import GraphInterventionRequest, graph_intervention
 from lens_core.experiments.graphs.graph_json import graph_json, node_ids
+from lens_core.experiments.views.attention import AttentionRequest, attention_patterns
 from ui import attribution_graph_view as view
 from ui.attribution_graph_chart import graph_figure, graph_tables
 from ui import state
@@ -18,6 +19,7 @@ from ui.graph_chart import selected_ids
 from ui.feature_labels import NO_DASHBOARDS
 from ui.links import feature_link
 from ui.model import run_experiment
+from ui.qk_pick import edge_qk_choice
 from ui.qk_view import qk_section
 from ui.token_names import token_name
 from ui.widgets import app_context, optional_token_input, preset_picker
@@ -111,7 +113,8 @@ tokens_shown, targets_shown = view.position_names(model, result), view.target_na
 targets_text = ", ".join(f"{md_escape(repr(t))} ({p:.2f})" for t, p in zip(targets_shown, result.logit_probs))
 st.caption(f"Targets (demeaned logits at the last position, with their probability): {targets_text}. Nodes: transcoder "
            "features (blue), MLP errors (grey), token embeddings (bottom), logits (top); size by influence on the "
-           "targets; edges blue positive, red negative. Click a feature or drag a box to select.")
+           "targets; edges blue positive, red negative. Click a feature or drag a box to select; click an edge's midpoint "
+           "(diamond) between two positions to explain the attention behind it (below).")
 
 # -- the graph ----------------------------------------------------------------------------------
 choices = {node_id: f"{label} [{node_id}]" for node_id, label in zip(all_ids, labels)}
@@ -124,7 +127,18 @@ if len(drawn) < len(edges):
     st.caption(f"Drawing the {len(drawn):,} strongest of the {len(edges):,} kept edges; the exports hold them all.")
 fig = graph_figure(result, nodes, drawn, centres, tokens=tokens_shown)
 event = st.plotly_chart(fig, key="graph_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
-picked = [i for i in selected_ids(event)[0] if i in choices]
+picked, picked_edges = selected_ids(event)
+picked = [i for i in picked if i in choices]
+# One clicked edge picks the head and positions of the QK explanation below (ui/qk_pick.py); the widgets stay.
+qk_said = None
+if len(picked_edges) == 1 and not picked and picked_edges != st.session_state.get("_graph_edge_picked"):
+    st.session_state["_graph_edge_picked"] = picked_edges
+    with guard("reading the prompt's attention"):
+        patterns = run_experiment(model, "attention_patterns", attention_patterns, AttentionRequest(tokens=tuple(ids)),
+                                  device=ctx.device).patterns
+    qk_choice, qk_said = edge_qk_choice(result, picked_edges[0], patterns)
+    for qk_widget, qk_value in (qk_choice or {}).items():
+        state.set_value(qk_widget, qk_value)
 # A new pick in the chart replaces the selection (once: the list below can then edit it freely).
 if picked and picked != st.session_state.get("_graph_picked"):
     st.session_state["_graph_picked"] = picked
@@ -193,6 +207,8 @@ if supernodes:
                  hide_index=True, key="supernodes_table")
 
 # -- why a head attends where it does (ui/qk_view.py) ----------------------------------------------
+if qk_said:
+    st.info(md_escape(qk_said), icon=":material/ads_click:")
 qk_section(ctx, model, ids, fingerprint, dash)
 
 # -- interventions -----------------------------------------------------------------------------------
