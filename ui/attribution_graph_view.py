@@ -105,14 +105,16 @@ def node_labels(model, result, dash) -> list[str]:
 
 
 # ---- the graph's failures a user causes, in plain words -------------------------------------------
-GRAPH_DTYPES = ("float32",)
+GRAPH_DTYPES = ("float32", "bfloat16", "float16")  # half precision: the graph is computed in float32 (its notice says so)
 
 
 def dtype_problem(dtype: str) -> Optional[str]:
-    """Why the graph cannot be built in this dtype (the library builds it in float32 only), or None."""
+    """Why the graph cannot be built in this dtype, or None (float32, and bfloat16/float16 forward passes, whose
+    graph the library computes in float32)."""
     if dtype in GRAPH_DTYPES:
         return None
-    return f"Attribution graphs are built in float32 only, not {dtype}: pick float32 as the dtype in the sidebar."
+    return (f"Attribution graphs are built from float32, bfloat16 or float16 forward passes, not {dtype}: pick one of "
+            "those as the dtype in the sidebar.")
 
 
 def graph_failure(exc: BaseException, n_tokens: int) -> Optional[str]:

@@ -99,12 +99,14 @@ def test_bad_inputs(bundled_with_transcoders):
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_a_half_precision_graph_is_a_plain_message(bundled_with_transcoders, dtype):
-    at = _open(prompt=PRESET["prompt"], dtype=dtype)
-    assert not at.exception
-    shown = " ".join(errors(at))
-    assert f"float32 only, not {dtype}" in shown and "sidebar" in shown, shown
-    assert "RuntimeError" not in shown and "Half" not in shown and "Something went wrong" not in shown, shown
+def test_a_half_precision_graph_is_shown_computed_in_float32(bundled_with_transcoders, dtype):
+    at = _open(prompt=PRESET["prompt"], target=PRESET["answer"], dtype=dtype)
+    assert not at.exception, [e.value for e in at.exception]
+    assert errors(at) == [], errors(at)
+    fig = plotly_figure(at, "graph_chart")
+    assert [t for t in fig["data"] if t.get("name") == "nodes"][0]["customdata"]
+    notices = " ".join(i.value for i in at.info)
+    assert f"computed in float32 from the model's {dtype} forward pass" in notices, notices
 
 
 def test_the_bundled_model_is_offered_and_switches(bundled_with_transcoders, tiny_model_dir, tmp_path, monkeypatch):

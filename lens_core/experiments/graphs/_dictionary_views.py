@@ -14,8 +14,9 @@ from typing import Callable, Optional
 import torch
 
 from lens_core.features import CrossLayerTranscoder, SkipTranscoder
+from lens_core.features.transcoder import sparsify
 
-from ._transcoder_views import _config, check_hooks
+from ._transcoder_views import _config, check_hooks, float32_activations
 
 
 @dataclasses.dataclass
@@ -28,11 +29,20 @@ class LayerDictionary:
     W_dec: torch.Tensor  # [F, R, d_model]: into layers layer .. layer + R - 1
     b_dec: torch.Tensor  # [d_model], written at this layer's hook_mlp_out
     W_skip: Optional[torch.Tensor]  # [d_model, d_model] or None
-    encode: Callable[[torch.Tensor], torch.Tensor]  # float input [pos, d] -> activations [pos, F] (decides activity)
+    encode: Optional[Callable[[torch.Tensor], torch.Tensor]]  # float input [pos, d] -> activations [pos, F] (decides activity)
 
 
 def _grab(x: torch.Tensor, device) -> torch.Tensor:
     return x.detach().to(device=device, dtype=torch.float32)
+
+
+def _clt_float32(clt, s: int, x: torch.Tensor) -> torch.Tensor:
+    """Layer ``s``'s activations of the float32 input ``x``, in float32 whatever the CLT's dtype."""
+    if clt.W_enc[s].dtype == torch.float32:
+        return clt.encode_layer(x, s).float()
+    pre = x @ clt.W_enc[s].float() + clt.b_enc[s].float()
+    threshold = clt.threshold[s].float() if clt.threshold is not None else None
+    return sparsify(pre, clt.activation, clt.k, threshold)
 
 
 def dictionary_views(model, transcoders) -> list[LayerDictionary]:
@@ -46,13 +56,12 @@ def dictionary_views(model, transcoders) -> list[LayerDictionary]:
         for s in range(n):
             check_hooks(model, s, clt.hook_in(s), clt.hook_out(s), "cross-layer transcoder")
             W_enc = _grab(clt.W_enc[s], device)
-            dtype = clt.W_enc[s].dtype
             out.append(LayerDictionary(
                 layer=s, hook_in=clt.hook_in(s), W_enc=W_enc, b_enc=_grab(clt.b_enc[s], device),
                 b_in=torch.zeros(W_enc.shape[0], device=device), W_dec=_grab(clt.W_dec[s], device),
                 b_dec=_grab(clt.b_dec[s], device),
                 W_skip=_grab(clt.W_skip[s], device) if clt.W_skip is not None else None,
-                encode=lambda x, s=s, dtype=dtype: clt.encode_layer(x.to(dtype), s).float()))
+                encode=lambda x, s=s: _clt_float32(clt, s, x)))
         return out
     items = list(transcoders.values()) if hasattr(transcoders, "values") else list(transcoders)
     views: dict[int, LayerDictionary] = {}
@@ -62,13 +71,14 @@ def dictionary_views(model, transcoders) -> list[LayerDictionary]:
         check_hooks(model, layer, str(cfg.hook_in), str(cfg.hook_out), "transcoder")
         W_enc = _grab(tc.W_enc, device)
         b_in = getattr(tc, "b_in", None)
-        dtype = tc.W_enc.dtype
         views[layer] = LayerDictionary(
             layer=layer, hook_in=str(cfg.hook_in), W_enc=W_enc, b_enc=_grab(tc.b_enc, device),
             b_in=_grab(b_in, device) if b_in is not None else torch.zeros(W_enc.shape[0], device=device),
             W_dec=_grab(tc.W_dec, device)[:, None, :], b_dec=_grab(tc.b_dec, device),
             W_skip=_grab(tc.W_skip, device) if isinstance(tc, SkipTranscoder) else None,
-            encode=lambda x, tc=tc, dtype=dtype: tc.encode(x.to(dtype)).float())
+            encode=None)
+        v = views[layer]
+        v.encode = lambda x, v=v, tc=tc: float32_activations(tc, x, (x - v.b_in) @ v.W_enc + v.b_enc)
     missing = [l for l in range(n) if l not in views]
     if missing:
         raise ValueError(f"the graph needs a transcoder for every layer; none for layer(s) {missing}")

@@ -43,7 +43,7 @@ import torch
 from ._frozen import forward, freeze, logit_seeds
 from ._frozen import norm_t as _norm_t
 from ._targets import node_budget_error, select_logits  # noqa: F401 (their old home)
-from ._transcoder_views import TranscoderView, transcoder_views  # noqa: F401 (their old home)
+from ._transcoder_views import TranscoderView, float32_activations, transcoder_views  # noqa: F401 (their old home)
 
 # Dense adjacency: n_nodes^2 floats. 8192 nodes are 256 MiB of float32 per graph.
 DEFAULT_MAX_NODES = 8192
@@ -177,10 +177,10 @@ def prepare_walk(model, transcoders, tokens: torch.Tensor, targets: Optional[Seq
     bos_const = torch.zeros(n, d, device=last.device)  # with zero_bos: what position 0's error would carry
     for l, v in enumerate(views):
         x = cache[v.hook_in][0].float()  # [pos, d_model]
-        acts = v.module.encode(x).float()  # [pos, d_sae]
+        pre = (x - v.b_in) @ v.W_enc + v.b_enc
+        acts = float32_activations(v.module, x, pre)  # [pos, d_sae]
         if zero_bos:
             acts[0] = 0.0
-        pre = (x - v.b_in) @ v.W_enc + v.b_enc
         pos_i, feat_i = acts.nonzero(as_tuple=True)
         f_layer.append(torch.full_like(pos_i, l))
         f_pos.append(pos_i)

@@ -31,6 +31,17 @@ def _config(tc) -> object:
     raise TypeError(f"{type(tc).__name__} has no cfg/config with layer and hook names")
 
 
+def float32_activations(module, x: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+    """The transcoder's activations of the float32 input ``x``: its own ``encode`` for a float32 transcoder, its
+    nonlinearity on the float32 pre-activations ``pre`` otherwise (a float16/bfloat16 dictionary's graph is
+    computed in float32 from the half-precision forward pass's activations)."""
+    if module.W_enc.dtype == torch.float32:
+        return module.encode(x).float()
+    if hasattr(module, "activate"):
+        return module.activate(pre).float()
+    return module.encode(x.to(module.W_enc.dtype)).float()
+
+
 def check_hooks(model, layer: int, hook_in: str, hook_out: str, what: str = "transcoder") -> None:
     """The graph's dictionaries read ln2.hook_normalized or hook_resid_mid and write hook_mlp_out of their layer."""
     if hook_out != f"blocks.{layer}.hook_mlp_out":

@@ -148,6 +148,17 @@ def resolve_targets(model, request) -> tuple[list[int], Optional[int]]:
     return [x], y
 
 
+def half_precision_notice(model, completeness_error: float) -> Optional[str]:
+    """In words, for a model whose forward pass runs in float16/bfloat16; None for float32."""
+    dtype = model.W_E.dtype
+    if dtype == torch.float32:
+        return None
+    name = str(dtype).replace("torch.", "")
+    return (f"The graph was computed in float32 from the model's {name} forward pass (its cached activations, "
+            f"attention patterns and norm scales): each input equals its edges plus bias up to that pass's {name} "
+            f"rounding (largest difference {completeness_error:.2g}).")
+
+
 def attribution_graph(model, request: AttributionGraphRequest, transcoders=None,
                       progress: Optional[Callable[[int, int], None]] = None) -> AttributionGraphResult:
     """``transcoders``: a TranscoderSet to use instead of ``load_transcoders(model)`` (tests, your own).
@@ -178,6 +189,9 @@ def attribution_graph(model, request: AttributionGraphRequest, transcoders=None,
     result = package(model, graph, keep, edges, influence, nodes, predicted, direct, actual, frozen, request,
                      {"graph": built - start, "prune": pruned - built, "check": checked - pruned}, expansion)
     result.check_predicted_full, result.check_correlation_full = full.float(), _pearson(full, actual)
+    precision = half_precision_notice(model, result.completeness_error)
+    if precision:
+        result.notice = precision if result.notice is None else f"{result.notice} {precision}"
     if progress is not None:
         progress(planned[0], planned[0])
     return result
