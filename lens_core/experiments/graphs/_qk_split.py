@@ -44,6 +44,7 @@ import torch
 
 from lens_core.rotary import apply_rotary, rotary_cos_sin
 from ._replacement import transcoder_views
+from ._transcoder_views import float32_activations
 
 
 @dataclasses.dataclass
@@ -115,7 +116,8 @@ def residual_nodes(model, views, cache, layer: int, pos: int) -> ResidualNodes:
         for hh in range(heads.shape[0]):
             kind.append("head"), lay.append(l), index.append(hh), vecs.append(heads[hh])
         v = views[l]
-        acts = v.module.encode(cache[v.hook_in][0, pos : pos + 1].float()).float()[0]  # [d_sae]
+        x = cache[v.hook_in][0, pos : pos + 1].float()
+        acts = float32_activations(v.module, x, (x - v.b_in) @ v.W_enc + v.b_enc)[0]  # [d_sae]
         active = acts.nonzero()[:, 0]
         for f in active.tolist():
             kind.append("feature"), lay.append(l), index.append(int(f)), vecs.append(acts[f] * v.W_dec[f])
