@@ -105,3 +105,30 @@ def test_bad_positions_are_clear():
         split_score(model, tset, tokens, 1, 9, 2, 1)
     with pytest.raises(ValueError, match="layer 7"):
         split_score(model, tset, tokens, 7, 0, 2, 1)
+
+
+@pytest.mark.parametrize("kind", ["clt", "skip"])
+def test_pairs_sum_to_the_real_score_with_skip_and_cross_layer_transcoders(kind):
+    from graph_support import random_clt, random_skip_transcoders
+
+    model = tiny("llama", False)
+    dictionary = random_clt(model, skip=True) if kind == "clt" else random_skip_transcoders(model)
+    tokens = random_tokens(9, seed=5)
+    layer = model.cfg.n_layers - 1
+    prep = prepare(model, dictionary, tokens, layer)
+    real = _real_scores(model, tokens, layer)
+    for head, q, k in [(0, 8, 0), (1, 8, 5)]:
+        split = split_prepared(prep, head, q, k)
+        assert split.score == pytest.approx(float(real[head, q, k]), abs=1e-4)
+        assert abs(float(split.pairs.sum()) - float(real[head, q, k])) < 1e-4
+    _, cache = model.run_with_cache(tokens, names_filter=f"blocks.{layer}.hook_resid_pre")
+    torch.testing.assert_close(split.key.vectors.sum(0), cache[f"blocks.{layer}.hook_resid_pre"][0, 5], atol=1e-4, rtol=0)
+    features = [i for i, kd in enumerate(split.key.kind) if kd == "feature"]
+    assert features and {"error", "head", "bias"} <= set(split.key.kind)
+    if kind == "clt":  # a layer-0 CLT feature's vector is its writes into every layer below, summed
+        i = next(i for i in features if split.key.layer[i] == 0)
+        f = split.key.index[i]
+        x = model.run_with_cache(tokens, names_filter=dictionary.hook_in(0))[1][dictionary.hook_in(0)][0, 5]
+        a = dictionary.encode_layer(x, 0)[f]
+        expected = a * dictionary.W_dec[0][f, :layer].sum(0)
+        torch.testing.assert_close(split.key.vectors[i], expected.detach(), atol=1e-5, rtol=1e-5)

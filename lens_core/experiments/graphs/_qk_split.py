@@ -5,8 +5,10 @@ layer ``l``, query position ``i`` and key position ``j``, the residual stream be
 each position is exactly the sum of the replacement model's node outputs there:
 
 - ``embedding``: the token embedding (``hook_embed``); ``pos_embed``: the positional embedding;
-- ``feature``: an active transcoder feature of an earlier layer, ``activation * W_dec[feature]``;
-- ``error``: what that layer's transcoder misses (``hook_mlp_out`` minus the reconstruction);
+- ``feature``: an active transcoder feature of an earlier layer, ``activation * W_dec[feature]``; a cross-layer
+  transcoder's feature: its writes into every layer before this one, summed;
+- ``error``: what that layer's transcoder misses (``hook_mlp_out`` minus the reconstruction); with a skip
+  transcoder, the skip term ``x @ W_skip`` (a function of the residual, not a source) is part of it;
 - ``head``: an earlier layer's attention head output ``z[h'] @ W_O[h']`` (through ``ln1_post``'s
   frozen scale where the family has that norm);
 - ``bias``: an earlier layer's constant writes (``b_O`` and the transcoder's ``b_dec``).
@@ -43,6 +45,7 @@ from typing import Optional
 import torch
 
 from lens_core.rotary import apply_rotary, rotary_cos_sin
+from ._dictionary_views import LayerDictionary, dictionary_views
 from ._replacement import transcoder_views
 from ._transcoder_views import float32_activations
 
@@ -99,6 +102,20 @@ def _cache_names(model, layer: int, views) -> list[str]:
     return sorted(set(names) & set(model.hook_dict))
 
 
+def _dictionary_nodes(views, cache, layer: int, pos: int, l: int, consts, lists):
+    """Layer ``l``'s feature, error and bias nodes at ``pos`` from ``_dictionary_views`` (module docstring)."""
+    kind, lay, index, vecs = lists
+    acts = [views[s].encode(cache[views[s].hook_in][0, pos : pos + 1].float())[0] for s in range(l + 1)]
+    v = views[l]
+    for f in acts[l].nonzero()[:, 0].tolist():
+        reach = min(v.W_dec.shape[1], layer - l)  # the layers before this one that the feature writes
+        kind.append("feature"), lay.append(l), index.append(int(f)), vecs.append(acts[l][f] * v.W_dec[f, :reach].sum(0))
+    recon = v.b_dec + sum(acts[s] @ views[s].W_dec[:, l - s] for s in range(l + 1) if l - s < views[s].W_dec.shape[1])
+    kind.append("error"), lay.append(l), index.append(-1), vecs.append(cache[f"blocks.{l}.hook_mlp_out"][0, pos].float() - recon)
+    kind.append("bias"), lay.append(l), index.append(-1), vecs.append(consts + v.b_dec)
+    return kind, lay, index, vecs
+
+
 def residual_nodes(model, views, cache, layer: int, pos: int) -> ResidualNodes:
     """The nodes at ``pos`` whose outputs sum to ``blocks.{layer}.hook_resid_pre`` there (frozen norms)."""
     kind, lay, index, vecs = ["embedding"], [-1], [int(cache["tokens"][pos])], [cache["hook_embed"][0, pos].float()]
@@ -115,6 +132,9 @@ def residual_nodes(model, views, cache, layer: int, pos: int) -> ResidualNodes:
             consts = _frozen_norm(block.ln1_post, post_scale, consts) + _norm_bias(block.ln1_post, heads.shape[-1], heads.device)
         for hh in range(heads.shape[0]):
             kind.append("head"), lay.append(l), index.append(hh), vecs.append(heads[hh])
+        if isinstance(views[l], LayerDictionary):  # skip or cross-layer transcoders
+            kind, lay, index, vecs = _dictionary_nodes(views, cache, layer, pos, l, consts, (kind, lay, index, vecs))
+            continue
         v = views[l]
         x = cache[v.hook_in][0, pos : pos + 1].float()
         acts = float32_activations(v.module, x, (x - v.b_in) @ v.W_enc + v.b_enc)[0]  # [d_sae]
@@ -172,11 +192,8 @@ def prepare(model, transcoders, tokens: torch.Tensor, layer: int) -> Prepared:
     if reason:
         raise ValueError(reason)
     views = transcoder_views(model, transcoders)
-    if views is None:
-        from lens_core.features import FeaturesUnavailable
-
-        raise FeaturesUnavailable("the query/key split of attention edges takes per-layer transcoders without a skip "
-                                  "term; skip and cross-layer transcoders are not supported there yet")
+    if views is None:  # skip or cross-layer transcoders
+        views = dictionary_views(model, transcoders)
     _, cache = model.run_with_cache(tokens, names_filter=_cache_names(model, layer, views))
     cache = dict(cache.items())
     cache["tokens"] = tokens[0]
