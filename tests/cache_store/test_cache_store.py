@@ -337,3 +337,20 @@ def test_threads_sharing_one_store_get_correct_values(store):
     stats = store.stats()
     assert stats.entries == 3 and stats.faults == 0 and stats.corrupt == 0
     assert stats.hits + stats.misses == 48 and stats.hits >= 48 - 12
+
+
+def test_raw_bytes_round_trip_and_the_null_store_keeps_nothing(tmp_path):
+    """``get_bytes``/``put_bytes``: the app's saved link states (ui.link_store), raw JSON bytes, never unpickled."""
+    from cache_store import ResultStore
+    from cache_store.store import NullStore
+
+    blob = b'{"params": {"prompt": "x"}}'
+    with ResultStore(tmp_path / "c", size_limit_bytes=2**20) as store:
+        assert store.get_bytes("link-state/ab") is None
+        store.put_bytes("link-state/ab", blob)
+        assert store.get_bytes("link-state/ab") == blob
+    with ResultStore(tmp_path / "c", size_limit_bytes=2**20) as reopened:  # on disk: another process reads it
+        assert reopened.get_bytes("link-state/ab") == blob
+    null = NullStore()
+    null.put_bytes("k", blob)
+    assert null.get_bytes("k") is None

@@ -192,3 +192,11 @@ def test_cli_stats_and_clear_on_redis(server, capsys):
     assert '"entries": 1' in capsys.readouterr().out
     assert main(["--redis", server.url, "clear"]) == 0
     assert "removed 1 entries" in capsys.readouterr().out
+
+
+def test_raw_bytes_round_trip_for_saved_link_states(store):
+    """``get_bytes``/``put_bytes`` (ui.link_store's saved links): what one replica saves, every replica reads."""
+    blob = '{"schema": "circuit-explorer/link-state@1", "params": {"prompt": "é <b>"}}'.encode("utf-8")
+    assert store.get_bytes("link-state/00000000000000ff") is None
+    store.put_bytes("link-state/00000000000000ff", blob)
+    assert store.get_bytes("link-state/00000000000000ff") == blob
