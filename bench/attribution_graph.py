@@ -1,6 +1,8 @@
 """Attribution graphs at length (issue 21), each against one forward pass of the same tokens in the same run.
 
     .venv/bin/python -m bench.attribution_graph [--repeats 3] [--threads 2]   (from the repository root)
+    .venv/bin/python -m bench.attribution_graph --clt   (issue 20's cross-layer transcoder case only:
+                                                        bench/attribution_graph_clt.py)
 
 1. The bundled model, a 128-token prompt (its induction preset repeated), the default feature-node budget
    (``max_feature_nodes=4096``, influence-ordered expansion, graphs._expand). Goal: the graph <= 2 s.
@@ -93,9 +95,17 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=4096, help="feature nodes, GPT-2-shaped case")
     parser.add_argument("--k", type=int, default=32, help="active features per position, GPT-2-shaped case")
     parser.add_argument("--skip-bundled", action="store_true")
+    parser.add_argument("--clt", action="store_true", help="only the issue-20 case: GPT-2-small-shaped model, 12-layer "
+                                                           "random CLT, 16 tokens (bench/attribution_graph_clt.py)")
+    parser.add_argument("--threshold", type=float, default=2.4, help="the random CLT's JumpReLU threshold")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{args.threads} threads")
+    if args.clt:
+        from bench.attribution_graph_clt import main as clt_main
+
+        clt_main(args)
+        return
     if not args.skip_bundled:
         model = HookedTransformer.from_pretrained("default")
         try:

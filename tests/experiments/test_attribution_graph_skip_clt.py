@@ -58,6 +58,14 @@ def test_clt_edges_match_autograd(family, fold):
     assert int((graph.feature_layer == 0).sum()) > 0
 
 
+def test_clt_unique_column_sources_match_autograd(monkeypatch):
+    from lens_core.experiments.graphs import _clt_walk
+
+    monkeypatch.setattr(_clt_walk, "PADDED_BYTES", 0)  # every layer multiplied by its distinct active features
+    model = tiny("gpt2", True)
+    _check(model, random_clt(model, skip=True), random_tokens(7, seed=26))
+
+
 def test_clt_with_skip_and_zero_bos_match_autograd():
     model = tiny("gpt2", True)
     tokens = random_tokens(7, seed=23)

@@ -29,6 +29,52 @@ from ._frozen import forward, freeze, logit_seeds, norm_t
 from ._replacement import ReplacementGraph, Walk
 
 
+# Padded sources of a layer above this size are replaced by the unique active features' decoders (fewer bytes,
+# more multiplications: every position against every active feature of the layer).
+PADDED_BYTES = 256 * 2**20
+
+
+class _Sources:
+    """One source layer's active features as the walk multiplies them: ``edges(at_post, s, top, q, count)`` gives
+    the edges ``[B, count]`` of its first ``count`` features (those at positions < q) into the rows whose gradient at
+    ``resid_post[t]`` is ``at_post[t]`` ``[q, B, d]``, summed over the layers ``s .. top`` it writes.
+
+    Padded (as ``_replacement``): per written layer, each position's activation-scaled decoder rows as columns of
+    one batched product ``[pos, d, slots]`` (cost: positions x slots). Unique: the decoders of the distinct active
+    features ``[d, U]``, every position against every one, then gathered and scaled (cost: positions x U)."""
+
+    def __init__(self, W_dec, pos, feat, act, uniq, col, P):
+        R, d = W_dec.shape[1], W_dec.shape[2]
+        counts = torch.bincount(pos, minlength=P)
+        slots = int(counts.max()) if counts.numel() else 0
+        self.padded = R * P * slots * d * 4 <= PADDED_BYTES
+        self.R = R
+        if self.padded:
+            slot = torch.arange(pos.numel(), device=pos.device) - (torch.cumsum(counts, 0) - counts)[pos]
+            pad = torch.zeros(R, P, slots, d, device=W_dec.device)
+            pad[:, pos, slot] = (W_dec[feat] * act[:, None, None]).transpose(0, 1)
+            self.src = pad.transpose(2, 3).contiguous()  # [R, pos, d, slots]
+            self.slots, self.flat = slots, pos * slots + slot
+        else:
+            self.dec = W_dec[uniq].permute(1, 2, 0).contiguous()  # [R, d, U]
+            self.pos, self.col, self.act = pos, col, act
+
+    def edges(self, at_post: dict, s: int, top: int, q: int, count: int) -> torch.Tensor:
+        reach = range(min(self.R, top - s + 1))
+        if self.padded:
+            out = torch.bmm(at_post[s], self.src[0, :q])  # [q, B, slots]
+            for r in reach[1:]:
+                out += torch.bmm(at_post[s + r], self.src[r, :q])
+            B = out.shape[1]
+            if count == q * self.slots:
+                return out.permute(1, 0, 2).reshape(B, count)
+            return out.permute(1, 0, 2).reshape(B, q * self.slots)[:, self.flat[:count]]
+        acc = at_post[s] @ self.dec[0]  # [q, B, U]
+        for r in reach[1:]:
+            acc += at_post[s + r] @ self.dec[r]
+        return (acc[self.pos[:count], :, self.col[:count]] * self.act[:count, None]).T  # [B, count]
+
+
 @torch.no_grad()
 def prepare_dictionary_walk(model, transcoders, tokens: torch.Tensor, targets: Optional[Sequence[int]] = None,
                             logit_mass: float = 0.95, max_logits: int = 10, minus: Optional[int] = None,
@@ -44,7 +90,7 @@ def prepare_dictionary_walk(model, transcoders, tokens: torch.Tensor, targets: O
 
     # ---- the nodes: active features of every layer, then what each layer's output misses
     x_in = [cache[v.hook_in][0].float() for v in views]
-    f_layer, f_pos, f_idx, f_act, f_pre, f_col, decT, acts = [], [], [], [], [], [], [], []
+    f_layer, f_pos, f_idx, f_act, f_pre, sources, acts = [], [], [], [], [], [], []
     for s, v in enumerate(views):
         a = v.encode(x_in[s])  # [pos, F]
         if zero_bos:
@@ -57,8 +103,7 @@ def prepare_dictionary_walk(model, transcoders, tokens: torch.Tensor, targets: O
         f_idx.append(feat_i)
         f_act.append(a[pos_i, feat_i])
         f_pre.append(pre[pos_i, feat_i])
-        f_col.append(col)
-        decT.append(v.W_dec[uniq].permute(1, 2, 0).contiguous())  # [R, d_model, U]: the active features' decoders
+        sources.append(_Sources(v.W_dec, pos_i, feat_i, a[pos_i, feat_i], uniq, col, P))
         acts.append(a)
     errors = torch.empty(n, P, d, device=device)
     const_post = torch.empty(n, P, d, device=device)  # what is constant at resid_post[t]: b_dec (+ BOS's output)
@@ -123,12 +168,7 @@ def prepare_dictionary_walk(model, transcoders, tokens: torch.Tensor, targets: O
             bias = bias + torch.einsum("qbd,qd->b", g, fz.attn_const[t][:q].expand(q, d))
             count = int(upto[t][q - 1])
             if count:  # layer t's features: their writes into layers t .. top
-                D = decT[t]
-                acc = at_post[t] @ D[0]  # [q, B, U]
-                for r in range(1, min(D.shape[0], top - t + 1)):
-                    acc += at_post[t + r] @ D[r]
-                vals = acc[f_pos[t][:count], :, f_col[t][:count]]  # [count, B]
-                rows[:, first[t] : first[t] + count] = (vals * f_act[t][:count, None]).T
+                rows[:, first[t] : first[t] + count] = sources[t].edges(at_post, t, top, q, count)
             if t > 0:
                 g = g + fz.attn_t(t, g)
         if top >= 0:  # g is at resid_mid[0]
