@@ -26,6 +26,9 @@ position (its weight folded into ``W_O``); ``ln2_post`` sits inside what the tra
 residual directly: their transcoders read ``hook_resid_mid``. q/k norms, soft-capped scores and
 sliding windows only shape the attention patterns, which are frozen.
 
+Skip transcoders and cross-layer transcoders: the same nodes and rows, by ``_clt_walk`` (``prepare_walk`` hands
+them over). The frozen model shared by both walks: ``_frozen``.
+
 ``adjacency[t, s]`` is source ``s``'s output carried to target ``t``'s input through the
 frozen attention and the residual stream (no path through another feature: that path is two
 edges). All targets' gradients come from one backward walk per group of targets (all rows at
