@@ -125,11 +125,13 @@ class GraphInterventionResult(ExperimentResult):
 
 
 def graph_intervention(model, request: GraphInterventionRequest, transcoders=None) -> GraphInterventionResult:
-    """``transcoders``: a TranscoderSet to use instead of ``load_transcoders(model)``."""
+    """``transcoders``: a TranscoderSet to use instead of ``load_transcoders(model)``. The graph's prediction comes
+    from the full graph when it fits ``max_nodes``, else from the same frozen replacement model run forward."""
     from lens_core.features import load_transcoders
 
     from ._graph_prune import predicted_effects
-    from ._replacement import build_graph
+    from ._linear_response import linear_response
+    from ._replacement import fill_dense, prepare_walk
 
     tokens = resolve_tokens(model, request.prompt, request.tokens)
     tset = transcoders if transcoders is not None else load_transcoders(model)
@@ -137,7 +139,8 @@ def graph_intervention(model, request: GraphInterventionRequest, transcoders=Non
     if not clamps:
         raise ValueError("choose at least one feature to clamp")
     targets = [resolve_token(model, t, "target") for t in request.targets]
-    graph = build_graph(model, tset, tokens, targets or None, request.logit_mass, request.max_logits, request.max_nodes)
+    walk = prepare_walk(model, tset, tokens, targets or None, request.logit_mass, request.max_logits)
+    graph = walk.partial  # the nodes (no rows yet)
     index = {(int(l), int(p), int(f)): i for i, (l, p, f) in
              enumerate(zip(graph.feature_layer.tolist(), graph.feature_pos.tolist(), graph.feature_index.tolist()))}
     nodes = []
@@ -146,7 +149,11 @@ def graph_intervention(model, request: GraphInterventionRequest, transcoders=Non
             raise ValueError(f"feature {feature} of layer {layer} is not active at position {pos}: the graph has no "
                              "node for it (clamping an inactive feature is an addition the graph cannot predict)")
         nodes.append((index[(layer, pos, feature)], value))
-    predicted = predicted_effects(graph, [nodes])[graph.logit_node(0):, 0]
+    if graph.n_nodes <= request.max_nodes:  # the full graph's own prediction
+        graph = fill_dense(walk)
+        predicted = predicted_effects(graph, [nodes])[graph.logit_node(0):, 0]
+    else:  # the same numbers run forward, at any length (graphs/_linear_response.py)
+        predicted = linear_response(model, tset, tokens, [clamps])[0, graph.logit_tokens.to(tokens.device)]
     raw = run_interventions(model, tset, tokens, [[], clamps], uncapped=True)  # the graph's (pre-cap) logits
     actual = demeaned(raw[1]) - demeaned(raw[0])
     logits = capped(model, raw)  # the model's real logits

@@ -1,0 +1,79 @@
+"""The graph's prediction of a clamp computed forward (graphs/_linear_response.py) against the full graph's own
+``predicted_effects``: per-layer, skip and cross-layer transcoders, GPT-2-, Llama- and Gemma-2-style models (post-norms,
+soft-capping), several sets at once; and graph_intervention on a prompt whose dense graph is over the node limit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from exp_tiny import random_tokens, tiny
+from graph_support import random_clt, random_skip_transcoders, random_transcoders
+
+from lens_core import HookedTransformer
+from lens_core.experiments import GraphInterventionRequest, graph_intervention
+from lens_core.experiments.graphs._graph_prune import predicted_effects
+from lens_core.experiments.graphs._linear_response import linear_response
+from lens_core.experiments.graphs._replacement import build_graph
+
+
+def _gemma2():
+    import hf_tiny_families
+
+    return HookedTransformer.from_hf_model(hf_tiny_families.gemma2(seed=4), tokenizer=None)
+
+
+MODELS = {"gpt2": lambda: tiny("gpt2", True), "llama": lambda: tiny("llama", True), "gemma2": _gemma2}
+KINDS = {"transcoders": random_transcoders, "skip": random_skip_transcoders, "clt": random_clt}
+
+
+@pytest.mark.parametrize("family", list(MODELS))
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_forward_prediction_equals_the_full_graphs(family, kind):
+    model = MODELS[family]()
+    tset = KINDS[kind](model)
+    tokens = random_tokens(8, seed=5)
+    graph = build_graph(model, tset, tokens, max_logits=4, logit_mass=0.99)
+    # Three sets: one feature zeroed, one doubled, two together (a low layer's and a higher one's).
+    low = int((graph.feature_layer == 0).nonzero()[len((graph.feature_layer == 0).nonzero()) // 2])
+    high = int((graph.feature_layer == graph.n_layers - 2).nonzero()[0])
+    sets_nodes = [[(low, 0.0)], [(high, 2.0 * float(graph.activations[high]))], [(low, 0.0), (high, 0.0)]]
+    want = predicted_effects(graph, sets_nodes)[graph.logit_node(0):]  # [n_logits, 3]
+
+    def clamp(node, value):
+        return (int(graph.feature_layer[node]), int(graph.feature_pos[node]), int(graph.feature_index[node]), value)
+
+    sets = [[clamp(n, v) for n, v in s] for s in sets_nodes]
+    got = linear_response(model, tset, tokens, sets)[:, graph.logit_tokens].T
+    assert want.abs().max() > 1e-4
+    torch.testing.assert_close(got, want, atol=2e-4 * max(1.0, float(want.abs().max())), rtol=1e-3)
+
+
+def test_inactive_clamp_is_refused_in_words():
+    model = tiny("gpt2", True)
+    tset = random_transcoders(model)
+    tokens = random_tokens(6, seed=2)
+    _, cache = model.run_with_cache(tokens)
+    acts = tset[1].encode(cache[str(tset[1].cfg.hook_in)][0])
+    feature = int((acts[2] == 0).nonzero()[0])
+    with pytest.raises(ValueError, match="is not active at position 2"):
+        linear_response(model, tset, tokens, [[(1, 2, feature, 0.0)]])
+
+
+def test_graph_intervention_runs_past_the_dense_node_limit():
+    model = tiny("gpt2", True)
+    tset = random_transcoders(model)
+    tokens = random_tokens(30, seed=9)
+    graph_nodes = build_graph(model, tset, tokens[:, :6], max_logits=2).n_nodes / 6 * 30
+    limit = int(graph_nodes // 2)  # the dense graph of this prompt would be refused
+    with pytest.raises(ValueError, match="over the budget"):
+        build_graph(model, tset, tokens, max_nodes=limit)
+    _, cache = model.run_with_cache(tokens)
+    acts = tset[0].encode(cache[str(tset[0].cfg.hook_in)][0])
+    feature = int(acts[25].argmax())
+    request = GraphInterventionRequest(tokens=tuple(tokens[0].tolist()), clamps=((0, 25, feature, 0.0),), max_nodes=limit)
+    result = graph_intervention(model, request, transcoders=tset)
+    assert result.predicted_change.shape == result.actual_change.shape and result.predicted_change.abs().max() > 0
+    dense = graph_intervention(model, GraphInterventionRequest(tokens=request.tokens, clamps=request.clamps,
+                                                               max_nodes=10**6), transcoders=tset)
+    torch.testing.assert_close(result.predicted_change, dense.predicted_change, atol=1e-4, rtol=1e-4)
+    assert torch.equal(result.actual_change, dense.actual_change)
