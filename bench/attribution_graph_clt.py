@@ -66,16 +66,20 @@ def clt_case(model, clt, ids: torch.Tensor, budget: int = 4096, repeats: int = 1
         sync()
         times.append(time.perf_counter() - start)
     graph_s = sorted(times)[len(times) // 2]
-    residual = exp.graph.node_input - exp.graph.adjacency.sum(1) - exp.graph.node_bias - exp.graph.dropped
+    residual = exp.graph.node_input - exp.graph.adjacency.sum(1) - exp.graph.node_bias
+    if exp.graph.dropped is not None:  # features left out by the budget
+        residual = residual - exp.graph.dropped
     rows = torch.cat([torch.arange(exp.graph.n_features), torch.arange(exp.graph.logit_node(0), exp.graph.n_nodes)])
     return {"forward_s": forward_s, "graph_s": graph_s, "ratio": graph_s / forward_s, "full_features": exp.full_features,
             "kept_features": exp.graph.n_features, "nodes": exp.graph.n_nodes, "edges": exp.computed_edges,
             "completeness_error": float(residual[rows].abs().max()), "first_call_s": times[0]}
 
 
-def print_case(figures: dict, ids: torch.Tensor, budget: int) -> None:
-    print(f"== GPT-2-small-shaped random model, 12-layer random CLT (4096 features a layer): {ids.shape[1]} tokens, "
-          f"budget {budget} feature nodes, {ids.device}")
+CASE = "GPT-2-small-shaped random model, 12-layer random CLT (4096 features a layer)"
+
+
+def print_case(figures: dict, ids: torch.Tensor, budget: int, name: str = CASE) -> None:
+    print(f"== {name}: {ids.shape[1]} tokens, budget {budget} feature nodes, {ids.device}")
     print(f"   {figures['full_features']} active features; kept {figures['kept_features']} features, {figures['nodes']} "
           f"nodes; {figures['edges']} nonzero edges computed; completeness error {figures['completeness_error']:.1e}")
     print(f"   forward pass:          {figures['forward_s'] * 1e3:9.2f} ms")
