@@ -31,12 +31,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests" / "support"), str(ROOT / "tests" / "ct_compat")]
 
-import ct_export  # noqa: E402
-from bench.timing import random_gpt2  # noqa: E402
-from lens_core import HookedTransformer  # noqa: E402
-from lens_core.experiments.graphs._replacement import build_graph  # noqa: E402
-from lens_core.features import (CrossLayerTranscoder, FeaturesUnavailable, Transcoder, TranscoderConfig,  # noqa: E402
-                                TranscoderSet)
+import ct_export
+
+from bench.timing import random_gpt2
+from lens_core import HookedTransformer
+from lens_core.experiments.graphs._replacement import build_graph
+from lens_core.features import (
+    CrossLayerTranscoder,
+    FeaturesUnavailable,
+    Transcoder,
+    TranscoderConfig,
+    TranscoderSet,
+)
 
 D_SAE = 4096
 
@@ -92,8 +98,8 @@ def case(name, model, tokenizer, dictionary, ids, batch, repeats) -> None:
     start = time.perf_counter()
     ct = ct_export.ct_model(model, tokenizer, dictionary)
     print(f"   circuit-tracer model built from our weights in {time.perf_counter() - start:.1f} s")
-    ours = lambda: build_graph(model, dictionary, ids, max_nodes=10**6, batch_size=batch, zero_bos=True)  # noqa: E731
-    theirs = lambda: ct_export.ct_graph(ct, ids, batch_size=batch)  # noqa: E731
+    ours = lambda: build_graph(model, dictionary, ids, max_nodes=10**6, batch_size=batch, zero_bos=True)
+    theirs = lambda: ct_export.ct_graph(ct, ids, batch_size=batch)
     contenders = {"circuit-tracer": theirs, "ours": ours}
     try:
         ours()

@@ -25,7 +25,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from lens_core.features import CrossLayerTranscoder, SkipTranscoder  # noqa: E402
+from lens_core.features import CrossLayerTranscoder, SkipTranscoder
 
 
 def tl_config(ours):
@@ -103,7 +103,9 @@ def ct_dictionary(ours):
 
 
 def _ct_clt(ours: CrossLayerTranscoder):
-    from circuit_tracer.transcoder.cross_layer_transcoder import CrossLayerTranscoder as CTCLT
+    from circuit_tracer.transcoder.cross_layer_transcoder import (
+        CrossLayerTranscoder as CTCLT,
+    )
 
     if ours.activation not in ("relu", "jumprelu") or ours.d_in != ours.d_out:
         raise ValueError("circuit-tracer CLTs: relu or jumprelu, d_in == d_out")

@@ -5,11 +5,17 @@ from __future__ import annotations
 import functools
 import tempfile
 
-import torch
-
 import ct_export
 import hf_tiny
-from lens_core.features import CrossLayerTranscoder, SkipTranscoder, Transcoder, TranscoderConfig, TranscoderSet
+import torch
+
+from lens_core.features import (
+    CrossLayerTranscoder,
+    SkipTranscoder,
+    Transcoder,
+    TranscoderConfig,
+    TranscoderSet,
+)
 from lens_core.loading import load_from_hf_model
 
 TOKENS = torch.tensor([[0, 5, 9, 17, 3, 11, 2, 8]])  # starts with BOS (<|endoftext|>, a special token)
@@ -17,7 +23,7 @@ TARGETS = (4, 7, 9)
 REL = 1e-5
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tokenizer():
     """The tiny tokenizer, saved and reloaded (transformer-lens re-reads it by its path for its BOS copy)."""
     from transformers import AutoTokenizer
@@ -27,7 +33,7 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(folder)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_model(folded: bool = True):
     """Our tiny GPT-2 with the weight processing on (LNPre) or off (LN with weights)."""
     flags = {} if folded else dict(fold_ln=False, center_writing_weights=False, center_unembed=False)

@@ -7,22 +7,16 @@ dictionaries into its classes is checked first (encode, decode, skip: the same n
 as in test_ct_graph_transcoders: off BOS without ``zero_bos``, everything with it.
 """
 
-import pytest
-import torch
-
 import ct_export
 import ct_pairs
-from lens_core.features import FeaturesUnavailable
+import pytest
+import torch
 
 X = torch.randn(5, 32, generator=torch.Generator().manual_seed(7))
 
 
 def _graphs(dictionary, model, **kwargs):
-    try:
-        mine = ct_pairs.our_graph(model, dictionary, **kwargs)
-    except FeaturesUnavailable as exc:  # the graph core's skip / CLT support is landing separately
-        pytest.xfail(f"graph core refuses this dictionary on main: {exc}")
-    return mine, ct_pairs.their_graph(model, dictionary)
+    return ct_pairs.our_graph(model, dictionary, **kwargs), ct_pairs.their_graph(model, dictionary)
 
 
 def test_skip_transcoders_map_exactly():

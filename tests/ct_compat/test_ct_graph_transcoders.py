@@ -7,11 +7,10 @@ without ``zero_bos`` ours differs from it exactly there (test_*_off_bos), with `
 the same graph.
 """
 
-import pytest
-import torch
-
 import ct_export
 import ct_pairs
+import pytest
+import torch
 
 # (model processing, where the transcoders read): our default (LNPre) at ln2.hook_normalized; an unfolded LN
 # model at hook_resid_mid (the norm's weights then on the path) and at ln2.hook_normalized.

@@ -1,8 +1,8 @@
 """lens_core runs in the circuit-tracer venv (transformers 4.57.3): logits equal transformers' on a tiny GPT-2."""
 
+import hf_tiny
 import torch
 
-import hf_tiny
 from lens_core.loading import load_from_hf_model
 
 
