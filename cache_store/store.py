@@ -232,8 +232,7 @@ class ResultStore(IndexRecovery):
         return self._get_or_compute(key, compute, lambda d: encode_activations(d, fp16=fp16), decode_activations)
 
     def get_bytes(self, key: str) -> bytes | None:
-        """A small raw value put with :meth:`put_bytes` (the app's saved link states), or None. Never unpickled; the
-        same rule as results: a fault is a miss, never an error."""
+        """A raw value put with :meth:`put_bytes` (saved link states), or None; never unpickled, a fault is a miss."""
         blob = self._read(key)
         return bytes(blob) if blob is not None else None
 
