@@ -96,24 +96,18 @@ def expand_graph(model, transcoders, tokens: torch.Tensor, targets: Optional[Seq
     each batch of backward rows (the planned count is every row the graph can need: the budget's features and the
     targets; the greedy expansion may stop earlier, and then reports the planned count at the end).
     ``zero_bos``: circuit-tracer's position 0 (``_replacement.prepare_walk``)."""
-    if max_feature_nodes is None:
-        walk = prepare_walk(model, transcoders, tokens, targets, logit_mass, max_logits, minus, zero_bos)
-        g = walk.partial
-        if g.n_nodes > max_nodes:
-            raise ValueError(node_budget_error(g.n_nodes, max_nodes, g.n_pos, g.n_nodes / g.n_pos))
-        graph = fill_dense(_reporting(walk, g.n_features + g.n_logits, progress), batch_size)
-        return Expansion(graph, graph.n_nodes, graph.n_features, False, int((graph.adjacency != 0).sum()),
-                         4 * graph.n_nodes ** 2, None)
-    if int(max_feature_nodes) < 0:
+    if max_feature_nodes is not None and int(max_feature_nodes) < 0:
         raise ValueError(f"the feature-node budget must be 0 or more, got {max_feature_nodes}")
     if not 0.0 < influence_share <= 1.0:
         raise ValueError(f"the influence share must be in (0, 1], got {influence_share}")
     walk = prepare_walk(model, transcoders, tokens, targets, logit_mass, max_logits, minus, zero_bos)
     g = walk.partial
-    budget = min(int(max_feature_nodes), g.n_features)
+    if max_feature_nodes is None and g.n_nodes > max_nodes:  # no budget: the dense graph or a refusal, as before
+        raise ValueError(node_budget_error(g.n_nodes, max_nodes, g.n_pos, g.n_nodes / g.n_pos))
+    budget = g.n_features if max_feature_nodes is None else min(int(max_feature_nodes), g.n_features)
     planned = budget + g.n_logits
     walk = _reporting(walk, planned, progress)
-    if dense_if_fits and g.n_features <= budget and g.n_nodes <= max_nodes:
+    if max_feature_nodes is None or (dense_if_fits and g.n_features <= budget and g.n_nodes <= max_nodes):
         graph = fill_dense(walk, batch_size)
         return Expansion(graph, graph.n_nodes, graph.n_features, False, int((graph.adjacency != 0).sum()),
                          4 * graph.n_nodes ** 2, None)
