@@ -56,7 +56,7 @@ def require_dictionary(ctx, missing: str, refuse: dict[str, str] | None = None):
         st.stop()
     if chosen.dictionary is not None:
         return chosen
-    st.warning(md_escape(f"{missing}: {chosen.fingerprint}"), icon=":material/warning:")
+    st.warning(md_escape(f"{missing}: {chosen.why}"), icon=":material/warning:")
     if ctx.settings.model_allowed("default") and ctx.model_name != "default":
         def use_bundled() -> None:
             st.session_state["model"] = "default"

@@ -34,9 +34,10 @@ _FINGERPRINTS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 @dataclasses.dataclass
 class Chosen:
     dictionary: Any  # TranscoderSet, CrossLayerTranscoder, ... (None: not available, see ``why``)
-    fingerprint: str  # keys the result cache; the reason it is missing when dictionary is None
+    fingerprint: str  # keys the result cache ("" without a dictionary)
     entry: DictionaryEntry | None
     kind: str = ""
+    why: str = ""  # why there is no dictionary, in words
 
     @property
     def bundled(self) -> bool:
@@ -90,7 +91,7 @@ def choose_dictionary(ctx, bundled: Callable[[], tuple[Any, str]], where=st) -> 
         source = state.text_input("Dictionary (local path or Hub name)", key=SOURCE_KEY, where=where,
                                   placeholder="e.g. /data/transcoders/gpt2 or mntss/clt-gpt2").strip()
         if not source:
-            return Chosen(None, "type a dictionary's local path or Hub name", None)
+            return Chosen(None, "", None, why="type a dictionary's local path or Hub name")
         entry = DictionaryEntry(source)
     else:
         entry = entries[titles.index(title)]
@@ -99,7 +100,7 @@ def choose_dictionary(ctx, bundled: Callable[[], tuple[Any, str]], where=st) -> 
         if tset is None:
             if not listed:
                 reason += f" (or list the dictionaries of {ctx.model_name!r} in the settings' [features] table)"
-            return Chosen(None, reason, entry)
+            return Chosen(None, "", entry, why=reason)
         chosen = Chosen(tset, reason, entry, dictionary_kind(tset))
     else:
         from ui.model import get_pool
@@ -107,7 +108,7 @@ def choose_dictionary(ctx, bundled: Callable[[], tuple[Any, str]], where=st) -> 
         try:
             dictionary = _load(ctx, entry.source, get_pool(settings))
         except FeaturesUnavailable as exc:
-            return Chosen(None, str(exc), entry)
+            return Chosen(None, "", entry, why=str(exc))
         chosen = Chosen(dictionary, fingerprint(dictionary), entry, dictionary_kind(dictionary))
     where.caption(md_escape(f"{chosen.kind.capitalize()} · source: {entry.source if not chosen.bundled else 'bundled with the model'}"))
     return chosen
