@@ -21,46 +21,11 @@ from typing import Sequence
 
 import torch
 
-from lens_core.features import CrossLayerTranscoder
+from ._dictionary_views import dictionary_views
 
 
 def _layer(name: str) -> int:
     return int(name.split(".")[1])
-
-
-class _Dictionary:
-    """Per-layer access to a TranscoderSet or a CrossLayerTranscoder: hooks, encoder, decoder rows into a layer."""
-
-    def __init__(self, tset, n_layers: int) -> None:
-        self.tset, self.clt = tset, isinstance(tset, CrossLayerTranscoder)
-        self.layers = list(range(tset.n_layers)) if self.clt else [l for l in tset.layers if 0 <= l < n_layers]
-
-    def hook_in(self, l: int) -> str:
-        return self.tset.hook_in(l) if self.clt else str(self.tset[l].cfg.hook_in)
-
-    def hook_out(self, l: int) -> str:
-        return self.tset.hook_out(l) if self.clt else str(self.tset[l].cfg.hook_out)
-
-    def encode(self, x: torch.Tensor, l: int) -> torch.Tensor:
-        if self.clt:
-            return self.tset.encode_layer(x.to(self.tset.W_enc[l].dtype), l).float()
-        tc = self.tset[l]
-        return tc.encode(x.to(tc.W_enc.dtype)).float()
-
-    def W_enc(self, l: int) -> torch.Tensor:
-        return (self.tset.W_enc[l] if self.clt else self.tset[l].W_enc).float()
-
-    def W_dec(self, s: int, t: int) -> torch.Tensor:
-        """Layer ``s`` features' decoder rows into layer ``t``'s output [d_sae, d_out]."""
-        return (self.tset.W_dec[s][:, t - s] if self.clt else self.tset[s].W_dec).float()
-
-    def skip(self, dx: torch.Tensor, l: int):
-        """The skip term's change for an input change ``dx`` (None without one)."""
-        if self.clt:
-            W = getattr(self.tset, "W_skip", None)
-            return None if W is None else dx @ W[l].float()
-        W = getattr(self.tset[l], "W_skip", None)
-        return None if W is None else dx @ W.float()
 
 
 @torch.no_grad()
@@ -68,15 +33,17 @@ def linear_response(model, tset, tokens: torch.Tensor, sets: Sequence[Sequence[t
     """The frozen replacement model's change of the last position's logits (before any final soft-cap, demeaned)
     [m, d_vocab] under each clamp set ``(layer, pos, feature, value)``; every clamped feature must be active in
     the clean run (the graph has no node for an inactive one). Equal to ``predicted_effects`` on the full graph."""
-    d = _Dictionary(tset, model.cfg.n_layers)
-    frozen_names = [n for n in model.hook_dict if n.endswith("hook_pattern") or n.endswith("hook_scale")]
-    reads = {d.hook_in(l) for l in d.layers} | {d.hook_out(l) for l in d.layers} | set(frozen_names)
-    _, cache = model.run_with_cache(tokens, names_filter=sorted(reads & set(model.hook_dict)))
-    x_clean = {l: cache[d.hook_in(l)][0].float() for l in d.layers}
-    act_clean = {l: d.encode(x_clean[l], l) for l in d.layers}  # [pos, d_sae]
-    active = {l: act_clean[l] != 0 for l in d.layers}
+    views = dictionary_views(model, tset)  # per layer: encoder, decoders into layers s .. s + R - 1, skip
+    layers = range(len(views))
+    hook_out = [f"blocks.{l}.hook_mlp_out" for l in layers]
+    frozen_names = [n for n in model.hook_dict if n.endswith(("hook_pattern", "hook_scale"))]
+    reads = {v.hook_in for v in views} | set(hook_out) | set(frozen_names)
+    _, cache = model.run_with_cache(tokens, names_filter=sorted(reads))
+    x_clean = [cache[v.hook_in][0].float() for v in views]
+    act_clean = [v.encode(x) for v, x in zip(views, x_clean)]  # [pos, d_sae]
+    active = [a != 0 for a in act_clean]
     m = len(sets) + 1  # row 0: no clamps (the reference, through the same frozen pass)
-    clamps = {l: [] for l in d.layers}
+    clamps = {l: [] for l in layers}
     for row, items in enumerate(sets, start=1):
         for layer, pos, feature, value in items:
             if not bool(active[layer][pos, feature]):
@@ -92,22 +59,21 @@ def linear_response(model, tset, tokens: torch.Tensor, sets: Sequence[Sequence[t
     def replace_output(y, hook):
         t = _layer(hook.name)
         dx = x_new[t] - x_clean[t]
-        delta = (dx @ d.W_enc(t)) * active[t]
+        delta = (dx @ views[t].W_enc) * active[t]
         for row, pos, feature, change in clamps[t]:
             delta[row, pos, feature] = change
         deltas[t] = delta
         out = cache[hook.name].float().expand(m, -1, -1).clone()
-        sources = [s for s in d.layers if s <= t] if d.clt else [t]
-        for s in sources:
-            out += deltas[s] @ d.W_dec(s, t)
-        skip = d.skip(dx, t)
-        if skip is not None:
-            out += skip
+        for s, v in enumerate(views[: t + 1]):  # every layer whose decoders reach t (R = 1 for per-layer ones)
+            if t - s < v.W_dec.shape[1]:
+                out += deltas[s] @ v.W_dec[:, t - s]
+        if views[t].W_skip is not None:
+            out += dx @ views[t].W_skip
         return out.to(y.dtype)
 
     hooks = [(name, lambda x, hook: cache[hook.name].expand_as(x)) for name in frozen_names]
-    for l in d.layers:
-        hooks += [(d.hook_in(l), keep_input), (d.hook_out(l), replace_output)]
+    for v, out_name in zip(views, hook_out):
+        hooks += [(v.hook_in, keep_input), (out_name, replace_output)]
     final = {}
     hooks.append(("unembed.hook_in", lambda x, hook: final.setdefault("x", x)))
     model.run_with_hooks(tokens.expand(m, -1), fwd_hooks=hooks)
