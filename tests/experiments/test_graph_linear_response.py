@@ -4,6 +4,8 @@ soft-capping), several sets at once; and graph_intervention on a prompt whose de
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from exp_tiny import random_tokens, tiny
@@ -77,3 +79,55 @@ def test_graph_intervention_runs_past_the_dense_node_limit():
                                                                max_nodes=10**6), transcoders=tset)
     torch.testing.assert_close(result.predicted_change, dense.predicted_change, atol=1e-4, rtol=1e-4)
     assert torch.equal(result.actual_change, dense.actual_change)
+
+
+@pytest.mark.parametrize("kind", ["skip", "clt"])
+def test_zero_bos_forward_prediction_equals_the_zero_bos_graphs(kind):
+    model = tiny("llama", True)
+    tset = KINDS[kind](model)
+    tokens = random_tokens(7, seed=6)
+    graph = build_graph(model, tset, tokens, max_logits=3, logit_mass=0.99, zero_bos=True)
+    nodes = [int(((graph.feature_layer == 0) & (graph.feature_pos == 1)).nonzero()[0]),
+             int((graph.feature_layer == graph.n_layers - 2).nonzero()[-1])]
+    want = predicted_effects(graph, [[(i, 0.0) for i in nodes]])[graph.logit_node(0):, 0]
+    clamps = [(int(graph.feature_layer[i]), int(graph.feature_pos[i]), int(graph.feature_index[i]), 0.0) for i in nodes]
+    got = linear_response(model, tset, tokens, [clamps], zero_bos=True)[0, graph.logit_tokens]
+    assert want.abs().max() > 1e-4
+    torch.testing.assert_close(got, want, atol=2e-4 * max(1.0, float(want.abs().max())), rtol=1e-3)
+    plain = build_graph(model, tset, tokens, max_logits=3, logit_mass=0.99)
+    at0 = int((plain.feature_pos == 0).nonzero()[0])
+    bos = [(int(plain.feature_layer[at0]), 0, int(plain.feature_index[at0]), 0.0)]
+    assert linear_response(model, tset, tokens, [bos]).abs().max() > 0
+    with pytest.raises(ValueError, match="at position 0, which a graph that zeroes the BOS position"):
+        linear_response(model, tset, tokens, [bos], zero_bos=True)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gemma2"])
+def test_past_the_limit_the_walks_clean_pass_is_reused(family):
+    """Past the dense limit: the walk's forward pass, the frozen batched pass, the real model's batch: three passes
+    (the forward run's own clean pass is the walk's), and the prediction is the one with a clean pass of its own."""
+    from lens_core.experiments.graphs._replacement import prepare_walk
+
+    model = MODELS[family]()
+    tset = random_clt(model) if family == "gemma2" else random_transcoders(model)
+    tokens = random_tokens(9, seed=3)
+    walk = prepare_walk(model, tset, tokens, max_logits=3)
+    node = int((walk.partial.feature_pos == 4).nonzero()[0])
+    clamp = (int(walk.partial.feature_layer[node]), 4, int(walk.partial.feature_index[node]), 0.0)
+    alone = linear_response(model, tset, tokens, [[clamp]])
+    reused = linear_response(model, tset, tokens, [[clamp]], cache=walk.cache)
+    assert alone.abs().max() > 1e-4
+    torch.testing.assert_close(reused, alone, atol=1e-5, rtol=1e-5)
+    passes = []
+    handle = model.embed.register_forward_hook(lambda module, args, out: passes.append(int(args[0].shape[0])))
+    try:
+        request = GraphInterventionRequest(tokens=tuple(tokens[0].tolist()), clamps=(clamp,), max_nodes=walk.partial.n_nodes - 1)
+        result = graph_intervention(model, request, transcoders=tset)
+        past = list(passes)
+        passes.clear()
+        dense = graph_intervention(model, dataclasses.replace(request, max_nodes=10**6), transcoders=tset)
+    finally:
+        handle.remove()
+    assert past == [1, 2, 2]  # walk (clean run), frozen run (reference + the clamp set), real model (before, after)
+    assert passes == [1, 2]  # the full graph: the walk's run and the real model's
+    torch.testing.assert_close(result.predicted_change, dense.predicted_change, atol=1e-4, rtol=1e-4)

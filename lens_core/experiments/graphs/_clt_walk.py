@@ -187,4 +187,4 @@ def prepare_dictionary_walk(model, transcoders, tokens: torch.Tensor, targets: O
         adjacency=empty, node_input=node_input.cpu(), node_bias=empty, n_layers=n,
         logit_minus=None if minus is None else int(minus),
     )
-    return Walk(partial=partial, first=first, rows=rows_of, device=device)
+    return Walk(partial=partial, first=first, rows=rows_of, device=device, cache=cache)

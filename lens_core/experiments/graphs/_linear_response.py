@@ -24,31 +24,58 @@ import torch
 from ._dictionary_views import dictionary_views
 
 
+FROZEN = ("hook_pattern", "hook_scale")
+
+
 def _layer(name: str) -> int:
     return int(name.split(".")[1])
 
 
+def no_node_error(layer: int, pos: int, feature: int, zero_bos: bool) -> ValueError:
+    """The words for a clamp on a feature the graph has no node for."""
+    if zero_bos and pos == 0:
+        return ValueError(f"feature {feature} of layer {layer} is at position 0, which a graph that zeroes the BOS "
+                          "position (zero_bos, circuit-tracer's convention) has no feature nodes for: clamp a feature "
+                          "at a later position, or use the graph without zero_bos")
+    return ValueError(f"feature {feature} of layer {layer} is not active at position {pos}: the graph has no "
+                      "node for it (clamping an inactive feature is an addition the graph cannot predict)")
+
+
 @torch.no_grad()
-def linear_response(model, tset, tokens: torch.Tensor, sets: Sequence[Sequence[tuple]]) -> torch.Tensor:
+def linear_response(model, tset, tokens: torch.Tensor, sets: Sequence[Sequence[tuple]], zero_bos: bool = False,
+                    cache=None) -> torch.Tensor:
     """The frozen replacement model's change of the last position's logits (before any final soft-cap, demeaned)
     [m, d_vocab] under each clamp set ``(layer, pos, feature, value)``; every clamped feature must be active in
-    the clean run (the graph has no node for an inactive one). Equal to ``predicted_effects`` on the full graph."""
+    the clean run (the graph has no node for an inactive one). Equal to ``predicted_effects`` on the full graph.
+
+    ``zero_bos``: the graph with circuit-tracer's BOS convention (``prepare_walk``): position 0's features are no
+    nodes (a clamp there is refused) and what its MLPs write is the clean run's, a constant. ``cache``: the clean
+    run's cache when the caller has one (``Walk.cache``, the walk's forward pass): its ``hook_pattern`` and
+    ``hook_scale`` values are the ones frozen, and no clean pass is run here."""
     views = dictionary_views(model, tset)  # per layer: encoder, decoders into layers s .. s + R - 1, skip
     layers = range(len(views))
     hook_out = [f"blocks.{l}.hook_mlp_out" for l in layers]
-    frozen_names = [n for n in model.hook_dict if n.endswith(("hook_pattern", "hook_scale"))]
-    reads = {v.hook_in for v in views} | set(hook_out) | set(frozen_names)
-    _, cache = model.run_with_cache(tokens, names_filter=sorted(reads))
+    if cache is None:
+        frozen_names = [n for n in model.hook_dict if n.endswith(FROZEN)]
+        reads = {v.hook_in for v in views} | set(hook_out) | set(frozen_names)
+        _, cache = model.run_with_cache(tokens, names_filter=sorted(reads))
+    else:  # the walk's pass froze these (every attention pattern and norm scale the frozen model has)
+        frozen_names = [n for n in cache.keys() if n.endswith(FROZEN)]
+        missing = sorted(({v.hook_in for v in views} | set(hook_out)) - set(cache.keys()))
+        if missing:
+            raise ValueError(f"the clean run's cache lacks {missing}")
     x_clean = [cache[v.hook_in][0].float() for v in views]
     act_clean = [v.encode(x) for v, x in zip(views, x_clean)]  # [pos, d_sae]
     active = [a != 0 for a in act_clean]
+    if zero_bos:
+        for a in active:
+            a[0] = False
     m = len(sets) + 1  # row 0: no clamps (the reference, through the same frozen pass)
     clamps = {l: [] for l in layers}
     for row, items in enumerate(sets, start=1):
         for layer, pos, feature, value in items:
             if not bool(active[layer][pos, feature]):
-                raise ValueError(f"feature {feature} of layer {layer} is not active at position {pos}: the graph has no "
-                                 "node for it (clamping an inactive feature is an addition the graph cannot predict)")
+                raise no_node_error(layer, pos, feature, zero_bos)
             clamps[layer].append((row, pos, feature, float(value) - float(act_clean[layer][pos, feature])))
     deltas: dict[int, torch.Tensor] = {}  # layer -> delta_act [m, pos, d_sae]
     x_new: dict[int, torch.Tensor] = {}
@@ -59,6 +86,8 @@ def linear_response(model, tset, tokens: torch.Tensor, sets: Sequence[Sequence[t
     def replace_output(y, hook):
         t = _layer(hook.name)
         dx = x_new[t] - x_clean[t]
+        if zero_bos:  # position 0's MLP output stays the clean one (no features, no skip change)
+            dx[:, 0] = 0.0
         delta = (dx @ views[t].W_enc) * active[t]
         for row, pos, feature, change in clamps[t]:
             delta[row, pos, feature] = change

@@ -113,6 +113,7 @@ class Walk:
     first: list  # feature nodes of layer l are [first[l], first[l + 1])
     rows: object
     device: torch.device
+    cache: object = None  # the clean run's cache (``_frozen.forward``): what a forward-run prediction can reuse
 
 
 @torch.no_grad()
@@ -287,4 +288,4 @@ def prepare_walk(model, transcoders, tokens: torch.Tensor, targets: Optional[Seq
         adjacency=empty, node_input=node_input.cpu(), node_bias=empty, n_layers=n,
         logit_minus=None if minus is None else int(minus),
     )
-    return Walk(partial=partial, first=first, rows=rows_of, device=last.device)
+    return Walk(partial=partial, first=first, rows=rows_of, device=last.device, cache=cache)

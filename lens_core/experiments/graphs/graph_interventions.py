@@ -105,6 +105,7 @@ class GraphInterventionRequest:
     top_k: int = 10
     max_nodes: int = 8192
     transcoders: str = "bundled"  # which transcoders (the fingerprint, from the page, keys the cache)
+    zero_bos: bool = False  # the graph with circuit-tracer's BOS convention (AttributionGraphRequest.zero_bos)
 
 
 @dataclasses.dataclass
@@ -126,11 +127,14 @@ class GraphInterventionResult(ExperimentResult):
 
 def graph_intervention(model, request: GraphInterventionRequest, transcoders=None) -> GraphInterventionResult:
     """``transcoders``: a TranscoderSet to use instead of ``load_transcoders(model)``. The graph's prediction comes
-    from the full graph when it fits ``max_nodes``, else from the same frozen replacement model run forward."""
+    from the full graph when it fits ``max_nodes``, else from the same frozen replacement model run forward (from
+    the walk's clean pass). ``request.zero_bos``: the prediction of the graph with circuit-tracer's BOS convention
+    (no feature nodes at position 0, so a clamp there is refused; past position 0 the numbers are the same, by
+    causality)."""
     from lens_core.features import load_transcoders
 
     from ._graph_prune import predicted_effects
-    from ._linear_response import linear_response
+    from ._linear_response import linear_response, no_node_error
     from ._replacement import fill_dense, prepare_walk
 
     tokens = resolve_tokens(model, request.prompt, request.tokens)
@@ -139,21 +143,22 @@ def graph_intervention(model, request: GraphInterventionRequest, transcoders=Non
     if not clamps:
         raise ValueError("choose at least one feature to clamp")
     targets = [resolve_token(model, t, "target") for t in request.targets]
-    walk = prepare_walk(model, tset, tokens, targets or None, request.logit_mass, request.max_logits)
+    zero_bos = bool(request.zero_bos)
+    walk = prepare_walk(model, tset, tokens, targets or None, request.logit_mass, request.max_logits, zero_bos=zero_bos)
     graph = walk.partial  # the nodes (no rows yet)
     index = {(int(l), int(p), int(f)): i for i, (l, p, f) in
              enumerate(zip(graph.feature_layer.tolist(), graph.feature_pos.tolist(), graph.feature_index.tolist()))}
     nodes = []
     for layer, pos, feature, value in clamps:
         if (layer, pos, feature) not in index:
-            raise ValueError(f"feature {feature} of layer {layer} is not active at position {pos}: the graph has no "
-                             "node for it (clamping an inactive feature is an addition the graph cannot predict)")
+            raise no_node_error(layer, pos, feature, zero_bos)
         nodes.append((index[(layer, pos, feature)], value))
     if graph.n_nodes <= request.max_nodes:  # the full graph's own prediction
         graph = fill_dense(walk)
         predicted = predicted_effects(graph, [nodes])[graph.logit_node(0):, 0]
-    else:  # the same numbers run forward, at any length (graphs/_linear_response.py)
-        predicted = linear_response(model, tset, tokens, [clamps])[0, graph.logit_tokens.to(tokens.device)]
+    else:  # the same numbers run forward, at any length (graphs/_linear_response.py), from the walk's clean pass
+        predicted = linear_response(model, tset, tokens, [clamps], zero_bos=zero_bos, cache=walk.cache)
+        predicted = predicted[0, graph.logit_tokens.to(tokens.device)]
     raw = run_interventions(model, tset, tokens, [[], clamps], uncapped=True)  # the graph's (pre-cap) logits
     actual = demeaned(raw[1]) - demeaned(raw[0])
     logits = capped(model, raw)  # the model's real logits
