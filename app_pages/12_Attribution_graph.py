@@ -42,16 +42,22 @@ target_text, target = optional_token_input("Target token (empty: the top predict
 mass = state.int_slider("Top predictions cover (% probability)", 50, 99, key="mass", default=95, where=cols[1])
 node_pct = state.int_slider("Keep nodes with (% of influence)", 10, 99, key="node_t", default=80, where=cols[2])
 edge_pct = state.int_slider("Keep edges with (‰ of influence)", 500, 999, key="edge_t", default=980, where=cols[3])
-budget = state.int_input("Feature-node budget", 16, 65536, key="budget", default=4096,
+cols = st.columns([1, 3])
+budget = state.int_input("Feature-node budget", 16, 65536, key="budget", default=4096, where=cols[0],
                          help="At most this many feature nodes: the most influential are expanded first; errors, "
                               "token embeddings and targets are always nodes. A graph over the budget is shown within "
                               "it, with a notice.")
+zero_bos = state.checkbox("Zero the BOS position (circuit-tracer's convention)", key="zero_bos", where=cols[1],
+                          help="Position 0 (the BOS token when the prompt starts with one, whatever token it is "
+                               "otherwise) gets no feature nodes and its error nodes carry nothing: what the MLPs write "
+                               "there counts as a constant, as in circuit-tracer. The interventions below use the same "
+                               "graph.")
 if target_text and target is None:
     st.stop()
 
 request = AttributionGraphRequest(tokens=tuple(ids), targets=(target,) if target is not None else (),
                                   logit_mass=mass / 100, node_threshold=node_pct / 100, edge_threshold=edge_pct / 1000,
-                                  max_feature_nodes=budget, transcoders=fingerprint)
+                                  max_feature_nodes=budget, transcoders=fingerprint, zero_bos=zero_bos)
 problem = view.dtype_problem(ctx.dtype)
 if problem:
     st.error(md_escape(problem), icon=":material/error:")
@@ -78,6 +84,9 @@ with guard("building the attribution graph"):
 
 if result.notice:
     st.info(md_escape(result.notice), icon=":material/info:")
+if request.zero_bos:
+    st.caption(f"BOS position zeroed: position 0 ({md_escape(repr(view.position_names(model, result)[0]))}) has no "
+               "feature nodes and its error nodes carry nothing; what its MLPs write counts as a constant.")
 dash = view.dashboards_for(ctx)
 labels = view.node_labels(model, result, dash)
 if dash is None:
@@ -226,7 +235,7 @@ for node_id in features:
     value = 0.0 if mode == "zero" else factor * float(result.node_activation[i])
     clamps.append((result.node_layer[i], result.node_pos[i], result.node_feature[i], value))
 intervention = GraphInterventionRequest(tokens=tuple(ids), clamps=tuple(clamps), targets=request.targets,
-                                        logit_mass=request.logit_mass, transcoders=fingerprint)
+                                        logit_mass=request.logit_mass, transcoders=fingerprint, zero_bos=request.zero_bos)
 with guard("running the intervention"):
     change = run_experiment(model, "graph_intervention", graph_intervention, intervention, device=ctx.device,
                             **chosen.run_kwargs())
