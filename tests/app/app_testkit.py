@@ -74,10 +74,11 @@ def hf_logits(model_dir, prompt: str):
         return tok, hf(torch.tensor([ids])).logits[0].double()
 
 
-def assert_message_and_no_chart(at, message: str) -> None:
-    """The page ran, shows ``message`` in an error, and draws no chart."""
+def assert_message_and_no_chart(at, message: str, in_sidebar: bool = False) -> None:
+    """The page ran, shows ``message`` in an error (in the sidebar's, if ``in_sidebar``), and draws no chart."""
     assert not at.exception
-    assert any(message in m for m in errors(at)), errors(at)
+    shown = [e.value for e in at.sidebar.error] if in_sidebar else errors(at)
+    assert any(message in m for m in shown), shown
     assert len(at.get("plotly_chart")) == 0
 
 

@@ -9,7 +9,6 @@ import pytest
 from tiny_model import build_tiny_gpt2, write_settings
 
 
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_gpt2(tmp_path_factory.mktemp("tiny_random_model"))
@@ -39,6 +38,15 @@ def bundled_settings(tmp_path, monkeypatch):
     path.write_text(text, encoding="utf-8")
     monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(path))
     return path
+
+
+@pytest.fixture
+def gpt2_named_settings(tmp_path, monkeypatch):
+    """The tiny model saved under a gpt2* name, so the classic GPT-2 presets are offered."""
+    model_dir = build_tiny_gpt2(tmp_path / "gpt2-tiny")
+    path = write_settings(tmp_path / "settings.toml", model_dir, tmp_path / "cache")
+    monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(path))
+    return model_dir
 
 
 @pytest.fixture(scope="module")

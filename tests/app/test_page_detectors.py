@@ -8,7 +8,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from app_testkit import REPO_ROOT, errors, open_page, plotly_array, plotly_figure
+from app_testkit import REPO_ROOT, assert_message_and_no_chart, errors, open_page, plotly_array, plotly_figure
 
 PAGE = "app_pages/9_Head_detectors.py"
 PROMPT = "one two three one two three one two"
@@ -129,9 +129,7 @@ def test_out_of_range_sequence_length_in_a_link_is_named_and_falls_back(app_sett
 
 def test_prompt_source_with_an_empty_prompt_shows_the_sidebar_message(app_settings):
     at = run_page(prompt="  ", det_source="prompt")
-    assert not at.exception
-    assert any("empty" in e.value for e in at.sidebar.error)
-    assert len(at.get("plotly_chart")) == 0
+    assert_message_and_no_chart(at, "empty", in_sidebar=True)
 
 
 def test_changed_inputs_are_written_to_the_url(app_settings):
@@ -145,11 +143,7 @@ def test_changed_inputs_are_written_to_the_url(app_settings):
 
 @pytest.mark.skipif(not ((BUNDLED / "config.json").exists() and any(BUNDLED.glob("*.safetensors"))),
                     reason="the bundled default model is not in lens_core/default_model/ yet")
-def test_arena_preset_lights_up_induction_heads_in_a_later_layer_of_the_bundled_model(tmp_path, monkeypatch):
-    text = (REPO_ROOT / "settings.toml").read_text(encoding="utf-8")
-    text = text.replace('directory = ".cache/results"', f"directory = {str(tmp_path / 'cache')!r}")
-    (tmp_path / "settings.toml").write_text(text, encoding="utf-8")
-    monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(tmp_path / "settings.toml"))
+def test_arena_preset_lights_up_induction_heads_in_a_later_layer_of_the_bundled_model(bundled_settings):
     at = run_page()
     at.button(key="preset_detectors_page_0").click().run()
     assert not at.exception and errors(at) == []
@@ -158,7 +152,7 @@ def test_arena_preset_lights_up_induction_heads_in_a_later_layer_of_the_bundled_
     from lens_core.experiments.views.detectors import DetectorRequest, head_detectors
 
     bundled = HookedTransformer.from_pretrained("default")
-    cap = tomllib.loads(text)["limits"]["max_prompt_tokens"]
+    cap = tomllib.loads(bundled_settings.read_text(encoding="utf-8"))["limits"]["max_prompt_tokens"]
     seq_len = min(50, (min(bundled.cfg.n_ctx, cap) - 1) // 2)
     assert at.number_input(key="seq_len").value == seq_len
     expected = head_detectors(bundled, DetectorRequest(seq_len=seq_len, batch=4, seed=0))

@@ -8,7 +8,6 @@ from streamlit.testing.v1 import AppTest
 
 from app_testkit import (REPO_ROOT, assert_message_and_no_chart, errors, hf_logits, one_line_guesses, open_page,
                         plotly_array, plotly_figure)
-from tiny_model import build_tiny_gpt2, write_settings
 
 PAGE = "app_pages/4_Direct_logit_attribution.py"
 PROMPT = "When Mary and John went to the store, John gave a drink to"
@@ -109,14 +108,10 @@ def test_bad_answers_show_their_message_and_no_chart(app_settings, query, messag
 
 def test_empty_prompt_shows_its_message(app_settings):
     at = run_page(prompt="", answer=" Mary")
-    assert not at.exception
-    assert any("empty" in e.value for e in at.sidebar.error)
-    assert len(at.get("plotly_chart")) == 0
+    assert_message_and_no_chart(at, "empty", in_sidebar=True)
 
 
-def test_ioi_preset_runs_on_a_gpt2_named_model(tmp_path, monkeypatch):
-    model_dir = build_tiny_gpt2(tmp_path / "gpt2-tiny")
-    monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(write_settings(tmp_path / "s.toml", model_dir, tmp_path / "c")))
+def test_ioi_preset_runs_on_a_gpt2_named_model(gpt2_named_settings):
     at = run_page(prompt=PROMPT)
     next(b for b in at.button if b.label == "IOI").click().run()
     assert not at.exception and errors(at) == [], errors(at)
@@ -129,10 +124,7 @@ BUNDLED = REPO_ROOT / "lens_core" / "default_model"
 
 
 @pytest.mark.skipif(not (BUNDLED / "presets.json").exists(), reason="the bundled model's presets.json is not committed yet")
-def test_bundled_presets_metric_is_the_models_logit_difference(tmp_path, monkeypatch):
-    text = (BUNDLED.parents[1] / "settings.toml").read_text(encoding="utf-8")
-    (tmp_path / "s.toml").write_text(text.replace('directory = ".cache/results"', f"directory = {str(tmp_path / 'c')!r}"))
-    monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(tmp_path / "s.toml"))
+def test_bundled_presets_metric_is_the_models_logit_difference(bundled_settings):
     at = run_page()
     names = [b.label for b in at.button if (b.key or "").startswith("preset_")]
     for name in names:

@@ -6,8 +6,8 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from app_testkit import REPO_ROOT, errors, hf_logits, one_line_guesses, open_page, plotly_array, plotly_figure
-from tiny_model import build_tiny_gpt2, write_settings
+from app_testkit import (REPO_ROOT, assert_message_and_no_chart, errors, hf_logits, one_line_guesses, open_page, plotly_array,
+                         plotly_figure)
 
 PAGE = "app_pages/3_Logit_lens.py"
 PROMPT = "The cat sat on the mat. The dog"
@@ -91,18 +91,7 @@ def test_bad_target_shows_its_message_and_no_chart(app_settings, answer, message
 
 def test_empty_prompt_shows_its_message(app_settings):
     at = run_page(prompt="  ", answer=" cat")
-    assert not at.exception
-    assert any("empty" in e.value for e in at.sidebar.error)
-    assert len(at.get("plotly_chart")) == 0
-
-
-@pytest.fixture
-def gpt2_named_settings(tmp_path, monkeypatch):
-    """The tiny model saved under a gpt2* name, so the classic GPT-2 presets are offered."""
-    model_dir = build_tiny_gpt2(tmp_path / "gpt2-tiny")
-    path = write_settings(tmp_path / "settings.toml", model_dir, tmp_path / "cache")
-    monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(path))
-    return model_dir
+    assert_message_and_no_chart(at, "empty", in_sidebar=True)
 
 
 def test_no_gpt2_presets_for_a_model_that_is_not_gpt2(app_settings):
@@ -129,10 +118,7 @@ BUNDLED = REPO_ROOT / "lens_core" / "default_model"
 
 
 @pytest.mark.skipif(not (BUNDLED / "presets.json").exists(), reason="the bundled model's presets.json is not committed yet")
-def test_bundled_presets_final_row_is_the_models_probability(tmp_path, monkeypatch):
-    text = (BUNDLED.parents[1] / "settings.toml").read_text(encoding="utf-8")
-    (tmp_path / "s.toml").write_text(text.replace('directory = ".cache/results"', f"directory = {str(tmp_path / 'c')!r}"))
-    monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(tmp_path / "s.toml"))
+def test_bundled_presets_final_row_is_the_models_probability(bundled_settings):
     at = run_page()
     for name in [b.label for b in at.button if (b.key or "").startswith("preset_")]:
         next(b for b in at.button if b.label == name).click().run()

@@ -9,7 +9,6 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from app_testkit import REPO_ROOT, assert_message_and_no_chart, errors, open_page, plotly_array, plotly_figure
-from tiny_model import build_tiny_gpt2, write_settings
 
 PAGE = "app_pages/6_Activation_patching.py"
 CLEAN = "When Mary and John went to the store, John gave a drink to"
@@ -156,9 +155,7 @@ def test_no_sweep_picked_says_so(app_settings):
 
 def test_empty_clean_prompt_shows_its_message(app_settings):
     at = run_page(prompt="", corrupted=CORRUPTED, answer=" John")
-    assert not at.exception
-    assert any("empty" in e.value for e in at.sidebar.error)
-    assert len(at.get("plotly_chart")) == 0
+    assert_message_and_no_chart(at, "empty", in_sidebar=True)
 
 
 def test_derive_button_writes_a_same_length_corrupted_prompt(app_settings, tiny_model_dir):
@@ -173,9 +170,7 @@ def test_derive_button_writes_a_same_length_corrupted_prompt(app_settings, tiny_
     assert at.query_params["corrupted"] in (derived, [derived])
 
 
-def test_gpt2_ioi_preset_brings_its_corrupted_prompt(tmp_path, monkeypatch):
-    model_dir = build_tiny_gpt2(tmp_path / "gpt2-tiny")
-    monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(write_settings(tmp_path / "s.toml", model_dir, tmp_path / "c")))
+def test_gpt2_ioi_preset_brings_its_corrupted_prompt(gpt2_named_settings):
     at = run_page(prompt=CLEAN)
     next(b for b in at.button if b.label == "IOI").click().run()
     assert not at.exception and errors(at) == [], errors(at)
@@ -185,11 +180,7 @@ def test_gpt2_ioi_preset_brings_its_corrupted_prompt(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not (BUNDLED / "presets.json").exists(), reason="the bundled model's presets.json is not committed yet")
-def test_bundled_presets_get_a_same_length_corrupted_prompt_and_run(tmp_path, monkeypatch):
-    text = (REPO_ROOT / "settings.toml").read_text(encoding="utf-8")
-    text = text.replace('directory = ".cache/results"', f"directory = {str(tmp_path / 'cache')!r}")
-    (tmp_path / "settings.toml").write_text(text, encoding="utf-8")
-    monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(tmp_path / "settings.toml"))
+def test_bundled_presets_get_a_same_length_corrupted_prompt_and_run(bundled_settings):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(BUNDLED)
