@@ -51,6 +51,11 @@ def errors(at) -> list[str]:
     return [e.value for e in at.error] + [e.value for e in at.sidebar.error]
 
 
+def prompt_ids(model, text: str) -> tuple[int, ...]:
+    """The prompt's token ids as the pages send them to lens_core (with the model's BOS, as ``to_tokens``)."""
+    return tuple(int(t) for t in model.to_tokens(text)[0].tolist())
+
+
 def one_line_guesses(tok, scores, k):
     """The k most likely next tokens that a one-line text box can hold (not blank, no newline), as ids."""
     out = []

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from app_testkit import errors, open_page, plotly_array, plotly_figure
+from app_testkit import errors, open_page, prompt_ids as ids, plotly_array, plotly_figure
 
 PAGE = "app_pages/5_Compare_prompts.py"
 A = "The cat sat on the mat. The dog"
 B = "The dog sat on the mat. The cat"
-
-
-def ids(model, text):
-    return tuple(int(t) for t in model.to_tokens(text)[0].tolist())
 
 
 def test_two_prompts_from_one_url_match_lens_core(app_settings, model):

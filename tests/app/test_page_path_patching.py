@@ -5,15 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app_testkit import errors, open_page, plotly_array, plotly_figure
+from app_testkit import errors, open_page, prompt_ids as ids, plotly_array, plotly_figure
 
 PAGE = "app_pages/7_Path_patching.py"
 CLEAN = "The cat sat on the mat. The dog"
 CORRUPTED = "The dog sat on the mat. The cat"
-
-
-def ids(model, text):
-    return tuple(int(t) for t in model.to_tokens(text)[0].tolist())
 
 
 def test_sweep_into_head_queries_matches_lens_core(app_settings, model):
