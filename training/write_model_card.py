@@ -45,89 +45,12 @@ def induction_prompt(tokenizer, seed: int = 7, length: int = 10, shown_again: in
 
 
 def candidate_presets(tokenizer) -> list[dict]:
+    """The induction preset (drawn from the tokenizer's words) and the fixed code prompts of preset_candidates.json."""
     prompt, answer, wrong = induction_prompt(tokenizer)
-    return [
-        {
-            "name": "Induction: a random word sequence, repeated",
-            "prompt": prompt, "answer": answer, "wrong_answer": wrong,
-            "kind": "induction",
-            "page": "all",
-        },
-        {
-            "name": "Repeated name in code: the argument passed on",
-            "prompt": "def size(data):\n    return len(",
-            "answer": "data", "wrong_answer": "self",
-            "kind": "repeated_name", "page": "logit_lens",
-        },
-        {
-            "name": "Repeated name in code: an attribute read back",
-            "prompt": "class Item:\n    def __init__(self, name, value):\n        self.name = name\n"
-                      "        self.value = value\n\n    def get(self):\n        return self.",
-            "answer": "value", "wrong_answer": "name",
-            "kind": "repeated_name", "page": "logit_attribution",
-        },
-        {
-            "name": "Repeated name in code: which argument is sent",
-            "prompt": "def send(sock, data):\n    sock.sendall(",
-            "answer": "data", "wrong_answer": "sock",
-            "kind": "repeated_name", "page": "logit_attribution",
-        },
-        {
-            "name": "Repeated name in code: the other factor",
-            "prompt": "def area(width, size):\n    return width *",
-            "answer": " size", "wrong_answer": " width",
-            "kind": "repeated_name", "page": "activation_patching",
-        },
-        {
-            "name": "Repeated name in code: self attribute from its argument",
-            "prompt": "class Item:\n    def __init__(self, name, value):\n        self.name = name\n"
-                      "        self.value =",
-            "answer": " value", "wrong_answer": " name",
-            "kind": "repeated_name", "page": "logit_lens",
-        },
-        {
-            "name": "Docstring argument: the other operand",
-            "prompt": 'def add(a, b):\n    \"\"\"Return a plus b.\"\"\"\n    return a +',
-            "answer": " b", "wrong_answer": " a",
-            "kind": "docstring", "page": "activation_patching",
-            "hint": "the name comes from the signature and the docstring. Patch the prompt with ' b' replaced to see "
-                    "which positions and heads carry it.",
-        },
-        {
-            "name": "Docstring: the attribute it promises",
-            "prompt": 'def get_path(self):\n    \"\"\"Return the path.\"\"\"\n    return self.',
-            "answer": "path", "wrong_answer": "name",
-            "kind": "docstring", "page": "ablation",
-            "hint": "the word the function name and the docstring repeat. Ablate heads to see which ones copy it.",
-        },
-        {
-            "name": "Docstring argument: the docstring names the other argument",
-            "prompt": 'def copy(src, dst):\n    \"\"\"Copy src to',
-            "answer": " dst", "wrong_answer": " src",
-            "kind": "docstring", "page": "activation_patching",
-        },
-        {
-            "name": "Docstring argument: the next parameter to document (:param)",
-            "prompt": 'def load(path, mode, encoding):\n    \"\"\"Open a file.\n\n    :param path: where to read\n'
-                      "    :param mode: how to open\n    :param",
-            "answer": " encoding", "wrong_answer": " path",
-            "kind": "docstring", "page": "activation_patching",
-        },
-        {
-            "name": "Docstring argument: the next parameter to document (:param, sockets)",
-            "prompt": 'def send(sock, data, timeout):\n    \"\"\"Send data.\n\n    :param sock: the socket\n'
-                      "    :param data: the bytes\n    :param",
-            "answer": " timeout", "wrong_answer": " sock",
-            "kind": "docstring", "page": "ablation",
-        },
-        {
-            "name": "Docstring argument: the next parameter to document (dashes)",
-            "prompt": 'def copy(src, dst, size):\n    \"\"\"Copy bytes.\n\n    src -- the source\n'
-                      "    dst -- the target\n   ",
-            "answer": " size", "wrong_answer": " src",
-            "kind": "docstring", "page": "activation_patching",
-        },
-    ]
+    induction = {"name": "Induction: a random word sequence, repeated", "prompt": prompt, "answer": answer,
+                 "wrong_answer": wrong, "kind": "induction", "page": "all"}
+    fixed = json.loads((Path(__file__).with_name("preset_candidates.json")).read_text(encoding="utf-8"))
+    return [induction, *fixed]
 
 
 def look_at(kind: str, final: dict, cand: dict | None = None, m: dict | None = None) -> str:
