@@ -3,6 +3,7 @@ position 0, where the default graph has some) and the intervention on a selected
 
 from __future__ import annotations
 
+import pytest
 from app_testkit import errors, plotly_figure
 from test_page_attribution_graph import PRESET, _open, bundled_with_transcoders  # noqa: F401 (the fixture)
 
@@ -16,7 +17,8 @@ def _snippet(at, request_name: str) -> str:
     return [c.value for c in at.code if f"{request_name}(" in c.value][0]
 
 
-def test_the_zero_bos_checkbox_builds_that_graph_and_intervenes_on_it(bundled_with_transcoders):
+@pytest.mark.usefixtures("bundled_with_transcoders")
+def test_the_zero_bos_checkbox_builds_that_graph_and_intervenes_on_it():
     query = {"prompt": PRESET["prompt"], "target": PRESET["answer"]}
     at = _open(**query)
     assert not at.exception and errors(at) == [], [e.value for e in at.exception] + errors(at)

@@ -25,8 +25,8 @@ from typing import Optional, Sequence
 import torch
 
 from ._dictionary_views import dictionary_views
-from ._frozen import forward, freeze, logit_seeds, norm_t
-from ._replacement import ReplacementGraph, Walk
+from ._frozen import embedding_rows, forward, freeze, logit_seeds, norm_t
+from ._replacement import Walk, finish_walk
 
 
 # Padded sources of a layer above this size are replaced by the unique active features' decoders (fewer bytes,
@@ -171,20 +171,7 @@ def prepare_dictionary_walk(model, transcoders, tokens: torch.Tensor, targets: O
                 rows[:, first[t] : first[t] + count] = sources[t].edges(at_post, t, top, q, count)
             if t > 0:
                 g = g + fz.attn_t(t, g)
-        if top >= 0:  # g is at resid_mid[0]
-            rows[:, emb0 : emb0 + q] = torch.einsum("qbd,kqd->bk", g, fz.E_tok[:q, :q])
-            bias = bias + torch.einsum("qbd,qd->b", g, fz.E_pos[:q])
-        else:  # layer-0 targets: g is already at resid_pre[0]
-            out = torch.bmm(g, fz.emb_src[:q])  # [q, B, 2]
-            rows[:, emb0 : emb0 + q] = out[:, :, 0].T
-            bias = bias + out[:, :, 1].sum(0)
-        return bias
+        return bias + embedding_rows(fz, g, rows, emb0, q, top)
 
-    empty = torch.zeros(0)
-    partial = ReplacementGraph(
-        tokens=tokens[0].cpu(), feature_layer=f_layer.cpu(), feature_pos=f_pos_all.cpu(), feature_index=f_idx_all.cpu(),
-        activations=f_act_all.cpu(), logit_tokens=logit_tokens.cpu(), logit_probs=probs[ids].cpu(),
-        adjacency=empty, node_input=node_input.cpu(), node_bias=empty, n_layers=n,
-        logit_minus=None if minus is None else int(minus),
-    )
-    return Walk(partial=partial, first=first, rows=rows_of, device=device, cache=cache)
+    return finish_walk(tokens, (f_layer, f_pos_all, f_idx_all, f_act_all), logit_tokens, probs[ids], node_input, n, minus,
+                       first, rows_of, device, cache)

@@ -16,20 +16,15 @@ import torch
 from lens_core.features import CrossLayerTranscoder, SkipTranscoder
 from lens_core.features.transcoder import sparsify
 
-from ._transcoder_views import _config, check_hooks, float32_activations
+from ._transcoder_views import DictionaryLayer, _config, check_hooks, float32_activations
 
 
 @dataclasses.dataclass
-class LayerDictionary:
-    layer: int
-    hook_in: str
-    W_enc: torch.Tensor  # [d_model, F]
-    b_enc: torch.Tensor  # [F]
-    b_in: torch.Tensor  # [d_model]
-    W_dec: torch.Tensor  # [F, R, d_model]: into layers layer .. layer + R - 1
-    b_dec: torch.Tensor  # [d_model], written at this layer's hook_mlp_out
-    W_skip: Optional[torch.Tensor]  # [d_model, d_model] or None
-    encode: Optional[Callable[[torch.Tensor], torch.Tensor]]  # float input [pos, d] -> activations [pos, F] (decides activity)
+class LayerDictionary(DictionaryLayer):
+    """``DictionaryLayer`` with ``W_dec [F, R, d_model]``, the skip term and the activations."""
+
+    W_skip: Optional[torch.Tensor] = None  # [d_model, d_model] or None
+    encode: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # float input [pos, d] -> activations [pos, F] (decides activity)
 
 
 def _grab(x: torch.Tensor, device) -> torch.Tensor:

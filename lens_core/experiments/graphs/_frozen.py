@@ -153,3 +153,15 @@ def logit_seeds(model, logit_tokens: torch.Tensor, minus: Optional[int], last: t
         logit_const = logit_const + logit_dirs @ lnf_b.float()
     demeaned = last - (last.mean() if minus is None else last[int(minus)])
     return logit_dirs, logit_const, demeaned, ids
+
+
+def embedding_rows(fz: Frozen, g: torch.Tensor, rows: torch.Tensor, emb0: int, q: int, top: int) -> torch.Tensor:
+    """A walk's last step: with ``g [q, B, d]`` the rows' gradient at ``resid_mid[0]`` (``top >= 0``; at
+    ``resid_pre[0]`` for layer-0 targets, ``top < 0``), write the token embeddings' edges into ``rows[:, emb0:]``
+    and return what the positional embeddings add to each row's bias ``[B]``."""
+    if top >= 0:
+        rows[:, emb0 : emb0 + q] = torch.einsum("qbd,kqd->bk", g, fz.E_tok[:q, :q])
+        return torch.einsum("qbd,qd->b", g, fz.E_pos[:q])
+    out = torch.bmm(g, fz.emb_src[:q])  # [q, B, 2]
+    rows[:, emb0 : emb0 + q] = out[:, :, 0].T
+    return out[:, :, 1].sum(0)

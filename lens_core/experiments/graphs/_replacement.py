@@ -43,7 +43,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ._frozen import forward, freeze, logit_seeds
+from ._frozen import embedding_rows, forward, freeze, logit_seeds
 from ._frozen import norm_t as _norm_t
 from ._targets import node_budget_error, select_logits  # noqa: F401 (their old home)
 from ._transcoder_views import TranscoderView, float32_activations, transcoder_views  # noqa: F401 (their old home)
@@ -203,7 +203,7 @@ def prepare_walk(model, transcoders, tokens: torch.Tensor, targets: Optional[Seq
 
     fz = freeze(model, cache, P, last.device)
     centered, scale2, scale_f, attn_const = fz.centered, fz.scale2, fz.scale_f, fz.attn_const
-    attn_t, attn_t_one, emb_src, E_tok, E_pos = fz.attn_t, fz.attn_t_one, fz.emb_src, fz.E_tok, fz.E_pos
+    attn_t, attn_t_one = fz.attn_t, fz.attn_t_one
 
     # Sources written at resid_post[l], as columns of one batched product per layer: each position's
     # scaled decoder rows of the layer's active features (padded to ``slots``), then the error vector,
@@ -272,20 +272,21 @@ def prepare_walk(model, transcoders, tokens: torch.Tensor, targets: Optional[Seq
             bias = bias + out[:, :, slots + 1].sum(0)
             if l > 0:
                 g = g + attn_t(l, g)
-        if top >= 0:  # g is at resid_mid[0]
-            rows[:, emb0 : emb0 + q] = torch.einsum("qbd,kqd->bk", g, E_tok[:q, :q])
-            bias = bias + torch.einsum("qbd,qd->b", g, E_pos[:q])
-        else:  # layer-0 targets: g is already at resid_pre[0]
-            out = torch.bmm(g, emb_src[:q])  # [q, B, 2]
-            rows[:, emb0 : emb0 + q] = out[:, :, 0].T
-            bias = bias + out[:, :, 1].sum(0)
-        return bias
+        return bias + embedding_rows(fz, g, rows, emb0, q, top)
 
+    return finish_walk(tokens, (f_layer, f_pos, f_idx, f_act), logit_tokens, probs[ids], node_input, n, minus, first,
+                       rows_of, last.device, cache)
+
+
+def finish_walk(tokens, features: tuple, logit_tokens, logit_probs, node_input, n_layers: int, minus, first, rows,
+                device, cache) -> Walk:
+    """Both walks' ``Walk``: the nodes (``features``: layer, position, index, activation of each) without edges."""
+    f_layer, f_pos, f_idx, f_act = features
     empty = torch.zeros(0)
     partial = ReplacementGraph(
         tokens=tokens[0].cpu(), feature_layer=f_layer.cpu(), feature_pos=f_pos.cpu(), feature_index=f_idx.cpu(),
-        activations=f_act.cpu(), logit_tokens=logit_tokens.cpu(), logit_probs=probs[ids].cpu(),
-        adjacency=empty, node_input=node_input.cpu(), node_bias=empty, n_layers=n,
+        activations=f_act.cpu(), logit_tokens=logit_tokens.cpu(), logit_probs=logit_probs.cpu(),
+        adjacency=empty, node_input=node_input.cpu(), node_bias=empty, n_layers=n_layers,
         logit_minus=None if minus is None else int(minus),
     )
-    return Walk(partial=partial, first=first, rows=rows_of, device=last.device, cache=cache)
+    return Walk(partial=partial, first=first, rows=rows, device=device, cache=cache)

@@ -11,17 +11,24 @@ from lens_core.features import CrossLayerTranscoder, SkipTranscoder
 
 
 @dataclasses.dataclass
-class TranscoderView:
-    """The parts of one layer's transcoder the graph needs, float, on the model's device."""
+class DictionaryLayer:
+    """One layer's encoder and decoder as the graph reads them, float32, on the model's device: ``pre = (x - b_in)
+    @ W_enc + b_enc`` of the input read at ``hook_in``; the decoders and ``b_dec`` write ``hook_mlp_out``."""
 
     layer: int
     hook_in: str
-    W_enc: torch.Tensor  # [d_model, d_sae]
-    b_enc: torch.Tensor  # [d_sae]
-    W_dec: torch.Tensor  # [d_sae, d_model]
-    b_dec: torch.Tensor  # [d_model]
-    b_in: torch.Tensor  # [d_model] (zeros when the transcoder has none)
-    module: object  # the transcoder itself: its encode() decides which features are active
+    W_enc: torch.Tensor  # [d_model, F]
+    b_enc: torch.Tensor  # [F]
+    b_in: torch.Tensor  # [d_model] (zeros when the dictionary has none)
+    W_dec: torch.Tensor  # TranscoderView: [F, d_model]; LayerDictionary: [F, R, d_model] into layers layer .. + R - 1
+    b_dec: torch.Tensor  # [d_model], written at this layer's hook_mlp_out
+
+
+@dataclasses.dataclass
+class TranscoderView(DictionaryLayer):
+    """The parts of one layer's (per-layer, skip-free) transcoder the graph needs."""
+
+    module: object = None  # the transcoder itself: its encode() decides which features are active
 
 
 def _config(tc) -> object:
