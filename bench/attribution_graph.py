@@ -3,6 +3,8 @@
     .venv/bin/python -m bench.attribution_graph [--repeats 3] [--threads 2]   (from the repository root)
     .venv/bin/python -m bench.attribution_graph --clt   (issue 20's cross-layer transcoder case only:
                                                         bench/attribution_graph_clt.py)
+    .venv-ct/bin/python -m bench.attribution_graph --circuit-tracer [--plt]   (the same CLT case beside
+        circuit-tracer 0.5's attribute() on the same weights, in its own venv: bench/attribution_graph_ct.py)
 
 1. The bundled model, a 128-token prompt (its induction preset repeated), the default feature-node budget
    (``max_feature_nodes=4096``, influence-ordered expansion, graphs._expand). Goal: the graph <= 2 s.
@@ -23,10 +25,12 @@ On a machine shared with other heavy jobs, two OpenMP threads can be many times 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import pathlib
 import resource
 import statistics
+import sys
 import time
 
 import torch
@@ -89,6 +93,15 @@ def case(name, model, tset, ids, budget, repeats, goal_s):
 
 
 def main() -> None:
+    if "--circuit-tracer" in sys.argv:  # its own venv and flags: everything after is bench/attribution_graph_ct's
+        sys.argv.remove("--circuit-tracer")
+        if importlib.util.find_spec("circuit_tracer") is None:
+            sys.exit("--circuit-tracer runs in the circuit-tracer venv: .venv-ct/bin/python -m bench.attribution_graph "
+                     "--circuit-tracer (.ci/run builds it from requirements-circuit-tracer.txt)")
+        from bench.attribution_graph_ct import main as ct_main
+
+        ct_main()
+        return
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
