@@ -1,5 +1,6 @@
-"""Features: the bundled transcoders' sparse features on the prompt, a feature's (or neuron's) dashboard over the
-held-out split, and steering by clamping or zeroing features."""
+"""Features: a dictionary's sparse features on the prompt (transcoders, skip transcoders, SAEs, cross-layer
+transcoders), a feature's (or neuron's) dashboard over the held-out split where one exists, and steering by clamping
+or zeroing features (a cross-layer transcoder's edit changes the feature's writes into every later layer)."""
 
 import html
 
@@ -9,8 +10,9 @@ import streamlit as st
 from lens_core.experiments.views.features import (FeatureActivationsRequest, SteeringRequest, UnitActivationRequest,
                                             feature_activations_on_prompt, feature_steering, unit_activation)
 from lens_core.features import FeaturesUnavailable
+from lens_core.features.per_layer import dictionary_layers, layer_width
 from ui import charts, state
-from ui.attribution_graph_view import FEATURES_REFUSE, require_dictionary
+from ui.attribution_graph_view import require_dictionary
 from ui.errors import guard, md_escape
 from ui.export import experiment_snippet, export_bar
 from ui.feature_labels import feature_names
@@ -21,7 +23,7 @@ from ui.widgets import app_context, preset_picker
 st.title("Features")
 ctx = app_context()
 model = ctx.require_model()
-chosen = require_dictionary(ctx, "No sparse features for this model", refuse=FEATURES_REFUSE)
+chosen = require_dictionary(ctx, "No sparse features for this model")
 tset, fingerprint = chosen.dictionary, chosen.fingerprint
 
 preset_picker("features", {"prompt": "prompt"}, ctx)
@@ -29,7 +31,8 @@ model, tokens = ctx.require_prompt()
 ids = tuple(int(t) for t in tokens[0].tolist())
 names = feature_names(ctx)  # every feature below is named by its top tokens (ui/feature_labels.py)
 dash = names.dash
-layers_all = [str(l) for l in tset.layers]
+layers_all = [str(l) for l in dictionary_layers(tset)]
+cross_layer = chosen.kind == "cross-layer transcoder"
 
 # -- which features fire where --------------------------------------------------------------
 st.subheader("Features on this prompt")
@@ -87,7 +90,7 @@ st.subheader("Inspect a feature or an MLP neuron")
 cols = st.columns(3)
 kind = state.radio("Unit", ("feature", "neuron"), key="unit_kind", where=cols[0], horizontal=True)
 layer = int(state.selectbox("Layer", layers_all, key="unit_layer", where=cols[1]))
-n_units = tset[layer].cfg.d_sae if kind == "feature" else model.cfg.d_mlp
+n_units = layer_width(tset, layer) if kind == "feature" else model.cfg.d_mlp
 index = state.int_input(f"{kind.capitalize()} index (0..{n_units - 1})", 0, n_units - 1, key="unit_index", default=0,
                         where=cols[2])
 unit_request = UnitActivationRequest(tokens=ids, kind=kind, layer=layer, index=index, transcoders=fingerprint)
@@ -96,7 +99,10 @@ with guard(f"computing the {kind}'s activation"):
 st.markdown(f"**{md_escape(names(layer, index) if kind == 'feature' else unit_acts.unit)}** on this "
             f"prompt (peak {float(unit_acts.acts.max()):.3f}):")
 st.markdown(prompt_strip(unit_acts.str_tokens, unit_acts.acts.tolist()), unsafe_allow_html=True)
-if dash is None:
+if dash is None and not chosen.bundled:
+    st.info("No dashboard for this dictionary: held-out dashboards are precomputed only for the bundled transcoders.",
+            icon=":material/info:")
+elif dash is None:
     st.info("No precomputed dashboards (run `python -m training.build_feature_dashboards`).", icon=":material/info:")
 else:
     try:
@@ -120,7 +126,13 @@ edit_text = state.text_input("Features to set (L<layer>#<feature>=<value>, comma
 where_text = state.radio("At", ("every position", "the last position"), key="steer_at", where=cols[1], horizontal=True)
 keep_error = state.checkbox("Keep the transcoders' error term", key="error_term", default=True, where=cols[2],
                             help="On: only the edit changes the model (the rest of the MLP output is kept exactly). "
-                                 "Off: the edited layers' MLPs are replaced by their transcoders entirely.")
+                                 + ("Off: the MLP outputs of every layer the edited features write (from the lowest "
+                                    "edited layer to the last) are replaced by the cross-layer transcoder's "
+                                    "reconstruction." if cross_layer else
+                                    "Off: the edited layers' MLPs are replaced by their transcoders entirely."))
+if cross_layer:
+    st.caption("A cross-layer transcoder's feature of layer L writes into the MLP output of every layer from L to the "
+               "last: setting it changes all of those writes.")
 edits, bad = parse_edits(edit_text)
 edits, unusable = check_edits(edits, tset)
 for problem in unusable:

@@ -37,8 +37,6 @@ def transcoders_for(ctx) -> tuple[Any, str]:
 # Dictionary kinds a page cannot use, and why, in words (ui.dictionary_choice reads the kind from the files).
 GRAPH_REFUSES = {"SAE": "an SAE reconstructs one activation from itself; the graph replaces each MLP, so it needs "
                         "transcoders (MLP input -> MLP output): pick a transcoder set, skip transcoders or a CLT"}
-FEATURES_REFUSE = {"cross-layer transcoder": "this page reads one dictionary per layer; a cross-layer transcoder's "
-                                             "features are shown on the Attribution graph page"}
 
 
 def require_dictionary(ctx, missing: str, refuse: dict[str, str] | None = None):

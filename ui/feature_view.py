@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from lens_core.experiments._common import str_tokens
+from lens_core.features.per_layer import dictionary_layers, layer_width
 from ui.charts import visible
 from ui.token_html import token_strip
 
@@ -33,16 +34,16 @@ def parse_edits(text: str) -> tuple[list[tuple[int, int, float]], list[str]]:
 
 
 def check_edits(edits: list[tuple[int, int, float]], tset: Any) -> tuple[list[tuple[int, int, float]], list[str]]:
-    """The edits the transcoders can make, and a plain sentence for each one they cannot (no transcoder on that layer,
-    a feature index past the layer's width)."""
-    layers = list(tset.layers)
+    """The edits the dictionary can make (a transcoder set or a cross-layer transcoder), and a plain sentence for each
+    one it cannot (no features on that layer, a feature index past the layer's width)."""
+    layers = dictionary_layers(tset)
     usable, problems = [], []
     for layer, feature, value in edits:
         if layer not in layers:
             problems.append(f"L{layer}#{feature}: there is no transcoder on layer {layer} "
                             f"(this model has transcoders on layers {', '.join(map(str, layers))}).")
-        elif not 0 <= feature < tset[layer].cfg.d_sae:
-            problems.append(f"L{layer}#{feature}: layer {layer}'s transcoder has features 0 to {tset[layer].cfg.d_sae - 1}.")
+        elif not 0 <= feature < layer_width(tset, layer):
+            problems.append(f"L{layer}#{feature}: layer {layer}'s transcoder has features 0 to {layer_width(tset, layer) - 1}.")
         else:
             usable.append((layer, feature, value))
     return usable, problems

@@ -19,6 +19,9 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
+from .clt import CrossLayerTranscoder
+from .clt_edits import clt_steer
+from .per_layer import dictionary_layers, layer_encoder
 from .transcoder import FeaturesUnavailable, Transcoder, TranscoderSet
 
 Edits = Mapping[int, Mapping[int, float]]  # layer -> feature -> clamped value
@@ -92,11 +95,13 @@ class _Enough(Exception):
 def feature_activations(model: Any, tset: TranscoderSet, tokens: torch.Tensor,
                         layers: Optional[Sequence[int]] = None) -> dict[int, torch.Tensor]:
     """{layer: [batch, pos, d_sae]} for the clean model on ``tokens``: one pass, which stops at the deepest
-    input hook point needed (the rest of the model, unembedding included, never runs)."""
-    chosen = list(tset.layers if layers is None else layers)
+    input hook point needed (the rest of the model, unembedding included, never runs). ``tset`` may also be a
+    ``CrossLayerTranscoder``: a layer's features are its encoder's (``encode_layer``)."""
+    chosen = list(dictionary_layers(tset) if layers is None else layers)
     by_name: dict[str, list[int]] = {}
+    encoders = {layer: layer_encoder(tset, layer) for layer in chosen}
     for layer in chosen:
-        by_name.setdefault(tset[layer].cfg.hook_in, []).append(layer)
+        by_name.setdefault(encoders[layer][0], []).append(layer)
     order = {name: i for i, name in enumerate(model.hook_dict)}
     unknown = [name for name in by_name if name not in order]
     if unknown:
@@ -106,7 +111,7 @@ def feature_activations(model: Any, tset: TranscoderSet, tokens: torch.Tensor,
 
     def capture(x: torch.Tensor, hook: Any) -> None:
         for layer in by_name[hook.name]:
-            out[layer] = tset[layer].encode(x)
+            out[layer] = encoders[layer][1](x)
         if hook.name == last:
             raise _Enough
 
@@ -129,7 +134,10 @@ def run_spliced(model: Any, tset: TranscoderSet, tokens: torch.Tensor, return_ty
 @torch.no_grad()
 def steer(model: Any, tset: TranscoderSet, tokens: torch.Tensor, edits: Edits, positions: Positions = None,
           error_term: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """(original logits, logits with ``edits`` applied), each [batch, pos, d_vocab]."""
+    """(original logits, logits with ``edits`` applied), each [batch, pos, d_vocab]. With a ``CrossLayerTranscoder``
+    an edit of layer L changes the feature's writes into every layer L..last (``clt_edits.clt_steer``)."""
+    if isinstance(tset, CrossLayerTranscoder):
+        return clt_steer(model, tset, tokens, edits, positions=positions, error_term=error_term)
     if not edits:
         raise FeaturesUnavailable("choose at least one feature to steer")
     original = model(tokens)

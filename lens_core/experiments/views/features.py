@@ -1,8 +1,11 @@
 """Sparse features on a prompt: which fire where, one unit's activation, and steering.
 
 All three read the model's transcoders (``lens_core.features.load_transcoders``; the request's
-``transcoders`` field carries their fingerprint so the cache keys them). A unit is a transcoder
-feature (``kind="feature"``) or an MLP neuron (``kind="neuron"``, ``blocks.{l}.mlp.hook_post``).
+``transcoders`` field carries their fingerprint so the cache keys them), or the dictionary passed as
+``transcoders=``: a transcoder set (per-layer, skip, SAE) or a cross-layer transcoder (CLT), whose layer ``L``
+features are its layer-``L`` encoder's and whose steering edits change the feature's writes into every layer
+``L..n_layers-1`` (``lens_core.features.clt_edits``). A unit is a dictionary feature (``kind="feature"``) or an
+MLP neuron (``kind="neuron"``, ``blocks.{l}.mlp.hook_post``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Literal, Optional
 import torch
 
 from lens_core.features import FeaturesUnavailable, feature_activations, load_transcoders, steer
+from lens_core.features.per_layer import check_layer, check_layer_feature, dictionary_layers, layer_width
 from lens_core.results import ExperimentResult
 
 from .._common import resolve_tokens, str_tokens
@@ -25,9 +29,9 @@ def _transcoders(model, transcoders=None):
 
 
 def _layers(tset, layers: tuple[int, ...]) -> list[int]:
-    chosen = list(layers) if layers else tset.layers
+    chosen = list(layers) if layers else dictionary_layers(tset)
     for layer in chosen:
-        tset[layer]  # a clear error for a layer without a transcoder
+        check_layer(tset, layer)  # a clear error for a layer without a transcoder
     return chosen
 
 
@@ -61,11 +65,11 @@ def feature_activations_on_prompt(model, request: FeatureActivationsRequest, tra
     if request.top_per_token < 1 or request.top_per_layer < 1:
         raise ValueError("top_per_token and top_per_layer must be at least 1")
     acts = feature_activations(model, tset, tokens, layers)
-    k = min(int(request.top_per_token), min(tset[l].cfg.d_sae for l in layers))
+    k = min(int(request.top_per_token), min(layer_width(tset, l) for l in layers))
     tops = [acts[l][0].float().topk(k, dim=-1) for l in layers]
     values = torch.stack([t.values for t in tops])
     ids = torch.stack([t.indices for t in tops])
-    rows = min(int(request.top_per_layer), min(tset[l].cfg.d_sae for l in layers))
+    rows = min(int(request.top_per_layer), min(layer_width(tset, l) for l in layers))
     peaks = [acts[l][0].float().max(0).values.topk(rows) for l in layers]
     peak_ids = torch.stack([torch.where(p.values > 0, p.indices, torch.full_like(p.indices, -1)) for p in peaks])
     peak_acts = torch.stack([acts[l][0].float()[:, p.indices].T for l, p in zip(layers, peaks)])
@@ -105,7 +109,7 @@ def unit_activation(model, request: UnitActivationRequest, transcoders=None) -> 
         raise ValueError(f"kind must be one of {KINDS}, got {request.kind!r}")
     if request.kind == "feature":
         tset = _transcoders(model, transcoders)
-        tset[request.layer].check_feature(request.index)
+        check_layer_feature(tset, request.layer, request.index)
         acts = feature_activations(model, tset, tokens, [request.layer])[request.layer][0, :, request.index]
     else:
         if not 0 <= request.layer < model.cfg.n_layers:
