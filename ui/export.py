@@ -61,7 +61,8 @@ def experiment_snippet(ctx: Any, fn: Callable, request: Any, *prints: str, **rea
     Only fields that differ from the request's defaults are written. ``readable`` replaces
     fields by what the user typed: ``prompt="..."`` stands for the ``tokens`` ids (and
     ``clean_prompt`` for ``clean_tokens``...), ``answer=" Paris"`` for a token id. ``prints``
-    are the lines that show the result (``print(result.heads)``).
+    are the lines that show the result (``print(result.heads)``). When the page uses a feature dictionary other
+    than the bundled transcoders (``ctx.dictionary``), the script loads it with ``load_dictionary`` and passes it.
     """
     values = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)
               if getattr(request, f.name) != f.default}
@@ -69,6 +70,14 @@ def experiment_snippet(ctx: Any, fn: Callable, request: Any, *prints: str, **rea
         if name.endswith("prompt"):
             values.pop(name[: -len("prompt")] + "tokens", None)
         values[name] = value
+    chosen = getattr(ctx, "dictionary", None)  # the page's feature dictionary (ui.attribution_graph_view)
+    load, call = "", ""
+    if "transcoders" in {f.name for f in dataclasses.fields(request)} and chosen is not None \
+            and chosen.entry is not None and not chosen.bundled:
+        values.pop("transcoders", None)  # a cache key; the script loads the dictionary itself
+        load = (f"from lens_core.features import load_dictionary\n\n"
+                f"transcoders = load_dictionary({python_literal(chosen.entry.source)}, model)  # {chosen.kind}\n")
+        call = ", transcoders=transcoders"
     args = "".join(f"    {name}={python_literal(value)},\n" for name, value in values.items())
     request_cls = type(request).__name__
     lines = "".join(f"{line}\n" for line in prints)
@@ -76,7 +85,7 @@ def experiment_snippet(ctx: Any, fn: Callable, request: Any, *prints: str, **rea
 from {stable_module(fn, type(request))} import {request_cls}, {fn.__name__}
 
 model = HookedTransformer.from_pretrained({python_literal(ctx.model_name)}, dtype={python_literal(ctx.dtype)})
-request = {request_cls}(
+{load}request = {request_cls}(
 {args})
-result = {fn.__name__}(model, request)
+result = {fn.__name__}(model, request{call})
 {lines}"""

@@ -1,6 +1,7 @@
 """The Features page with a cross-layer transcoder (circuit-tracer's files, random, JumpReLU, listed in the settings'
 [features] table for the bundled model): the activations heatmap and table, the unit view (no dashboard for this
-dictionary, said in words) and steering, each against a hand computation from the written weights."""
+dictionary, said in words) and steering, each against a hand computation from the written weights; the steering's
+"Copy as Python" script loads the same CLT."""
 
 from __future__ import annotations
 
@@ -107,6 +108,13 @@ def test_features_page_reads_and_steers_a_cross_layer_transcoder(clt_listed):
     side = next(d.value for d in at.dataframe if "p (steered)" in d.value.columns)
     assert side["p (steered)"].tolist() == pytest.approx(lp_s[-1].exp().topk(len(side)).values.tolist(), abs=2e-4)
     assert any("writes into the MLP output of every layer" in c.value for c in at.caption)
+
+    # "Copy as Python" loads this CLT (not the bundled transcoders) and gives the same steering
+    script = next(c.value for c in at.code if "feature_steering" in c.value)
+    assert f"load_dictionary({str(source)!r}, model)" in script and "transcoders=transcoders" in script
+    namespace: dict = {}
+    exec(compile(script, "snippet", "exec"), namespace)  # noqa: S102  (the page's own snippet)
+    torch.testing.assert_close(namespace["result"].kl, kl, atol=1e-4, rtol=1e-4)
 
 
 def test_a_bad_cross_layer_edit_is_a_message(clt_listed):
