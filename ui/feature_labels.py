@@ -25,6 +25,8 @@ from ui.token_names import token_name
 
 NO_DASHBOARDS = ("Features are named by id only (layer#index): there are no dashboards for these transcoders, so their "
                  "top tokens are unknown (`python -m training.build_feature_dashboards` writes them).")
+NO_DASHBOARDS_FOR_DICTIONARY = ("Features are named by id only (layer#index): held-out dashboards are precomputed only for "
+                                "the bundled transcoders, so this dictionary's top tokens are unknown.")
 FEATURE_ID = re.compile(r"L(\d+)#(\d+)")
 
 
@@ -66,8 +68,8 @@ def parse_feature_id(text: str) -> Optional[tuple[int, int]]:
 class FeatureNames:
     """Feature labels for one page run (memoised: a table may name the same feature many times)."""
 
-    def __init__(self, model: Any, dash: Any):
-        self.model, self.dash = model, dash
+    def __init__(self, model: Any, dash: Any, why_none: str = NO_DASHBOARDS):
+        self.model, self.dash, self.why_none = model, dash, why_none
         self._tokens: dict[tuple[int, int], tuple[list[str], list[str]]] = {}
         self._noted = False
 
@@ -117,11 +119,13 @@ class FeatureNames:
         """Without dashboards, one caption saying why features are named by id (once per page run)."""
         if self.dash is None and not self._noted:
             self._noted = True
-            where.caption(NO_DASHBOARDS)
+            where.caption(self.why_none)
 
 
 def feature_names(ctx) -> FeatureNames:
-    return FeatureNames(ctx.model, dashboards_for(ctx))
+    chosen = getattr(ctx, "dictionary", None)
+    other = chosen is not None and chosen.entry is not None and not chosen.bundled
+    return FeatureNames(ctx.model, dashboards_for(ctx), NO_DASHBOARDS_FOR_DICTIONARY if other else NO_DASHBOARDS)
 
 
 def feature_label(model: Any, dash: Any, layer: int, index: int) -> str:

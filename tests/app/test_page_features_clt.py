@@ -95,6 +95,10 @@ def test_features_page_reads_and_steers_a_cross_layer_transcoder(clt_listed):
     markdown = " ".join(m.value for m in at.markdown)
     assert f"L1\\#{strongest}" in markdown and f"(peak {float(acts1[:, strongest].max()):.3f})" in markdown
     assert any("No dashboard for this dictionary" in i.value for i in at.info), [i.value for i in at.info]
+    from ui.feature_labels import NO_DASHBOARDS, NO_DASHBOARDS_FOR_DICTIONARY
+
+    assert [c.value for c in at.caption].count(NO_DASHBOARDS_FOR_DICTIONARY) == 1
+    assert NO_DASHBOARDS not in [c.value for c in at.caption]  # no advice to build the bundled set's dashboards
 
     # steering: the feature's writes into every later layer changed, as the hand-written hooks do
     reference = _hand_steered(model, w, tokens, edits)
