@@ -14,8 +14,8 @@ The graph, built in this order:
 - ``attribution_graph``: the experiment: builds, prunes, checks against the real model, packages.
 Checking it against the real model:
 - ``graph_interventions``: clamping features in the real model beside the graph's prediction;
-  ``_linear_response`` gives that prediction past the dense limit (one batched forward pass, no graph);
-  ``_clt_interventions``: the same edits for a CLT.
+  ``_linear_response`` gives that prediction past the dense limit (one batched forward pass, no graph).
+  A CLT's clamps are ``lens_core.features.clt_edits`` (shared with the Features page's steering).
 - ``full_path_check``: the prediction through every path, attention changes included.
 Attention and export:
 - ``_qk_split``: one attention score split exactly into (query-side node) x (key-side node) pairs.

@@ -23,8 +23,8 @@ from typing import Optional, Sequence
 import torch
 
 from lens_core.features import CrossLayerTranscoder
+from lens_core.features.clt_edits import clt_edit_hooks
 
-from ._clt_interventions import clt_edit_hooks
 
 
 def gradient_predictions(model, tset, tokens: torch.Tensor, features: Sequence[tuple[int, int, int, float]],

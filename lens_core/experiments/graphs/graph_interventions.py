@@ -15,10 +15,10 @@ from typing import Optional, Sequence
 import torch
 
 from lens_core.features import CrossLayerTranscoder
+from lens_core.features.clt_edits import check_clt_clamp, clt_intervention_hooks
 from lens_core.results import ExperimentResult
 
 from .._common import TokenLike, capped, resolve_token, resolve_tokens, str_tokens
-from ._clt_interventions import check_clt_clamp, clt_intervention_hooks
 
 Clamp = tuple[int, int, int, float]  # layer, pos, feature, value
 
@@ -69,7 +69,7 @@ def run_interventions(model, tset, tokens: torch.Tensor, sets: Sequence[Sequence
         return y
 
     hooks = [(name, lambda x, hook: patterns[hook.name].expand_as(x)) for name in (patterns or {})]
-    if isinstance(tset, CrossLayerTranscoder):  # a feature writes every later layer (_clt_interventions)
+    if isinstance(tset, CrossLayerTranscoder):  # a feature writes every later layer (features.clt_edits)
         hooks += clt_intervention_hooks(tset, sets)
         layers = []
     for layer in layers:
