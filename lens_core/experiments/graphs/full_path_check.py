@@ -26,7 +26,6 @@ from lens_core.features import CrossLayerTranscoder
 from lens_core.features.clt_edits import clt_edit_hooks
 
 
-
 def gradient_predictions(model, tset, tokens: torch.Tensor, features: Sequence[tuple[int, int, int, float]],
                          target: int, steps: int = 1, minus: Optional[int] = None) -> torch.Tensor:
     """Predicted change of ``target``'s demeaned last-position logit (``logit(target) - logit(minus)`` when
