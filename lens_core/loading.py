@@ -6,10 +6,16 @@ weights and tokenizer files only), or an in-memory ``transformers`` model.
 Weights are read straight from safetensors (no ``transformers`` model is built),
 converted by the architecture's family module, checked tensor by tensor,
 processed in float32, then cast to the requested dtype and device.
-Memory: the checkpoint is read into buffers of its own (not memory-mapped), each
-tensor is handed over to the converter (dropped from the reader once read) and
-processed in place, and the model's parameters are those same tensors, so a
-float32 load peaks near the final model's size (``bench/forward.py`` prints it).
+Memory and time: safetensors files are memory-mapped copy-on-write, one mapping per
+tensor (:func:`lens_core.safetensors_io.map_file`); each weight is handed over to the
+converter (dropped from the reader once read) and processed out of place, reading
+the mapping and writing the result into a new buffer: one pass per step, no
+copy-then-process. A weight's
+mapping is released once its processed value exists, so a float32 load peaks near the
+final model's size (``bench/forward.py`` prints it). Any weight no step changed is
+copied out of the mapping at the end: the model never views the checkpoint file
+(a private mapping still shows what another process writes to a page it has not
+copied, so a later rewrite of the file cannot reach a loaded model).
 ``trust_remote_code`` is off unless the caller turns it on.
 """
 
@@ -27,7 +33,7 @@ from .families import family_for
 from .families.reader import WeightReader
 from .model import HookedTransformer
 from .processing import process_weights, processing_notes
-from .safetensors_io import SafetensorsError, read_file
+from .safetensors_io import MappedFile, SafetensorsError, map_file
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 
@@ -86,25 +92,26 @@ def resolve_source(name_or_path: str, revision: Optional[str] = None) -> Path:
         ) from exc
 
 
-def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
-    """Weights from safetensors (single file or sharded), each tensor in a buffer of its own (the
-    caller may change them in place); pickled .bin only with weights_only loading."""
+def open_state_dict(directory: Path) -> tuple[dict[str, torch.Tensor], list[MappedFile]]:
+    """(weights, the files they map): safetensors (single file or sharded) memory-mapped copy-on-write;
+    pickled .bin (no mappings: tensors of their own) only with weights_only loading."""
     single = directory / "model.safetensors"
     index = directory / "model.safetensors.index.json"
     try:
-        if single.exists():
-            return read_file(single)
-        if index.exists():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        if single.exists() or index.exists():
+            shards = [single] if single.exists() else [
+                directory / shard for shard in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+            files = [map_file(shard) for shard in shards]
             tensors: dict[str, torch.Tensor] = {}
-            for shard in shards:
-                tensors.update(read_file(directory / shard))
-            return tensors
-    except SafetensorsError as exc:
+            for mapped in files:
+                tensors.update(mapped.tensors)
+                mapped.tensors = {}  # the loader's dict is the one reference: each weight is freed once consumed
+            return tensors, files
+    except (SafetensorsError, OSError) as exc:
         raise ModelLoadError(f"cannot read the weights in {directory}: {exc}") from exc
     legacy = directory / "pytorch_model.bin"
     if legacy.exists():
-        return torch.load(legacy, map_location="cpu", weights_only=True)
+        return torch.load(legacy, map_location="cpu", weights_only=True), []
     raise ModelLoadError(f"no weights (model.safetensors) in {directory}")
 
 
@@ -116,6 +123,7 @@ def build_model(
     dtype: Union[str, torch.dtype, None] = None,
     device: Optional[Union[str, torch.device]] = None,
     owned: bool = False,
+    mapped: tuple[MappedFile, ...] | list[MappedFile] = (),
     **processing: bool,
 ) -> HookedTransformer:
     """Convert, check and process HF weights into a model. ``processing``: the steps of
@@ -123,21 +131,26 @@ def build_model(
 
     ``owned=True``: ``tensors`` is a dict of tensors this call may consume and overwrite (nothing
     else refers to them), so the weights are processed in place and no second copy is made.
+    ``mapped``: ``tensors`` view these files (:func:`open_state_dict`): the dict is consumed, every
+    result is written into fresh memory, and whatever still views a file is copied out of it.
     """
     family = family_for(hf_config.model_type)
     cfg: HookedTransformerConfig = family.config_from_hf(hf_config)
     cfg.model_name = model_name
     names = list(tensors)
-    reader = WeightReader(tensors, family.PREFIXES, consume=owned)
+    reader = WeightReader(tensors, family.PREFIXES, consume=owned or bool(mapped))
     weights = family.convert(reader, cfg)
     unused = [name for name in names if name not in reader.used and not _IGNORED.search(name)]
     if unused:
         raise ModelLoadError(f"checkpoint has tensors this {hf_config.model_type} config does not use, e.g. {unused[0]!r}")
-    if owned:
+    if owned or mapped:
         tensors.clear()  # the ignored ones (attention masks, rotary tables): not needed
     del reader
     skipped = processing_notes(cfg, **{k: v for k, v in processing.items() if k != "fold_value_biases"})
     applied = process_weights(weights, cfg, inplace=owned, **processing)
+    for name, tensor in weights.items():
+        if any(file.aliases(tensor) for file in mapped):
+            weights[name] = tensor.clone()  # no step changed it: the model must not view the file
     target = as_dtype(dtype)
     cfg.dtype = target
     cfg.device = str(torch.device(device)) if device is not None else "cpu"
@@ -191,8 +204,9 @@ def load_pretrained(
     except Exception:
         tokenizer = None  # weights without a tokenizer still work with token ids
     try:
-        # owned: the tensors just read are ours alone, consumed and processed in place.
-        return build_model(hf_config, read_state_dict(directory), tokenizer, name_or_path, dtype, device, owned=True,
+        tensors, mapped = open_state_dict(directory)
+        # Mapped files: consumed, processed out of place; a .bin's tensors are ours alone: processed in place.
+        return build_model(hf_config, tensors, tokenizer, name_or_path, dtype, device, owned=not mapped, mapped=mapped,
                            fold_ln=fold_ln, center_writing_weights=center_writing_weights, center_unembed=center_unembed,
                            fold_value_biases=fold_value_biases)
     except ModelLoadError:

@@ -19,20 +19,24 @@ it can, because this runs over every weight at load time.
 
 Memory: with ``inplace=False`` (the default) the given tensors are never written:
 they may be the caller's, memory-mapped from a checkpoint (a write would copy each
-page) or shared. The loader passes ``inplace=True`` with tensors it owns (read into
-buffers of their own, see :mod:`lens_core.safetensors_io`): each large weight is
-then changed where it lies, so processing needs no second copy of the model. A
-tensor that shares memory with another entry (tied embeddings) is still never
-written: its processed value is a new tensor.
+page) or shared. Each step then reads its source once more and writes its result
+into a new buffer from ``new`` (``torch.empty``; the loader passes memory-mapped
+sources, so each weight goes from the page cache to its final buffer in the one pass
+that processes it; a result already new is changed in place by the next step). With ``inplace=True`` (tensors the caller owns) each large weight
+is changed where it lies. A tensor that shares memory with another entry (tied
+embeddings) is never written: its processed value is a new tensor.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 
 from .config import HookedTransformerConfig
 
 Weights = dict[str, torch.Tensor]
+New = Callable[[torch.Size], torch.Tensor]  # an uninitialised float32 tensor of that shape
 
 
 def _writable(sd: Weights, name: str, inplace: bool) -> bool:
@@ -43,16 +47,20 @@ def _writable(sd: Weights, name: str, inplace: bool) -> bool:
     return sum(1 for t in sd.values() if t.untyped_storage().data_ptr() == storage) == 1
 
 
-def _scale_rows(weight: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor, inplace: bool) -> torch.Tensor:
-    """``weight * scale (+ shift)`` (broadcast), written into ``weight`` when ``inplace``: one pass either way."""
-    out = weight if inplace else None
+def _target(sd: Weights, name: str, inplace: bool, new: New) -> torch.Tensor:
+    """Where the processed ``sd[name]`` is written: in place if allowed (:func:`_writable`), else a new buffer."""
+    return sd[name] if _writable(sd, name, inplace) else new(sd[name].shape)
+
+
+def _scale_rows(weight: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``weight * scale (+ shift)`` (broadcast), written into ``out`` (``weight`` itself or a new buffer): one pass."""
     if shift is None:
         return torch.mul(weight, scale, out=out)
     return torch.addcmul(shift, weight, scale, out=out)
 
 
 def _fold_into_columns(sd: Weights, weight_name: str, bias_name: str | None, w: torch.Tensor,
-                       b: torch.Tensor | None, center: bool, inplace: bool) -> None:
+                       b: torch.Tensor | None, center: bool, inplace: bool, new: New) -> None:
     """Fold a norm into a reader stored [d_model, out]; the column means come from a product,
     not a second pass (the mean of ``W * w`` over d_model is ``w @ W / d_model``)."""
     weight = sd[weight_name]
@@ -60,53 +68,53 @@ def _fold_into_columns(sd: Weights, weight_name: str, bias_name: str | None, w: 
     if b is not None and bias_name is not None:
         sd[bias_name] = sd[bias_name] + torch.mv(weight.T, b)
     shift = -(torch.mv(weight.T, w) / weight.shape[0])[None, :] if center else None
-    sd[weight_name] = _scale_rows(weight, shift, w[:, None], _writable(sd, weight_name, inplace))
+    sd[weight_name] = _scale_rows(weight, shift, w[:, None], _target(sd, weight_name, inplace, new))
 
 
-def _fold_layer_norm(sd: Weights, cfg: HookedTransformerConfig, inplace: bool) -> None:
+def _fold_layer_norm(sd: Weights, cfg: HookedTransformerConfig, inplace: bool, new: New) -> None:
     center = cfg.normalization_type == "LN"
     # Only pre-sublayer norms (and the final norm) fold: a post-sublayer norm (ln1_post, ln2_post) and the
     # q/k norms keep their weights (processing_notes says so).
     for layer in range(cfg.n_layers if cfg.sublayer_norms != "post" else 0):
         attn, mlp = f"blocks.{layer}.attn", f"blocks.{layer}.mlp"
         w, b = sd.pop(f"blocks.{layer}.ln1.w"), sd.pop(f"blocks.{layer}.ln1.b", None)
-        _fold_into_columns(sd, f"{attn}.W_QKV", f"{attn}.b_QKV", w, b, center, inplace)
+        _fold_into_columns(sd, f"{attn}.W_QKV", f"{attn}.b_QKV", w, b, center, inplace, new)
         w, b = sd.pop(f"blocks.{layer}.ln2.w"), sd.pop(f"blocks.{layer}.ln2.b", None)
-        _fold_into_columns(sd, f"{mlp}.W_in", f"{mlp}.b_in", w, b, center, inplace)
+        _fold_into_columns(sd, f"{mlp}.W_in", f"{mlp}.b_in", w, b, center, inplace, new)
         if cfg.gated_mlp:
             if b is not None:
                 raise ValueError("cannot fold a LayerNorm bias into a gate that has no bias")
-            _fold_into_columns(sd, f"{mlp}.W_gate", None, w, None, center, inplace)
+            _fold_into_columns(sd, f"{mlp}.W_gate", None, w, None, center, inplace, new)
     w, b = sd.pop("ln_final.w"), sd.pop("ln_final.b", None)
     unembed = sd["unembed.weight"]  # [d_vocab, d_model]: the same fold, transposed
     if b is not None:
         sd["unembed.b_U"] = sd["unembed.b_U"] + torch.mv(unembed, b)
     shift = -(torch.mv(unembed, w) / unembed.shape[1])[:, None] if center else None
-    sd["unembed.weight"] = _scale_rows(unembed, shift, w[None, :], _writable(sd, "unembed.weight", inplace))
+    sd["unembed.weight"] = _scale_rows(unembed, shift, w[None, :], _target(sd, "unembed.weight", inplace, new))
     cfg.normalization_type = "LNPre" if center else "RMSPre"
 
 
-def _center_last(sd: Weights, name: str, inplace: bool) -> None:
+def _center_last(sd: Weights, name: str, inplace: bool, new: New) -> None:
     tensor = sd[name]
     mean = tensor.mean(-1, keepdim=True)
-    sd[name] = tensor.sub_(mean) if _writable(sd, name, inplace) else tensor - mean
+    sd[name] = torch.sub(tensor, mean, out=_target(sd, name, inplace, new))
 
 
-def _center_writing_weights(sd: Weights, cfg: HookedTransformerConfig, inplace: bool) -> None:
+def _center_writing_weights(sd: Weights, cfg: HookedTransformerConfig, inplace: bool, new: New) -> None:
     if cfg.normalization_type not in ("LN", "LNPre"):
         raise ValueError("center_writing_weights needs LayerNorm: RMSNorm does not remove the mean")
     for name in ("embed.W_E", "pos_embed.W_pos"):
         if name in sd:
-            _center_last(sd, name, inplace)
+            _center_last(sd, name, inplace, new)
     for layer in range(cfg.n_layers):
         for name in ("attn.W_O", "attn.b_O", "mlp.W_out", "mlp.b_out"):
-            _center_last(sd, f"blocks.{layer}.{name}", inplace)
+            _center_last(sd, f"blocks.{layer}.{name}", inplace, new)
 
 
-def _center_unembed(sd: Weights, cfg: HookedTransformerConfig, inplace: bool) -> None:
+def _center_unembed(sd: Weights, cfg: HookedTransformerConfig, inplace: bool, new: New) -> None:
     unembed = sd["unembed.weight"]
     mean = unembed.mean(dim=0, keepdim=True)
-    sd["unembed.weight"] = unembed.sub_(mean) if _writable(sd, "unembed.weight", inplace) else unembed - mean
+    sd["unembed.weight"] = torch.sub(unembed, mean, out=_target(sd, "unembed.weight", inplace, new))
     sd["unembed.b_U"] = sd["unembed.b_U"] - sd["unembed.b_U"].mean()
 
 
@@ -154,24 +162,26 @@ def process_weights(
     center_unembed: bool = True,
     fold_value_biases: bool = True,
     inplace: bool = False,
+    new: New = torch.empty,
 ) -> dict[str, bool]:
     """Apply the chosen steps (float32); returns what was applied, for fingerprints and display.
 
     ``inplace``: the tensors of ``sd`` belong to the caller's load alone and may be overwritten
-    (see the module docstring); ``sd`` itself is updated either way.
+    (see the module docstring); ``sd`` itself is updated either way. ``new``: where results that are
+    not written in place go.
     """
     is_layernorm = cfg.normalization_type in ("LN", "LNPre") and cfg.sublayer_norms == "pre"
     applied = {"fold_ln": False, "center_writing_weights": False, "center_unembed": False, "fold_value_biases": False}
     if fold_ln and cfg.normalization_type in ("LN", "RMS"):
-        _fold_layer_norm(sd, cfg, inplace)
+        _fold_layer_norm(sd, cfg, inplace, new)
         applied["fold_ln"] = True
     if center_writing_weights and is_layernorm:
         # RMSNorm keeps the mean, so centring would change the model: skipped (as TransformerLens does).
-        _center_writing_weights(sd, cfg, inplace)
+        _center_writing_weights(sd, cfg, inplace, new)
         applied["center_writing_weights"] = True
     if center_unembed and cfg.output_logits_soft_cap <= 0:
         # A step above made a new unembedding (folding): it is ours to change in place.
-        _center_unembed(sd, cfg, inplace or applied["fold_ln"])
+        _center_unembed(sd, cfg, inplace or applied["fold_ln"], new)
         applied["center_unembed"] = True
     if fold_value_biases:
         _fold_value_biases(sd, cfg)

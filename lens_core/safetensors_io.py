@@ -1,4 +1,4 @@
-"""Read a safetensors file into tensors that own their memory, without memory-mapping it.
+"""Read a safetensors file: into tensors that own their memory (:func:`read_file`), or mapped (:func:`map_file`).
 
 ``safetensors.torch.load_file`` returns tensors backed by a private memory map of
 the file: every page they touch counts in the process's memory for as long as
@@ -6,6 +6,18 @@ any of them lives, and writing one in place copies the page. The loader instead
 processes each weight in place and hands it to the model, so it reads each
 tensor with ordinary file reads straight into a buffer of its own: the
 checkpoint is in memory once, as the model's parameters, never twice.
+
+:func:`map_file` is what the loader uses: it maps each tensor copy-on-write
+(``MAP_PRIVATE``) and returns views of the mappings, so nothing is read until a
+computation touches it, and the processing reads each weight straight from the
+page cache into its final buffer (no copy-then-process). A write to a mapped
+tensor changes this process's copy of the page, never the file. Each tensor has a
+mapping of its own, released when the last view of it is freed, so the file's
+pages leave the process's memory as the loader finishes with each weight. The
+mappings are for the load only: :meth:`MappedFile.aliases` tells the loader
+which results still view the file, and it copies those (a model never keeps a
+mapped weight; until a page is written, a private mapping still shows what
+another process writes to the file, and a truncated file would fault).
 
 The format (https://github.com/huggingface/safetensors): an 8-byte little-endian
 header length, a JSON header mapping each name to ``dtype``, ``shape`` and
@@ -18,7 +30,9 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
+import weakref
 import struct
 import sys
 from pathlib import Path
@@ -92,3 +106,54 @@ def read_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                     done += got
             tensors[name] = tensor
     return tensors
+
+
+# A tensor that does not start on this boundary is copied when mapped: matrix-vector products
+# (MKL) may round differently on a misaligned matrix, and results must not depend on the file's layout.
+ALIGNMENT = 64
+
+
+class MappedFile:
+    """The tensors of :func:`map_file` (``tensors``, in file order) and the mappings behind them."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+        self._regions: list[tuple[weakref.ref, int, int]] = []
+
+    def _map(self, fd: int, start: int, end: int, dtype: torch.dtype, shape: list[int]) -> torch.Tensor:
+        page = start - start % mmap.ALLOCATIONGRANULARITY
+        region = mmap.mmap(fd, end - page, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=page)
+        tensor = torch.frombuffer(region, dtype=dtype, count=math.prod(shape), offset=start - page).view(shape)
+        address = tensor.data_ptr() - (start - page)
+        self._regions.append((weakref.ref(region), address, address + len(region)))
+        return tensor
+
+    def aliases(self, tensor: torch.Tensor) -> bool:
+        """Whether ``tensor``'s memory lies in one of this file's mappings that is still open."""
+        ptr = tensor.untyped_storage().data_ptr()
+        return any(lo <= ptr < hi for ref, lo, hi in self._regions if ref() is not None)
+
+
+def map_file(path: str | os.PathLike) -> MappedFile:
+    """Every tensor of a safetensors file as a copy-on-write view of the file (module docstring); a tensor
+    not aligned to ``ALIGNMENT`` bytes in the file, or empty, gets a buffer of its own instead."""
+    if sys.byteorder != "little":
+        raise SafetensorsError("reading safetensors on a big-endian machine is not supported")
+    path = Path(path)
+    base, header = read_header(path)
+    mapped = MappedFile()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
+            start, end = (base + int(o) for o in info["data_offsets"])
+            dtype, shape = DTYPES[info["dtype"]], [int(s) for s in info["shape"]]
+            if end == start:
+                tensor = torch.empty(shape, dtype=dtype)
+            else:
+                tensor = mapped._map(fd, start, end, dtype, shape)
+                if tensor.data_ptr() % ALIGNMENT:
+                    tensor = tensor.clone()
+            mapped.tensors[name] = tensor
+    finally:
+        os.close(fd)
+    return mapped
