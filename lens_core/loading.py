@@ -131,8 +131,9 @@ def build_model(
 
     ``owned=True``: ``tensors`` is a dict of tensors this call may consume and overwrite (nothing
     else refers to them), so the weights are processed in place and no second copy is made.
-    ``mapped``: ``tensors`` view these files (:func:`open_state_dict`): the dict is consumed, every
-    result is written into fresh memory, and whatever still views a file is copied out of it.
+    ``mapped``: ``tensors`` view these files (:func:`open_state_dict`): the dict is consumed, a result
+    computed from a view of a file is written into fresh memory (any other tensor, e.g. a misaligned one
+    the reader copied out, is processed in place), and whatever still views a file is copied out of it.
     """
     family = family_for(hf_config.model_type)
     cfg: HookedTransformerConfig = family.config_from_hf(hf_config)
@@ -147,7 +148,8 @@ def build_model(
         tensors.clear()  # the ignored ones (attention masks, rotary tables): not needed
     del reader
     skipped = processing_notes(cfg, **{k: v for k, v in processing.items() if k != "fold_value_biases"})
-    applied = process_weights(weights, cfg, inplace=owned, **processing)
+    inplace = owned or (bool(mapped) and (lambda tensor: not any(file.aliases(tensor) for file in mapped)))
+    applied = process_weights(weights, cfg, inplace=inplace, **processing)
     for name, tensor in weights.items():
         if any(file.aliases(tensor) for file in mapped):
             weights[name] = tensor.clone()  # no step changed it: the model must not view the file

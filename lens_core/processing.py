@@ -19,17 +19,21 @@ it can, because this runs over every weight at load time.
 
 Memory: with ``inplace=False`` (the default) the given tensors are never written:
 they may be the caller's, memory-mapped from a checkpoint (a write would copy each
-page) or shared. Each step then reads its source once more and writes its result
-into a new buffer from ``new`` (``torch.empty``; the loader passes memory-mapped
-sources, so each weight goes from the page cache to its final buffer in the one pass
-that processes it; a result already new is changed in place by the next step). With ``inplace=True`` (tensors the caller owns) each large weight
-is changed where it lies. A tensor that shares memory with another entry (tied
-embeddings) is never written: its processed value is a new tensor.
+page) or shared. Each step then reads its source and writes its result into a new
+buffer from ``new`` (``torch.empty``): for a memory-mapped source, each weight goes
+from the page cache to its final buffer in the one pass that processes it, and a
+result already new is changed in place by the next step. With ``inplace=True``
+(tensors the caller owns) each large weight is changed where it lies; ``inplace``
+may also be a test saying which tensors are the caller's (the loader: those not
+viewing a file). A tensor that shares memory with another entry (tied embeddings)
+is never written: its processed value is a new tensor. The embeddings are processed
+first: they are the largest weights, and a mapped source is in memory next to its
+result, best while few other results are.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Union
 
 import torch
 
@@ -37,17 +41,18 @@ from .config import HookedTransformerConfig
 
 Weights = dict[str, torch.Tensor]
 New = Callable[[torch.Size], torch.Tensor]  # an uninitialised float32 tensor of that shape
+InPlace = Union[bool, Callable[[torch.Tensor], bool]]  # all, none, or which tensors are the caller's to overwrite
 
 
-def _writable(sd: Weights, name: str, inplace: bool) -> bool:
-    """May ``sd[name]`` be changed in place: ``inplace`` and no other entry shares its memory."""
-    if not inplace:
+def _writable(sd: Weights, name: str, inplace: InPlace) -> bool:
+    """May ``sd[name]`` be changed in place: ``inplace`` allows it and no other entry shares its memory."""
+    if not (inplace(sd[name]) if callable(inplace) else inplace):
         return False
     storage = sd[name].untyped_storage().data_ptr()
     return sum(1 for t in sd.values() if t.untyped_storage().data_ptr() == storage) == 1
 
 
-def _target(sd: Weights, name: str, inplace: bool, new: New) -> torch.Tensor:
+def _target(sd: Weights, name: str, inplace: InPlace, new: New) -> torch.Tensor:
     """Where the processed ``sd[name]`` is written: in place if allowed (:func:`_writable`), else a new buffer."""
     return sd[name] if _writable(sd, name, inplace) else new(sd[name].shape)
 
@@ -60,7 +65,7 @@ def _scale_rows(weight: torch.Tensor, shift: torch.Tensor | None, scale: torch.T
 
 
 def _fold_into_columns(sd: Weights, weight_name: str, bias_name: str | None, w: torch.Tensor,
-                       b: torch.Tensor | None, center: bool, inplace: bool, new: New) -> None:
+                       b: torch.Tensor | None, center: bool, inplace: InPlace, new: New) -> None:
     """Fold a norm into a reader stored [d_model, out]; the column means come from a product,
     not a second pass (the mean of ``W * w`` over d_model is ``w @ W / d_model``)."""
     weight = sd[weight_name]
@@ -71,10 +76,9 @@ def _fold_into_columns(sd: Weights, weight_name: str, bias_name: str | None, w: 
     sd[weight_name] = _scale_rows(weight, shift, w[:, None], _target(sd, weight_name, inplace, new))
 
 
-def _fold_layer_norm(sd: Weights, cfg: HookedTransformerConfig, inplace: bool, new: New) -> None:
-    center = cfg.normalization_type == "LN"
-    # Only pre-sublayer norms (and the final norm) fold: a post-sublayer norm (ln1_post, ln2_post) and the
-    # q/k norms keep their weights (processing_notes says so).
+def _fold_block_norms(sd: Weights, cfg: HookedTransformerConfig, center: bool, inplace: InPlace, new: New) -> None:
+    # Only pre-sublayer norms fold: a post-sublayer norm (ln1_post, ln2_post) and the q/k norms keep their
+    # weights (processing_notes says so).
     for layer in range(cfg.n_layers if cfg.sublayer_norms != "post" else 0):
         attn, mlp = f"blocks.{layer}.attn", f"blocks.{layer}.mlp"
         w, b = sd.pop(f"blocks.{layer}.ln1.w"), sd.pop(f"blocks.{layer}.ln1.b", None)
@@ -85,33 +89,36 @@ def _fold_layer_norm(sd: Weights, cfg: HookedTransformerConfig, inplace: bool, n
             if b is not None:
                 raise ValueError("cannot fold a LayerNorm bias into a gate that has no bias")
             _fold_into_columns(sd, f"{mlp}.W_gate", None, w, None, center, inplace, new)
+
+
+def _fold_final_norm(sd: Weights, center: bool, inplace: InPlace, new: New) -> None:
     w, b = sd.pop("ln_final.w"), sd.pop("ln_final.b", None)
-    unembed = sd["unembed.weight"]  # [d_vocab, d_model]: the same fold, transposed
+    unembed = sd["unembed.weight"]  # [d_vocab, d_model]: the same fold as a block's, transposed
     if b is not None:
         sd["unembed.b_U"] = sd["unembed.b_U"] + torch.mv(unembed, b)
     shift = -(torch.mv(unembed, w) / unembed.shape[1])[:, None] if center else None
     sd["unembed.weight"] = _scale_rows(unembed, shift, w[None, :], _target(sd, "unembed.weight", inplace, new))
-    cfg.normalization_type = "LNPre" if center else "RMSPre"
 
 
-def _center_last(sd: Weights, name: str, inplace: bool, new: New) -> None:
+def _center_last(sd: Weights, name: str, inplace: InPlace, new: New) -> None:
     tensor = sd[name]
     mean = tensor.mean(-1, keepdim=True)
     sd[name] = torch.sub(tensor, mean, out=_target(sd, name, inplace, new))
 
 
-def _center_writing_weights(sd: Weights, cfg: HookedTransformerConfig, inplace: bool, new: New) -> None:
-    if cfg.normalization_type not in ("LN", "LNPre"):
-        raise ValueError("center_writing_weights needs LayerNorm: RMSNorm does not remove the mean")
+def _center_embeddings(sd: Weights, inplace: InPlace, new: New) -> None:
     for name in ("embed.W_E", "pos_embed.W_pos"):
         if name in sd:
             _center_last(sd, name, inplace, new)
+
+
+def _center_block_writers(sd: Weights, cfg: HookedTransformerConfig, inplace: InPlace, new: New) -> None:
     for layer in range(cfg.n_layers):
         for name in ("attn.W_O", "attn.b_O", "mlp.W_out", "mlp.b_out"):
             _center_last(sd, f"blocks.{layer}.{name}", inplace, new)
 
 
-def _center_unembed(sd: Weights, cfg: HookedTransformerConfig, inplace: bool, new: New) -> None:
+def _center_unembed(sd: Weights, cfg: HookedTransformerConfig, inplace: InPlace, new: New) -> None:
     unembed = sd["unembed.weight"]
     mean = unembed.mean(dim=0, keepdim=True)
     sd["unembed.weight"] = torch.sub(unembed, mean, out=_target(sd, "unembed.weight", inplace, new))
@@ -161,28 +168,35 @@ def process_weights(
     center_writing_weights: bool = True,
     center_unembed: bool = True,
     fold_value_biases: bool = True,
-    inplace: bool = False,
+    inplace: InPlace = False,
     new: New = torch.empty,
 ) -> dict[str, bool]:
     """Apply the chosen steps (float32); returns what was applied, for fingerprints and display.
 
     ``inplace``: the tensors of ``sd`` belong to the caller's load alone and may be overwritten
-    (see the module docstring); ``sd`` itself is updated either way. ``new``: where results that are
+    (see the module docstring), or a test saying which do; ``sd`` itself is updated either way. ``new``: where results that are
     not written in place go.
     """
     is_layernorm = cfg.normalization_type in ("LN", "LNPre") and cfg.sublayer_norms == "pre"
-    applied = {"fold_ln": False, "center_writing_weights": False, "center_unembed": False, "fold_value_biases": False}
-    if fold_ln and cfg.normalization_type in ("LN", "RMS"):
-        _fold_layer_norm(sd, cfg, inplace, new)
-        applied["fold_ln"] = True
-    if center_writing_weights and is_layernorm:
-        # RMSNorm keeps the mean, so centring would change the model: skipped (as TransformerLens does).
-        _center_writing_weights(sd, cfg, inplace, new)
-        applied["center_writing_weights"] = True
-    if center_unembed and cfg.output_logits_soft_cap <= 0:
-        # A step above made a new unembedding (folding): it is ours to change in place.
+    applied = {"fold_ln": fold_ln and cfg.normalization_type in ("LN", "RMS"),
+               # RMSNorm keeps the mean, so centring would change the model: skipped (as TransformerLens does).
+               "center_writing_weights": center_writing_weights and is_layernorm,
+               "center_unembed": center_unembed and cfg.output_logits_soft_cap <= 0, "fold_value_biases": False}
+    center = cfg.normalization_type == "LN"
+    # The embeddings first (no step reads another's result here, so the order changes no value): they are the
+    # largest weights, and a mapped source stays in memory while its results are written, best while little else is.
+    if applied["fold_ln"]:
+        _fold_final_norm(sd, center, inplace, new)
+    if applied["center_writing_weights"]:
+        _center_embeddings(sd, inplace, new)
+    if applied["center_unembed"]:
+        # Folding made a new unembedding: it is ours to change in place.
         _center_unembed(sd, cfg, inplace or applied["fold_ln"], new)
-        applied["center_unembed"] = True
+    if applied["fold_ln"]:
+        _fold_block_norms(sd, cfg, center, inplace, new)
+        cfg.normalization_type = "LNPre" if center else "RMSPre"
+    if applied["center_writing_weights"]:
+        _center_block_writers(sd, cfg, inplace, new)
     if fold_value_biases:
         _fold_value_biases(sd, cfg)
         applied["fold_value_biases"] = True
