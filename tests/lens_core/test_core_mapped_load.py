@@ -3,9 +3,6 @@ viewing the file, copy-on-write mappings, misaligned tensors copied."""
 
 from __future__ import annotations
 
-import json
-import struct
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -16,22 +13,9 @@ from lens_core import HookedTransformer
 from lens_core.features.mmap_io import file_backed
 from lens_core.loading import build_model
 from lens_core.safetensors_io import map_file, read_file
+from safetensors_layout import write_safetensors
 
 STEPS = ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases")
-
-
-def write_safetensors(path, tensors: dict, codes: dict, header_to: int) -> None:
-    """A safetensors file written by hand, tensors in the given order, the data section starting at a multiple of
-    ``header_to`` bytes (so a test controls where each tensor lies)."""
-    header, offset, blobs = {}, 0, []
-    for name, tensor in tensors.items():
-        blob = tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
-        header[name] = {"dtype": codes[name], "shape": list(tensor.shape), "data_offsets": [offset, offset + len(blob)]}
-        offset += len(blob)
-        blobs.append(blob)
-    raw = json.dumps(header).encode()
-    raw += b" " * (-(8 + len(raw)) % header_to)
-    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"".join(blobs))
 
 
 def test_mapped_tensors_agree_with_safetensors_and_writes_stay_in_memory(tmp_path):
