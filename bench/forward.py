@@ -1,6 +1,6 @@
 """Forward-pass, caching and load-time benchmark against Hugging Face transformers, in one run.
 
-    .venv/bin/python -m bench.forward [--repeats 30]   (from the repository root)
+    .venv/bin/python -m bench.forward [--repeats 30] [--breakdown]   (from the repository root)
 
 GPT-2-small shape (12 layers, d_model 768, 12 heads, vocab 50257), random weights, batch 1.
 Goals (issue 2): forward <= 1.05x HF at 16 and 64 tokens; run_with_cache (all hooks)
@@ -75,6 +75,8 @@ def load_to_first_result(directory: str, repeats: int = 3) -> dict:
             if out.returncode != 0:
                 raise RuntimeError(out.stderr[-2000:])
             runs[who].append(tuple(float(x) for x in out.stdout.split()))
+    print("  each run, load + first forward ms (load ms): " + "; ".join(
+        who + " " + ", ".join(f"{total * 1e3:.0f} ({load * 1e3:.0f})" for total, load in rs) for who, rs in runs.items()))
     return {who: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs)) for who, rs in runs.items()}
 
 
@@ -91,6 +93,9 @@ def first_and_second_load(directory: str, thp: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--load-repeats", type=int, default=3, help="fresh processes per loader for load + first forward")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also print where our load + first forward spends its time, step by step (bench.load_breakdown)")
     args = parser.parse_args()
     torch.manual_seed(0)
     hf = GPT2LMHeadModel(GPT2Config()).eval()
@@ -99,16 +104,21 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as directory:
         hf.save_pretrained(directory)
+        os.sync()  # a checkpoint is on disk before anyone loads it: no writeback of it competes with the timed loads
         loads = interleaved({
             "hf_load": lambda: GPT2LMHeadModel.from_pretrained(directory),
             "our_load": lambda: HookedTransformer.from_pretrained(directory),
         }, repeats=5)
         print(f"load from save_pretrained dir: ours (with processing) {loads['our_load'] * 1e3:.0f} ms, "
               f"HF {loads['hf_load'] * 1e3:.0f} ms, ratio {loads['our_load'] / loads['hf_load']:.2f}x (goal <= 4x)")
-        first = load_to_first_result(directory)
+        first = load_to_first_result(directory, args.load_repeats)
         print(f"load + first forward (16 tokens), fresh process: ours {first['ours'][0] * 1e3:.0f} ms "
               f"(load {first['ours'][1] * 1e3:.0f}), transformers {first['hf'][0] * 1e3:.0f} ms "
               f"(from_pretrained {first['hf'][1] * 1e3:.0f}) -> {first['ours'][0] / first['hf'][0]:.2f}x (goal <= 1.2x)")
+        if args.breakdown:
+            print("our load + first forward, step by step, in a fresh process (python -m bench.load_breakdown DIR):")
+            out = subprocess.run([sys.executable, "-m", "bench.load_breakdown", directory], capture_output=True, text=True)
+            print(out.stdout.rstrip() or out.stderr[-2000:])
         for thp in ("", "1"):
             print(f"  first and second load in a fresh process, THP_MEM_ALLOC_ENABLE={thp or 'unset'}: "
                   f"{first_and_second_load(directory, thp)}")
