@@ -6,7 +6,10 @@
 Each step of the loader is timed by wrapping the function that does it (this script only: the library is
 unchanged): wall milliseconds, CPU milliseconds (user + system, all threads: above the wall time when
 torch's intra-op threads share the work) and minor page faults (each one a fresh 4 KiB page of memory,
-or a page of the mapped checkpoint; their cost is the system time). "rest" is what no listed step covers.
+or a page of the mapped checkpoint; their cost is the system time). "rest" is what no listed step
+covers (below zero when a step runs inside another: AutoTokenizer reads the config through
+AutoConfig, a second call in the config row).
+``bench.forward`` times the floor (fresh memory for every weight) in its own fresh processes.
 """
 
 from __future__ import annotations
