@@ -10,12 +10,14 @@ Memory and time: safetensors files are memory-mapped copy-on-write, one mapping 
 tensor (:func:`lens_core.safetensors_io.map_file`); each weight is handed over to the
 converter (dropped from the reader once read) and processed out of place, reading
 the mapping and writing the result into a new buffer: one pass per step, no
-copy-then-process. A weight's
-mapping is released once its processed value exists, so a float32 load peaks near the
-final model's size (``bench/forward.py`` prints it). Any weight no step changed is
-copied out of the mapping at the end: the model never views the checkpoint file
-(a private mapping still shows what another process writes to a page it has not
-copied, so a later rewrite of the file cannot reach a loaded model).
+copy-then-process. A tensor not 64-byte aligned in the file is copied out by the
+reader instead (results must not depend on the file's layout) and that copy is
+processed in place, so it is in memory once too. A weight's mapping is released once
+its processed value exists, so a float32 load peaks near the final model's size
+(``bench/forward.py`` prints it; ``bench/load_breakdown.py`` times each step). Any
+weight no step changed is copied out of the mapping at the end: the model never views
+the checkpoint file (a private mapping still shows what another process writes to a
+page it has not copied, so a later rewrite of the file cannot reach a loaded model).
 ``trust_remote_code`` is off unless the caller turns it on.
 """
 

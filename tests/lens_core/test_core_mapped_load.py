@@ -13,7 +13,7 @@ from lens_core import HookedTransformer
 from lens_core.features.mmap_io import file_backed
 from lens_core.loading import build_model
 from lens_core.safetensors_io import map_file, read_file
-from safetensors_layout import write_safetensors
+from safetensors_layout import CODES, write_safetensors
 
 STEPS = ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases")
 
@@ -48,9 +48,18 @@ def test_a_misaligned_tensor_gets_a_buffer_of_its_own(tmp_path):
 
 @pytest.mark.parametrize("family", ["gpt2", "neox", "llama"])
 @pytest.mark.parametrize("steps", ["all", "none"])
-def test_mapped_load_equals_processing_read_weights_in_place(tmp_path, family, steps):
+@pytest.mark.parametrize("layout", ["as saved", "data at 64 bytes"])
+def test_mapped_load_equals_processing_read_weights_in_place(tmp_path, family, steps, layout):
+    """As saved (here: no tensor 64-byte aligned), the reader copies every tensor out and processing runs in place
+    on the copies; with the data section moved to a 64-byte boundary, the aligned tensors are mapped and processed
+    out of place, the others copied: the same weights either way."""
     hf = getattr(hf_tiny, family)()
     hf.save_pretrained(tmp_path)
+    if layout != "as saved":
+        tensors = load_file(tmp_path / "model.safetensors")
+        write_safetensors(tmp_path / "model.safetensors", tensors, {n: CODES[t.dtype] for n, t in tensors.items()}, 64)
+        mapped = map_file(tmp_path / "model.safetensors")
+        assert any(mapped.aliases(t) for t in mapped.tensors.values())
     options = {step: steps == "all" for step in STEPS}
     model = HookedTransformer.from_pretrained(str(tmp_path), **options)
     reference = build_model(AutoConfig.from_pretrained(tmp_path), read_file(tmp_path / "model.safetensors"), owned=True,
