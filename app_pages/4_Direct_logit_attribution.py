@@ -46,12 +46,20 @@ with guard("computing the direct logit attribution"):
 metric = (f"logit({charts.visible(answer_text)}) − logit({charts.visible(wrong_text)})" if wrong is not None
           else f"logit({charts.visible(answer_text)})")
 at_token = charts.visible(result.str_tokens[position])
-cols = st.columns(3)
-cols[0].metric(md_escape(f"Model's {metric}"), f"{result.logit_diff:.3f}")
-cols[1].metric("Sum of the components", f"{float(result.decomposed.sum()):.3f}")
-cols[2].metric("Biases (final norm + unembedding)", f"{result.bias_total:.3f}")
-st.caption(f"At position {position} ({md_escape(at_token)}), the final norm's scale is frozen at the value the model used, so "
-           "the metric is the components' sum plus the biases.")
+columns = iter(st.columns(4 if result.soft_capped else 3))
+next(columns).metric(md_escape(f"Model's {metric}"), f"{result.logit_diff:.3f}")
+if result.soft_capped:
+    next(columns).metric("The same before the soft cap", f"{result.uncapped_logit_diff:.3f}")
+next(columns).metric("Sum of the components", f"{float(result.decomposed.sum()):.3f}")
+next(columns).metric("Biases (final norm + unembedding)", f"{result.bias_total:.3f}")
+if result.soft_capped:
+    st.caption(f"At position {position} ({md_escape(at_token)}), the final norm's scale is frozen at the value the model used. "
+               f"This model soft-caps its logits ({cfg.output_logits_soft_cap:g} · tanh(logit / {cfg.output_logits_soft_cap:g})), "
+               "which is not linear: the components decompose the logits before the cap, so their sum plus the biases is "
+               "the metric before the soft cap, not the model's (capped) metric.")
+else:
+    st.caption(f"At position {position} ({md_escape(at_token)}), the final norm's scale is frozen at the value the model used, "
+               "so the metric is the components' sum plus the biases.")
 
 # -- by layer component ------------------------------------------------------------------
 st.subheader("By layer component")
