@@ -34,3 +34,20 @@ def test_a_cross_layer_transcoder_graph_on_the_bundled_model():
     result = attribution_graph(model, AttributionGraphRequest(prompt=PROMPT, check_top=3), transcoders=clt)
     assert result.full_features == n * f * len(result.str_tokens)  # every feature on (pre-activation 1) everywhere
     assert result.completeness_error < 1e-3
+
+
+def test_a_lone_transcoder_is_refused_plainly():
+    """One transcoder (one Gemma Scope file) for a 3-layer model: a FeaturesUnavailable naming the missing layers,
+    for a plain transcoder (the fast walk) and a skip transcoder (the general walk), not a TypeError."""
+    import pytest
+
+    from lens_core.features import FeaturesUnavailable
+
+    model = default_model()
+    d = model.cfg.d_model
+    lone = random_transcoder(1, d_in=d, d_out=d)
+    skip = SkipTranscoder(lone.cfg)
+    skip.load_state_dict(lone.state_dict(), strict=False)
+    for dictionary in (lone, skip):
+        with pytest.raises(FeaturesUnavailable, match=r"none for layer\(s\) \[0, 2\] \(it has layer\(s\) \[1\]\)"):
+            attribution_graph(model, AttributionGraphRequest(prompt=PROMPT), transcoders=dictionary)

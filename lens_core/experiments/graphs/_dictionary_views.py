@@ -13,10 +13,11 @@ from typing import Callable, Optional
 
 import torch
 
-from lens_core.features import CrossLayerTranscoder, SkipTranscoder
+from lens_core.features import CrossLayerTranscoder, FeaturesUnavailable, SkipTranscoder
 from lens_core.features.transcoder import sparsify
 
-from ._transcoder_views import DictionaryLayer, _config, check_hooks, float32_activations
+from ._transcoder_views import (DictionaryLayer, _config, check_hooks, float32_activations, layer_items,
+                                missing_layers_error)
 
 
 @dataclasses.dataclass
@@ -43,7 +44,7 @@ def _clt_float32(clt, s: int, x: torch.Tensor) -> torch.Tensor:
 def dictionary_views(model, transcoders) -> list[LayerDictionary]:
     n, device = model.cfg.n_layers, model.W_E.device
     if model.cfg.parallel_attn_mlp:
-        raise ValueError("attribution graphs need sequential attention then MLP (this model runs them in parallel)")
+        raise FeaturesUnavailable("attribution graphs need sequential attention then MLP (this model runs them in parallel)")
     if isinstance(transcoders, CrossLayerTranscoder):
         clt = transcoders
         clt.check_fits(model)
@@ -58,7 +59,7 @@ def dictionary_views(model, transcoders) -> list[LayerDictionary]:
                 W_skip=_grab(clt.W_skip[s], device) if clt.W_skip is not None else None,
                 encode=lambda x, s=s: _clt_float32(clt, s, x)))
         return out
-    items = list(transcoders.values()) if hasattr(transcoders, "values") else list(transcoders)
+    items = layer_items(transcoders)
     views: dict[int, LayerDictionary] = {}
     for tc in items:
         cfg = _config(tc)
@@ -76,5 +77,5 @@ def dictionary_views(model, transcoders) -> list[LayerDictionary]:
         v.encode = lambda x, v=v, tc=tc: float32_activations(tc, x, (x - v.b_in) @ v.W_enc + v.b_enc)
     missing = [l for l in range(n) if l not in views]
     if missing:
-        raise ValueError(f"the graph needs a transcoder for every layer; none for layer(s) {missing}")
+        raise missing_layers_error(transcoders, n, missing, list(views))
     return [views[l] for l in range(n)]

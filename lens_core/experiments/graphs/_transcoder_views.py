@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 
-from lens_core.features import CrossLayerTranscoder, SkipTranscoder
+from lens_core.features import CrossLayerTranscoder, FeaturesUnavailable, SkipTranscoder
 
 
 @dataclasses.dataclass
@@ -38,6 +38,22 @@ def _config(tc) -> object:
     raise TypeError(f"{type(tc).__name__} has no cfg/config with layer and hook names")
 
 
+def layer_items(transcoders) -> list:
+    """The per-layer modules of a mapping layer -> transcoder, a TranscoderSet or a sequence, or a lone transcoder
+    (one Gemma Scope or SAELens file: its own layer only)."""
+    if hasattr(transcoders, "cfg") or hasattr(transcoders, "config"):
+        return [transcoders]
+    return list(transcoders.values()) if hasattr(transcoders, "values") else list(transcoders)
+
+
+def missing_layers_error(transcoders, n_layers: int, missing: list, have: list) -> FeaturesUnavailable:
+    """A user-facing refusal (naming the dictionary's source) for a dictionary that lacks layers of the model."""
+    source = getattr(transcoders, "source", "") or ""
+    return FeaturesUnavailable(f"{source + ': ' if source else ''}the attribution graph replaces every MLP, so it needs a "
+                               f"transcoder for each of the model's {n_layers} layers; this dictionary has none for "
+                               f"layer(s) {missing} (it has layer(s) {sorted(have)})")
+
+
 def float32_activations(module, x: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
     """The transcoder's activations of the float32 input ``x``: its own ``encode`` for a float32 transcoder, its
     nonlinearity on the float32 pre-activations ``pre`` otherwise (a float16/bfloat16 dictionary's graph is
@@ -52,11 +68,11 @@ def float32_activations(module, x: torch.Tensor, pre: torch.Tensor) -> torch.Ten
 def check_hooks(model, layer: int, hook_in: str, hook_out: str, what: str = "transcoder") -> None:
     """The graph's dictionaries read ln2.hook_normalized or hook_resid_mid and write hook_mlp_out of their layer."""
     if hook_out != f"blocks.{layer}.hook_mlp_out":
-        raise ValueError(f"{what} for layer {layer} writes {hook_out!r}; the graph needs blocks.{layer}.hook_mlp_out")
+        raise FeaturesUnavailable(f"{what} for layer {layer} writes {hook_out!r}; the graph needs blocks.{layer}.hook_mlp_out")
     if hook_in not in (f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_resid_mid"):
-        raise ValueError(f"{what} for layer {layer} reads {hook_in!r}; the graph supports ln2.hook_normalized or hook_resid_mid")
+        raise FeaturesUnavailable(f"{what} for layer {layer} reads {hook_in!r}; the graph supports ln2.hook_normalized or hook_resid_mid")
     if hook_in not in model.hook_dict:
-        raise ValueError(f"{what} for layer {layer} reads {hook_in!r}, which this model does not have "
+        raise FeaturesUnavailable(f"{what} for layer {layer} reads {hook_in!r}, which this model does not have "
                          "(no norm before its MLP): use hook_resid_mid")
 
 
@@ -65,7 +81,7 @@ def transcoder_views(model, transcoders) -> Optional[list[TranscoderView]]:
     cross-layer transcoder or a set with skip transcoders (``_clt_walk`` builds those graphs)."""
     if isinstance(transcoders, CrossLayerTranscoder):
         return None  # the general walk (_clt_walk)
-    items = list(transcoders.values()) if hasattr(transcoders, "values") else list(transcoders)
+    items = layer_items(transcoders)
     if any(isinstance(tc, SkipTranscoder) for tc in items):
         return None
     n = model.cfg.n_layers
@@ -88,7 +104,7 @@ def transcoder_views(model, transcoders) -> Optional[list[TranscoderView]]:
         )
     missing = [l for l in range(n) if l not in views]
     if missing:
-        raise ValueError(f"the graph needs a transcoder for every layer; none for layer(s) {missing}")
+        raise missing_layers_error(transcoders, n, missing, list(views))
     if model.cfg.parallel_attn_mlp:
-        raise ValueError("attribution graphs need sequential attention then MLP (this model runs them in parallel)")
+        raise FeaturesUnavailable("attribution graphs need sequential attention then MLP (this model runs them in parallel)")
     return [views[l] for l in range(n)]
