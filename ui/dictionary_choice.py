@@ -19,6 +19,7 @@ from typing import Any
 import streamlit as st
 
 from lens_core.features import FeaturesUnavailable, load_dictionary
+from lens_core.features.transcoder import Transcoder, TranscoderSet
 from lens_core.features.dictionaries import dictionary_kind
 from ui import state
 from ui.errors import md_escape
@@ -74,7 +75,24 @@ def fingerprint(dictionary: Any) -> str:
 
 def _load(ctx, source: str, pool) -> Any:
     name = f"{ctx.model_name}|{ctx.dtype}|{ctx.device}|{source}"
-    return pool.get_dictionary(name, lambda: load_dictionary(source, ctx.model))
+    return pool.get_dictionary(name, lambda: as_layered(load_dictionary(source, ctx.model)))
+
+
+def as_layered(dictionary: Any) -> Any:
+    """A lone transcoder or SAE (one Gemma Scope, Gemma Scope 2 or SAELens file) as a set of its one layer, the
+    form the pages read layer by layer; sets and cross-layer transcoders unchanged."""
+    if not isinstance(dictionary, Transcoder):
+        return dictionary
+    layer = int(dictionary.cfg.layer)
+    if layer < 0:
+        raise FeaturesUnavailable(f"{getattr(dictionary, 'source', '') or 'this dictionary'}: its hook point "
+                                  f"{dictionary.cfg.hook_in!r} is not in a layer (blocks.N...): the pages read features layer by layer")
+    return TranscoderSet({layer: dictionary}, source=getattr(dictionary, "source", "") or "")
+
+
+def kind_title(kind: str) -> str:
+    """'SAE' stays 'SAE', 'skip transcoder' -> 'Skip transcoder'."""
+    return kind[:1].upper() + kind[1:]
 
 
 def choose_dictionary(ctx, bundled: Callable[[], tuple[Any, str]], where=st) -> Chosen:
@@ -110,5 +128,5 @@ def choose_dictionary(ctx, bundled: Callable[[], tuple[Any, str]], where=st) -> 
         except FeaturesUnavailable as exc:
             return Chosen(None, "", entry, why=str(exc))
         chosen = Chosen(dictionary, fingerprint(dictionary), entry, dictionary_kind(dictionary))
-    where.caption(md_escape(f"{chosen.kind.capitalize()} · source: {entry.source if not chosen.bundled else 'bundled with the model'}"))
+    where.caption(md_escape(f"{kind_title(chosen.kind)} · source: {entry.source if not chosen.bundled else 'bundled with the model'}"))
     return chosen

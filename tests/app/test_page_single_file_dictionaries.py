@@ -1,0 +1,77 @@
+"""One-file dictionaries (a Gemma Scope params.npz, a SAELens SAE) listed in the settings' [features] table: the
+Features page reads their one layer (activations as computed by hand from the written tensors), shows their kind
+("SAE", not "Sae"), and the Attribution graph page says plainly that a graph needs a transcoder for every layer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from app_settings import write_settings
+from app_testkit import errors, open_page, plotly_array, plotly_figure
+from dictionary_writers import jumprelu, jumprelu_params, write_gemma_scope_npz
+
+FEATURES = "app_pages/13_Features.py"
+GRAPH = "app_pages/12_Attribution_graph.py"
+PROMPT = "def add(a, b):\n    return a + b"
+
+
+def _write(kind: str, tmp_path):
+    """(source, tensors, the hook the dictionary reads)."""
+    if kind == "gemma_scope":
+        source = tmp_path / "gs" / "layer_1" / "width_16k" / "average_l0_10" / "params.npz"
+        return source, write_gemma_scope_npz(source, d_model=128, d_sae=40, seed=2), "blocks.1.ln2.hook_normalized"
+    source = tmp_path / "sae"
+    source.mkdir()
+    tensors = jumprelu_params(torch.Generator().manual_seed(5), 128, 48)
+    save_file(tensors, str(source / "sae_weights.safetensors"))
+    (source / "cfg.json").write_text(json.dumps({
+        "architecture": "jumprelu", "d_in": 128, "d_sae": 48, "hook_name": "blocks.1.hook_resid_post", "hook_layer": 1,
+        "normalize_activations": "none", "apply_b_dec_to_input": False}))
+    return source, tensors, "blocks.1.hook_resid_post"
+
+
+def _settings(source, tmp_path, monkeypatch):
+    path = write_settings(tmp_path / "settings.toml", tmp_path / "cache",
+                          features=f'default = [{{ source = {str(source)!r}, label = "one file" }}]')
+    monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(path))
+
+
+@pytest.mark.parametrize("kind", ["gemma_scope", "saelens"])
+def test_features_page_reads_a_one_file_dictionary(kind, tmp_path, monkeypatch):
+    from lens_core import HookedTransformer
+
+    source, t, hook = _write(kind, tmp_path)
+    _settings(source, tmp_path, monkeypatch)
+    at = open_page(FEATURES, prompt=PROMPT, rows="3")
+    assert not at.exception, [e.value for e in at.exception]
+    assert errors(at) == [], errors(at)
+    shown = " ".join(c.value for c in at.caption)
+    assert ("SAE · source" if kind == "saelens" else "Transcoder · source") in shown, shown
+
+    model = HookedTransformer.from_pretrained("default")
+    _, cache = model.run_with_cache(model.to_tokens(PROMPT), names_filter=[hook])
+    x = cache[hook][0].double()
+    acts = jumprelu(x @ t["W_enc"].double() + t["b_enc"].double(), t["threshold"].double())  # [pos, d_sae]
+    fig = plotly_figure(at, "feature_chart")
+    labels = fig["layout"]["yaxis"]["ticktext"]
+    assert labels and all(label.startswith("L1#") for label in labels), labels
+    first = int(labels[0].split("#")[1].split()[0])
+    assert plotly_array(fig["data"][0]["z"])[0] == pytest.approx(acts[:, first].tolist(), abs=1e-4)
+
+
+def test_graph_page_says_a_one_layer_transcoder_is_not_enough(tmp_path, monkeypatch):
+    source, _, _ = _write("gemma_scope", tmp_path)
+    _settings(source, tmp_path, monkeypatch)
+    at = open_page(GRAPH, prompt=PROMPT)
+    assert not at.exception, [e.value for e in at.exception]
+    shown = errors(at) + [w.value for w in at.warning]
+    assert not any("Something went wrong" in m or "TypeError" in m for m in shown), shown
+    from ui.errors import md_escape
+
+    assert any(md_escape(str(source)) in m and "needs a transcoder for each of the model's" in m
+               and "none for layer(s) [0, 2]" in m.replace("\\", "") for m in shown), shown
+    assert len(at.get("plotly_chart")) == 0
