@@ -21,6 +21,7 @@ import streamlit as st
 from lens_core.features import FeaturesUnavailable, load_dictionary
 from lens_core.features.transcoder import Transcoder, TranscoderSet
 from lens_core.features.dictionaries import dictionary_kind
+from lens_core.features.per_layer import dictionary_layers
 from ui import state
 from ui.errors import md_escape
 from ui.feature_settings import BUNDLED, DictionaryEntry
@@ -128,5 +129,15 @@ def choose_dictionary(ctx, bundled: Callable[[], tuple[Any, str]], where=st) -> 
         except FeaturesUnavailable as exc:
             return Chosen(None, "", entry, why=str(exc))
         chosen = Chosen(dictionary, fingerprint(dictionary), entry, dictionary_kind(dictionary))
-    where.caption(md_escape(f"{kind_title(chosen.kind)} · source: {entry.source if not chosen.bundled else 'bundled with the model'}"))
+    where.caption(md_escape(f"{kind_title(chosen.kind)} · source: {entry.source if not chosen.bundled else 'bundled with the model'}"
+                            + coverage(chosen.dictionary, ctx.model.cfg.n_layers)))
     return chosen
+
+
+def coverage(dictionary: Any, n_layers: int) -> str:
+    """'' when the dictionary has features in every layer of the model, else which layers it covers (a one-file
+    transcoder, or a set with a layer file missing, is not silently a whole set)."""
+    layers = dictionary_layers(dictionary)
+    if sorted(layers) == list(range(n_layers)):
+        return ""
+    return f" · features in layer(s) {sorted(layers)} only, of the model's {n_layers} (0..{n_layers - 1})"

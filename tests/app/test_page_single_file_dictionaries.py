@@ -51,6 +51,7 @@ def test_features_page_reads_a_one_file_dictionary(kind, tmp_path, monkeypatch):
     assert errors(at) == [], errors(at)
     shown = " ".join(c.value for c in at.caption)
     assert ("SAE · source" if kind == "saelens" else "Transcoder · source") in shown, shown
+    assert "features in layer(s) [1] only, of the model's 3 (0..2)" in shown.replace("\\", ""), shown
 
     model = HookedTransformer.from_pretrained("default")
     _, cache = model.run_with_cache(model.to_tokens(PROMPT), names_filter=[hook])
