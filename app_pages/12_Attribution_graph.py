@@ -16,7 +16,7 @@ from ui import state
 from ui.errors import guard, md_escape
 from ui.export import experiment_snippet, export_bar
 from ui.graph_chart import selected_ids
-from ui.feature_labels import NO_DASHBOARDS
+from ui.feature_labels import NO_DASHBOARDS, NO_DASHBOARDS_FOR_DICTIONARY
 from ui.links import feature_link
 from ui.model import run_experiment
 from ui.qk_pick import edge_qk_choice
@@ -89,8 +89,9 @@ if request.zero_bos:
                "feature nodes and its error nodes carry nothing; what its MLPs write counts as a constant.")
 dash = view.dashboards_for(ctx)
 labels = view.node_labels(model, result, dash)
+no_dash = NO_DASHBOARDS if chosen.bundled else NO_DASHBOARDS_FOR_DICTIONARY  # building them: bundled only
 if dash is None:
-    st.caption(NO_DASHBOARDS)
+    st.caption(no_dash)
 all_ids = node_ids(result)
 supernodes, note = view.read_supernodes(set(all_ids))
 if note:
@@ -194,7 +195,7 @@ with st.expander(f"Check: the {len(result.check_nodes)} most influential feature
 features = [i for i in selection if result.node_kind[all_ids.index(i)] == "feature"]
 if len(selection) == 1 and features:
     i = all_ids.index(features[0])
-    view.feature_card(model, dash, result.node_layer[i], result.node_feature[i])
+    view.feature_card(model, dash, result.node_layer[i], result.node_feature[i], why_none=no_dash)
     feature_link(st, ctx, result.node_layer[i], result.node_feature[i], label=md_escape(f"{labels[i]} on the Features page"))
 
 # -- supernodes ----------------------------------------------------------------------------------

@@ -159,11 +159,12 @@ def write_supernodes(groups: list[list[str]]) -> None:
         del st.query_params[SUPERNODES_KEY]
 
 
-def feature_card(model, dash, layer: int, index: int, where=st) -> None:
-    """A compact dashboard: tokens it fires on, tokens it promotes/suppresses, its top contexts."""
+def feature_card(model, dash, layer: int, index: int, where=st, why_none: str = "") -> None:
+    """A compact dashboard: tokens it fires on, tokens it promotes/suppresses, its top contexts. ``why_none``: what
+    to say without dashboards (``ui.feature_labels``' note for the page's dictionary)."""
     where.markdown(f"**Feature L{layer}#{index}**")
     if dash is None:
-        where.caption("No dashboards for these transcoders (training/build_feature_dashboards.py writes them).")
+        where.caption(why_none or "No dashboards for these transcoders (training/build_feature_dashboards.py writes them).")
         return
     try:
         unit = dash.unit("feature", layer, index)

@@ -29,6 +29,9 @@ def test_graph_page_draws_skip_and_cross_layer_graphs(kind, tmp_path, monkeypatc
 
     shown = " ".join(c.value for c in at.caption)
     assert md_escape("Cross-layer transcoder · source" if kind == "clt" else "Skip transcoder · source") in shown, shown
+    # no advice to build dashboards (that script builds them for the bundled transcoders only)
+    assert "held-out dashboards are precomputed only for the bundled transcoders" in shown, shown
+    assert "build_feature_dashboards" not in shown, shown
     nodes = [t for t in plotly_figure(at, "graph_chart")["data"] if t.get("name") == "nodes"][0]
     ids = [c[1] for c in nodes["customdata"]]
     assert any(not i.startswith(("E_", "4_")) and "_-1_" not in i for i in ids), ids  # feature nodes drawn
