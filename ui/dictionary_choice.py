@@ -76,19 +76,20 @@ def fingerprint(dictionary: Any) -> str:
 
 def _load(ctx, source: str, pool) -> Any:
     name = f"{ctx.model_name}|{ctx.dtype}|{ctx.device}|{source}"
-    return pool.get_dictionary(name, lambda: as_layered(load_dictionary(source, ctx.model)))
+    return pool.get_dictionary(name, lambda: as_layered(load_dictionary(source, ctx.model), source))
 
 
-def as_layered(dictionary: Any) -> Any:
+def as_layered(dictionary: Any, source: str = "") -> Any:
     """A lone transcoder or SAE (one Gemma Scope, Gemma Scope 2 or SAELens file) as a set of its one layer, the
     form the pages read layer by layer; sets and cross-layer transcoders unchanged."""
     if not isinstance(dictionary, Transcoder):
         return dictionary
     layer = int(dictionary.cfg.layer)
+    source = getattr(dictionary, "source", "") or source
     if layer < 0:
-        raise FeaturesUnavailable(f"{getattr(dictionary, 'source', '') or 'this dictionary'}: its hook point "
+        raise FeaturesUnavailable(f"{source or 'this dictionary'}: its hook point "
                                   f"{dictionary.cfg.hook_in!r} is not in a layer (blocks.N...): the pages read features layer by layer")
-    return TranscoderSet({layer: dictionary}, source=getattr(dictionary, "source", "") or "")
+    return TranscoderSet({layer: dictionary}, source=source)
 
 
 def kind_title(kind: str) -> str:

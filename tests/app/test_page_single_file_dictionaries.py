@@ -76,3 +76,18 @@ def test_graph_page_says_a_one_layer_transcoder_is_not_enough(tmp_path, monkeypa
     assert any(md_escape(str(source)) in m and "needs a transcoder for each of the model's" in m
                and "none for layer(s) [0, 2]" in m.replace("\\", "") for m in shown), shown
     assert len(at.get("plotly_chart")) == 0
+
+
+def test_an_sae_outside_the_layers_is_refused_naming_its_directory(tmp_path, monkeypatch):
+    source = tmp_path / "embed_sae"
+    source.mkdir()
+    save_file(jumprelu_params(torch.Generator().manual_seed(1), 128, 16), str(source / "sae_weights.safetensors"))
+    (source / "cfg.json").write_text(json.dumps({"architecture": "jumprelu", "d_in": 128, "d_sae": 16,
+                                                 "hook_name": "hook_embed", "normalize_activations": "none"}))
+    _settings(source, tmp_path, monkeypatch)
+    at = open_page(FEATURES, prompt=PROMPT)
+    assert not at.exception, [e.value for e in at.exception]
+    from ui.errors import md_escape
+
+    warnings = [w.value for w in at.warning]
+    assert any(md_escape(str(source)) in w and "is not in a layer" in w for w in warnings), warnings
