@@ -27,6 +27,7 @@ import streamlit as st
 from ui.errors import md_escape
 
 NOTICES_KEY = "_url_state_notices"  # session_state: {key: (message, value used, already shown this run)}
+GIVEN_KEY = "_url_state_given"  # session_state: {key: the value asked for that a live notice replaced}
 NOTICE_ICON = ":material/warning:"
 _MAX_LISTED = 8
 
@@ -73,9 +74,29 @@ def note_ignored(key: str, given: Any, why: str, used: Any, *, from_link: bool =
     where.warning(md_escape(message), icon=NOTICE_ICON)
 
 
-def _note(key: str, message: str, used: Any, where) -> None:
+def _note(key: str, message: str, used: Any, where, given: Any = None) -> None:
+    givens = st.session_state.setdefault(GIVEN_KEY, {})
+    if given is not None and key not in (st.session_state.get(NOTICES_KEY) or {}):
+        givens[key] = given  # the first value asked for, kept through later substitutions
+    elif given is None:
+        givens.pop(key, None)
     st.session_state.setdefault(NOTICES_KEY, {})[key] = (message, used, False)
     where.warning(md_escape(message), icon=NOTICE_ICON)
+
+
+def _restore_given(key: str, value: Any, fix: Fix) -> Any:
+    """The value asked for when a live notice replaced it and it fits again (another model or dictionary has the
+    layer back), the notice then dropped; else ``value``."""
+    notices, givens = st.session_state.get(NOTICES_KEY) or {}, st.session_state.get(GIVEN_KEY) or {}
+    entry = notices.get(key)
+    if entry is None or key not in givens or not _same(value, entry[1]):
+        return value
+    given = givens[key]
+    if fix(given)[1] is not None:
+        return value
+    notices.pop(key, None)
+    givens.pop(key, None)
+    return given
 
 
 def _show_notice(key: str, value: Any, where) -> None:
@@ -116,14 +137,16 @@ def _resolve(key: str, parse: Callable[[str], Any], default: Any, fix: Fix | Non
             else:
                 value, why = fix(parsed)
                 if why is not None:
-                    _note(key, _message(key, raw, why, value, True, _nearest(fix, value, default)), value, where)
+                    _note(key, _message(key, raw, why, value, True, _nearest(fix, value, default)), value, where,
+                          given=parsed)
                     shown = True
         st.session_state[key] = value
     else:
-        value = st.session_state[key]
+        value = _restore_given(key, st.session_state[key], fix)
         fixed, why = fix(value)
         if why is not None:
-            _note(key, _message(key, value, why, fixed, False, _nearest(fix, fixed, default)), fixed, where)
+            _note(key, _message(key, value, why, fixed, False, _nearest(fix, fixed, default)), fixed, where,
+                  given=value)
             shown = True
         # Re-assigning makes the value the session's own, not the last widget's: Streamlit then keeps it
         # when another page draws a widget under the same key (it would reset it to the widget's default).

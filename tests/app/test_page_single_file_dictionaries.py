@@ -91,3 +91,28 @@ def test_an_sae_outside_the_layers_is_refused_naming_its_directory(tmp_path, mon
 
     warnings = [w.value for w in at.warning]
     assert any(md_escape(str(source)) in w and "is not in a layer" in w for w in warnings), warnings
+
+
+def test_a_layer_replaced_for_a_one_layer_dictionary_comes_back_with_a_whole_set(tmp_path, monkeypatch):
+    """unit_layer=2 does not fit a layer-1 file: a notice, layer 1 shown; back on a whole set, layer 2 again and no
+    notice (the notice said 2 is not among the choices, which is no longer true)."""
+    from dictionary_writers import write_ct_set
+
+    one, _, _ = _write("gemma_scope", tmp_path)
+    whole = tmp_path / "set"
+    write_ct_set(whole, n_layers=3, d_model=128, d_sae=24)
+    path = write_settings(tmp_path / "settings.toml", tmp_path / "cache",
+                          features=f'default = [{{ source = {str(whole)!r}, label = "whole" }}, '
+                                   f'{{ source = {str(one)!r}, label = "one" }}]')
+    monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(path))
+    at = open_page(FEATURES, prompt=PROMPT, unit_layer="2")
+    assert at.selectbox(key="unit_layer").value == "2"
+    at.selectbox(key="dictionary").set_value("one").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="unit_layer").value == "1"
+    assert any("unit_layer=2 no longer fits" in w.value.replace("\\", "") for w in at.warning), [w.value for w in at.warning]
+    at.selectbox(key="dictionary").set_value("whole").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="unit_layer").value == "2"
+    assert at.multiselect(key="layers").value == ["0", "1", "2"]  # the layers asked for, back
+    assert not any("unit\\_layer" in w.value or "layers=" in w.value for w in at.warning), [w.value for w in at.warning]
