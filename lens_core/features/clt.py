@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from .transcoder import ACTIVATIONS, FeaturesUnavailable, hook_width, sparsify
+from .transcoder import ACTIVATIONS, FeaturesUnavailable, hook_width, missing_hook_hint, sparsify
 
 
 class CrossLayerTranscoder(nn.Module):
@@ -120,7 +120,8 @@ class CrossLayerTranscoder(nn.Module):
         for layer in range(self.n_layers):
             for name, width, label in ((self.hook_in(layer), self.d_in, "d_in"), (self.hook_out(layer), self.d_out, "d_out")):
                 if name not in hooks:
-                    raise FeaturesUnavailable(f"{self.source}: the model has no hook point {name!r}")
+                    raise FeaturesUnavailable(f"{self.source}: the model has no hook point {name!r}"
+                                              f"{missing_hook_hint(hooks, name)}")
                 expected = hook_width(model, name)
                 if expected is not None and expected != width:
                     raise FeaturesUnavailable(f"{self.source}: {label} is {width} but {name!r} in this model has width {expected}")

@@ -141,13 +141,25 @@ class Transcoder(nn.Module):
         for name in (self.cfg.hook_in, self.cfg.hook_out):
             if name not in hooks:
                 raise FeaturesUnavailable(f"the model has no hook point {name!r} (layer {self.cfg.layer} "
-                                          f"of a {model.cfg.n_layers}-layer model)")
+                                          f"of a {model.cfg.n_layers}-layer model){missing_hook_hint(hooks, name)}")
         widths = {"d_in": (self.cfg.d_in, self.cfg.hook_in), "d_out": (self.cfg.d_out, self.cfg.hook_out)}
         for label, (width, hook) in widths.items():
             expected = hook_width(model, hook)
             if expected is not None and width != expected:
                 raise FeaturesUnavailable(f"layer {self.cfg.layer}: {label} is {width} but {hook!r} in this model "
                                           f"has width {expected}")
+
+
+def missing_hook_hint(hooks: Any, name: str) -> str:
+    """Advice for a dictionary reading ``blocks.N.ln2.hook_normalized`` (the MLP's input after its pre-norm, the
+    default) on a model without a norm before its MLP (OLMo 2: post-norms only), whose MLP reads hook_resid_mid."""
+    if not name.endswith(".ln2.hook_normalized"):
+        return ""
+    mid = name[: -len("ln2.hook_normalized")] + "hook_resid_mid"
+    if mid not in hooks:
+        return ""
+    return (f"; this model has no norm before its MLP, whose input is {mid!r}: a dictionary trained on it names "
+            f"that hook (circuit-tracer's config.yaml: feature_input_hook: hook_resid_mid)")
 
 
 def sparsify(pre: torch.Tensor, activation: str, k: Optional[int] = None,
