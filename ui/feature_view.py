@@ -40,10 +40,10 @@ def check_edits(edits: list[tuple[int, int, float]], tset: Any) -> tuple[list[tu
     usable, problems = [], []
     for layer, feature, value in edits:
         if layer not in layers:
-            problems.append(f"L{layer}#{feature}: there is no transcoder on layer {layer} "
-                            f"(this model has transcoders on layers {', '.join(map(str, layers))}).")
+            problems.append(f"L{layer}#{feature}: this dictionary has no features on layer {layer} "
+                            f"(it has features on layers {', '.join(map(str, layers))}).")
         elif not 0 <= feature < layer_width(tset, layer):
-            problems.append(f"L{layer}#{feature}: layer {layer}'s transcoder has features 0 to {layer_width(tset, layer) - 1}.")
+            problems.append(f"L{layer}#{feature}: layer {layer} of this dictionary has features 0 to {layer_width(tset, layer) - 1}.")
         else:
             usable.append((layer, feature, value))
     return usable, problems

@@ -70,7 +70,7 @@ def test_bad_inputs_are_messages(bundled):
     warnings = " ".join(w.value for w in at.warning)
     assert "Not understood" in warnings and "L1\\#7=x" in warnings  # named (markdown-escaped)
     shown = " ".join(e.value for e in at.error)
-    assert "there is no transcoder on layer 9" in shown and "layers 0, 1, 2" in shown, shown  # next to the edits
+    assert "this dictionary has no features on layer 9" in shown and "layers 0, 1, 2" in shown, shown  # next to the edits
     assert "FeaturesUnavailable" not in shown and "Something went wrong" not in shown, shown
     notes = " ".join(m.value for m in at.markdown) + " ".join(w.value for w in at.warning) + " ".join(
         i.value for i in at.info)

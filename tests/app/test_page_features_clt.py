@@ -125,5 +125,5 @@ def test_a_bad_cross_layer_edit_is_a_message(clt_listed):
     at = open_page(PAGE, prompt=PROMPT, edits="L1#48=2, L3#0=1")
     assert not at.exception, [e.value for e in at.exception]
     shown = " ".join(e.value for e in at.error)
-    assert "features 0 to 47" in shown and "no transcoder on layer 3" in shown, shown
+    assert "features 0 to 47" in shown and "no features on layer 3" in shown, shown
     assert "FeaturesUnavailable" not in shown and "Something went wrong" not in shown, shown
