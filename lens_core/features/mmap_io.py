@@ -41,7 +41,12 @@ def open_safetensors(path: Union[str, Path], lazy: bool = True) -> dict[str, tor
     try:
         base, header = read_header(path)
     except (SafetensorsError, OSError) as exc:
-        raise FeaturesUnavailable(f"cannot read {path} (corrupt or truncated?): {exc}") from exc
+        detail = str(exc)  # the reader's message starts with the path: name it once
+        if detail.startswith(f"{path}: "):
+            detail = detail[len(f"{path}: "):]
+        elif detail.startswith(f"{path} "):
+            detail = "it" + detail[len(str(path)):]
+        raise FeaturesUnavailable(f"cannot read {path} (corrupt or truncated?): {detail}") from exc
     out: dict[str, torch.Tensor] = {}
     for name, info in header.items():
         dtype, shape = DTYPES[info["dtype"]], [int(s) for s in info["shape"]]

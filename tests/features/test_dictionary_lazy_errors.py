@@ -149,8 +149,9 @@ def test_unknown_missing_and_corrupt_files(tmp_path):
     write_ct_set(tmp_path / "bad")
     path = tmp_path / "bad" / "layer_2.safetensors"
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(FeaturesUnavailable, match=r"cannot read .*bad/layer_2.safetensors \(corrupt or truncated\?\)"):
+    with pytest.raises(FeaturesUnavailable, match=r"cannot read .*bad/layer_2.safetensors \(corrupt or truncated\?\)") as exc:
         load_dictionary(tmp_path / "bad")
+    assert str(exc.value).count("layer_2.safetensors") == 1, exc.value  # the file named once
     save_file({"W_enc": torch.zeros(8, 128)}, str(path))
     with pytest.raises(FeaturesUnavailable, match=r"layer_2.safetensors: not a circuit-tracer transcoder file, it lacks "
                                                   r"\['W_dec', 'b_enc', 'b_dec'\]"):
