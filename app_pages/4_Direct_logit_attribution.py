@@ -61,14 +61,16 @@ else:
     st.caption(f"At position {position} ({md_escape(at_token)}), the final norm's scale is frozen at the value the model used, "
                "so the metric is the components' sum plus the biases.")
 
+axis = f"{metric} before the soft cap" if result.soft_capped else metric  # what the bars add up to
+
 # -- by layer component ------------------------------------------------------------------
 st.subheader("By layer component")
 cols = st.columns(2)
 fig_acc = charts.bar(result.accumulated, result.accumulated_labels, title="Accumulated residual stream",
-                     x_title="residual entering each layer, then final", y_title=metric)
+                     x_title="residual entering each layer, then final", y_title=axis)
 cols[0].plotly_chart(fig_acc, key="dla_accumulated")
 fig_dec = charts.bar(result.decomposed, result.component_labels, title="Each component's direct contribution",
-                     x_title="component", y_title=metric)
+                     x_title="component", y_title=axis)
 cols[1].plotly_chart(fig_dec, key="dla_decomposed")
 components = pd.DataFrame(
     [{"view": "accumulated", "component": label, "attribution": float(v)}
@@ -97,7 +99,7 @@ top = [int(i) for i in result.top_neurons.tolist()]
 neurons = pd.DataFrame([{"layer": result.neuron_layer, "neuron": i, "attribution": float(result.neurons[i])} for i in top])
 fig_neurons = charts.bar([float(result.neurons[i]) for i in top], [f"N{i}" for i in top],
                          title=f"Largest |attribution| among layer {result.neuron_layer}'s {result.neurons.numel()} neurons",
-                         x_title="neuron", y_title=metric)
+                         x_title="neuron", y_title=axis)
 cols = st.columns([3, 2])
 cols[0].plotly_chart(fig_neurons, key="dla_neurons")
 cols[1].dataframe(neurons, hide_index=True, key="dla_neurons_table")

@@ -42,3 +42,7 @@ def test_soft_capped_model_shows_the_metric_before_the_cap(tmp_path, monkeypatch
     assert abs(parts - before) < 2e-3
     shown = " ".join(c.value for c in at.caption)
     assert "soft-caps its logits" in shown and "before the soft cap" in shown, shown
+    from app_testkit import plotly_figure
+
+    y_title = plotly_figure(at, "dla_decomposed")["layout"]["yaxis"]["title"]["text"]
+    assert y_title.endswith("before the soft cap"), y_title  # the bars are logits before the cap
