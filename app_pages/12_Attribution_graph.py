@@ -121,7 +121,10 @@ for col, (name, value, pruned, what) in zip(scores, (
                delta_color="off", help=what)
 tokens_shown, targets_shown = view.position_names(model, result), view.target_names(model, result)
 targets_text = ", ".join(f"{md_escape(repr(t))} ({p:.2f})" for t, p in zip(targets_shown, result.logit_probs))
-st.caption(f"Targets (demeaned logits at the last position, with their probability): {targets_text}. Nodes: transcoder "
+capped = (f" before the soft cap (this model caps its logits at {model.cfg.output_logits_soft_cap:g} · tanh(logit / "
+          f"{model.cfg.output_logits_soft_cap:g}), which is not linear; the probabilities are the model's)"
+          if model.cfg.output_logits_soft_cap > 0 else "")
+st.caption(f"Targets (demeaned logits at the last position{capped}, with their probability): {targets_text}. Nodes: transcoder "
            "features (blue), MLP errors (grey), token embeddings (bottom), logits (top); size by influence on the "
            "targets; edges blue positive, red negative. Click a feature or drag a box to select; click an edge's midpoint "
            "(diamond) between two positions to explain the attention behind it (below).")

@@ -46,3 +46,20 @@ def test_soft_capped_model_shows_the_metric_before_the_cap(tmp_path, monkeypatch
 
     y_title = plotly_figure(at, "dla_decomposed")["layout"]["yaxis"]["title"]["text"]
     assert y_title.endswith("before the soft cap"), y_title  # the bars are logits before the cap
+
+
+def test_graph_page_says_its_logit_nodes_are_before_the_soft_cap(tmp_path, monkeypatch):
+    from app_settings import settings_toml
+    from dictionary_writers import write_ct_set
+
+    model_dir = save_as_directory(gemma2(seed=1), tmp_path / "gemma2")
+    write_ct_set(tmp_path / "tc", n_layers=2, d_model=32, d_sae=16)
+    text = settings_toml(tmp_path / "c", features=f'{model_dir!r} = [{str(tmp_path / "tc")!r}]')
+    text = text.replace('allowlist = ["default"]', f"allowlist = [{model_dir!r}]")
+    (tmp_path / "s.toml").write_text(text)
+    monkeypatch.setenv("CIRCUIT_EXPLORER_SETTINGS", str(tmp_path / "s.toml"))
+    at = open_page("app_pages/12_Attribution_graph.py", prompt=PROMPT)
+    assert not at.exception, [e.value for e in at.exception]
+    assert errors(at) == [], errors(at)
+    shown = " ".join(c.value for c in at.caption)
+    assert "last position before the soft cap" in shown and "the probabilities are the model's" in shown, shown
