@@ -135,24 +135,25 @@ def _resolve(key: str, parse: Callable[[str], Any], default: Any, fix: Fix | Non
                 _note(key, _message(key, raw, f"it is not {expect}", default, True, False), default, where)
                 shown = True
             else:
-                value, why = fix(parsed)
-                if why is not None:
-                    _note(key, _message(key, raw, why, value, True, _nearest(fix, value, default)), value, where,
-                          given=parsed)
-                    shown = True
+                value, shown = _fixed(key, parsed, raw, fix, default, True, where)
         st.session_state[key] = value
     else:
         value = _restore_given(key, st.session_state[key], fix)
-        fixed, why = fix(value)
-        if why is not None:
-            _note(key, _message(key, value, why, fixed, False, _nearest(fix, fixed, default)), fixed, where,
-                  given=value)
-            shown = True
+        fixed, shown = _fixed(key, value, value, fix, default, False, where)
         # Re-assigning makes the value the session's own, not the last widget's: Streamlit then keeps it
         # when another page draws a widget under the same key (it would reset it to the widget's default).
         st.session_state[key] = fixed
     if not shown:
         _show_notice(key, st.session_state[key], where)
+
+
+def _fixed(key: str, given: Any, shown_as: Any, fix: Fix, default: Any, from_link: bool, where) -> tuple[Any, bool]:
+    """``fix(given)``, and whether a notice says what was used instead (``shown_as``: the value as the user wrote it)."""
+    used, why = fix(given)
+    if why is None:
+        return used, False
+    _note(key, _message(key, shown_as, why, used, from_link, _nearest(fix, used, default)), used, where, given=given)
+    return used, True
 
 
 def _nearest(fix: Fix, used: Any, default: Any) -> bool:
