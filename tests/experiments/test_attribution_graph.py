@@ -4,6 +4,7 @@ import torch
 from lens_core.experiments.graphs._replacement import build_graph
 
 from exp_tiny import random_tokens, tiny
+from graph_reference import reference_rows
 from graph_support import random_transcoders
 
 CASES = [("gpt2", True), ("gpt2", False), ("llama", True), ("llama", False)]
@@ -25,39 +26,6 @@ def test_each_node_input_is_its_edges_plus_bias(family, fold):
                                atol=1e-4, rtol=0)
 
 
-def _autograd_rows(model, tset, tokens, graph, targets):
-    """Edges into chosen feature targets by autograd through the model's own forward pass, frozen by hooks:
-    cached patterns and norm scales returned as constants, MLP outputs as constants plus a leaf per layer."""
-    n = model.cfg.n_layers
-    _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith(
-        ("hook_pattern", "hook_scale", "hook_mlp_out", "hook_embed")))
-    frozen = [name for name in cache.keys() if name.endswith(("hook_pattern", "hook_scale"))]
-    leaves = {l: torch.zeros_like(cache[f"blocks.{l}.hook_mlp_out"], requires_grad=True) for l in range(n)}
-    emb = torch.zeros_like(cache["hook_embed"], requires_grad=True)
-    hooks = [(name, lambda x, hook: cache[hook.name]) for name in frozen]
-    hooks += [(f"blocks.{l}.hook_mlp_out", lambda x, hook: cache[hook.name] + leaves[hook.layer()]) for l in range(n)]
-    hooks += [("hook_embed", lambda x, hook: x + emb)]
-    rows = []
-    for t in targets:
-        layer, pos, feat = (int(graph.feature_layer[t]), int(graph.feature_pos[t]), int(graph.feature_index[t]))
-        tc = tset[layer]
-        store = {}
-        with torch.enable_grad():
-            model.run_with_hooks(tokens, fwd_hooks=hooks + [(tc.cfg.hook_in, lambda x, hook: store.setdefault("x", x))],
-                                 stop_at_layer=layer + 1)
-            pre = tc.pre_acts(store["x"][0, pos])[feat]
-            grads = torch.autograd.grad(pre, [leaves[l] for l in range(n)] + [emb], allow_unused=True)
-        row = torch.zeros(graph.n_nodes)
-        for s in range(graph.n_features):
-            l, p, f = int(graph.feature_layer[s]), int(graph.feature_pos[s]), int(graph.feature_index[s])
-            if grads[l] is not None:
-                row[s] = float(grads[l][0, p] @ (graph.activations[s] * tset[l].W_dec[f]))
-        for p in range(graph.n_pos):
-            row[graph.embedding_node(p)] = float(grads[n][0, p] @ cache["hook_embed"][0, p])
-        rows.append(row)
-    return torch.stack(rows)
-
-
 @pytest.mark.parametrize("family,fold", [("gpt2", True), ("llama", False)])
 def test_feature_edges_match_autograd_through_the_frozen_model(family, fold):
     model = tiny(family, fold)
@@ -66,13 +34,14 @@ def test_feature_edges_match_autograd_through_the_frozen_model(family, fold):
     graph = build_graph(model, tset, tokens, max_logits=2)
     top_layer = graph.feature_layer == model.cfg.n_layers - 1
     targets = top_layer.nonzero()[:, 0][[0, 5, -1]].tolist()
-    expected = _autograd_rows(model, tset, tokens, graph, targets)
+    expected = reference_rows(model, tset, tokens, graph, targets)
     got = graph.adjacency[targets]
     keep = torch.zeros(graph.n_nodes, dtype=torch.bool)
     keep[: graph.n_features] = True
     keep[graph.embedding_node(0): graph.embedding_node(0) + graph.n_pos] = True
     torch.testing.assert_close(got[:, keep], expected[:, keep], atol=1e-4, rtol=1e-4)
     assert expected[:, keep].abs().max() > 1e-2  # not a comparison of zeros
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)  # the error nodes' edges too
 
 
 def _frozen_replacement_logits(model, tset, tokens, graph, clamps):

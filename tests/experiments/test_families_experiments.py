@@ -10,6 +10,7 @@ import torch
 
 import hf_tiny_families
 from exp_tiny import random_tokens
+from graph_reference import reference_rows
 from graph_support import random_transcoders
 import edge_reference
 from lens_core import HookedTransformer
@@ -18,7 +19,6 @@ from lens_core.experiments import (AblationRequest, AttentionRequest, DetectorRe
                                    direct_logit_attribution, edge_attribution, head_detectors, logit_lens,
                                    activation_patching, predictions)
 from lens_core.experiments.graphs._replacement import build_graph
-from test_attribution_graph import _autograd_rows
 
 FAMILIES = sorted(hf_tiny_families.FAMILIES)
 CASES = [(f, fold) for f in FAMILIES for fold in (True, False)]
@@ -152,12 +152,13 @@ def test_attribution_graph_is_complete_and_matches_autograd(family, fold):
                                atol=1e-4, rtol=0)
     torch.testing.assert_close(graph.logit_probs, ref.logits[0, -1].softmax(-1)[graph.logit_tokens], atol=1e-5, rtol=0)
     targets = (graph.feature_layer == m.cfg.n_layers - 1).nonzero()[:, 0][[0, -1]].tolist()
-    expected = _autograd_rows(m, tset, tokens, graph, targets)
+    expected = reference_rows(m, tset, tokens, graph, targets)
     keep = torch.zeros(graph.n_nodes, dtype=torch.bool)
     keep[: graph.n_features] = True
     keep[graph.embedding_node(0): graph.embedding_node(0) + graph.n_pos] = True
     torch.testing.assert_close(graph.adjacency[targets][:, keep], expected[:, keep], atol=1e-4, rtol=1e-4)
     assert expected[:, keep].abs().max() > 1e-2
+    torch.testing.assert_close(graph.adjacency[targets], expected, atol=1e-4, rtol=1e-4)  # error nodes too
 
 
 @pytest.mark.parametrize("family", ["gemma2", "olmo2"])
