@@ -9,6 +9,7 @@ from hf_tiny import VOCAB, tiny_tokenizer
 from hf_tiny import gpt2 as hf_gpt2
 from hf_tiny import llama as hf_llama
 from hf_tiny import neox as hf_neox
+from graph_support import random_transcoders
 
 from lens_core import HookedTransformer
 
@@ -31,3 +32,9 @@ def random_tokens(n_pos: int, seed: int, batch: int = 1) -> torch.Tensor:
 @functools.lru_cache(maxsize=None)
 def tiny_with_tokenizer(seed: int = 0) -> HookedTransformer:
     return HookedTransformer.from_hf_model(hf_gpt2(seed), tokenizer=tiny_tokenizer())
+
+
+def tiny_graph_case(family: str, fold: bool, n_pos: int, seed: int):
+    """(model, random per-layer transcoders, random tokens): the usual start of a graph test."""
+    model = tiny(family, fold)
+    return model, random_transcoders(model), random_tokens(n_pos, seed=seed)

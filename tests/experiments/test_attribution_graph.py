@@ -3,7 +3,7 @@ import torch
 
 from lens_core.experiments.graphs._replacement import build_graph
 
-from exp_tiny import random_tokens, tiny
+from exp_tiny import random_tokens, tiny, tiny_graph_case
 from graph_reference import reference_rows
 from graph_support import random_transcoders
 
@@ -28,9 +28,7 @@ def test_each_node_input_is_its_edges_plus_bias(family, fold):
 
 @pytest.mark.parametrize("family,fold", [("gpt2", True), ("llama", False)])
 def test_feature_edges_match_autograd_through_the_frozen_model(family, fold):
-    model = tiny(family, fold)
-    tset = random_transcoders(model)
-    tokens = random_tokens(8, seed=4)
+    model, tset, tokens = tiny_graph_case(family, fold, 8, 4)
     graph = build_graph(model, tset, tokens, max_logits=2)
     top_layer = graph.feature_layer == model.cfg.n_layers - 1
     targets = top_layer.nonzero()[:, 0][[0, 5, -1]].tolist()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from exp_tiny import random_tokens, tiny
+from exp_tiny import random_tokens, tiny, tiny_graph_case
 from graph_reference import completeness_residual, reference_rows
 from graph_support import random_transcoders
 
@@ -17,9 +17,7 @@ from lens_core.experiments.graphs._replacement import build_graph
 
 @pytest.mark.parametrize("family,fold", [("gpt2", True), ("llama", False)])
 def test_both_bos_settings_match_autograd(family, fold):
-    model = tiny(family, fold)
-    tset = random_transcoders(model)
-    tokens = random_tokens(7, seed=11)
+    model, tset, tokens = tiny_graph_case(family, fold, 7, 11)
     plain = build_graph(model, tset, tokens, max_logits=2)
     zeroed = build_graph(model, tset, tokens, max_logits=2, zero_bos=True)
     at0 = plain.feature_pos == 0

@@ -12,7 +12,7 @@ from hf_tiny_families import gemma2, gemma3, qwen3
 from lens_core import HookedTransformer
 from lens_core.experiments.graphs._qk_split import prepare, split_prepared, split_score
 
-from exp_tiny import HF, random_tokens, tiny
+from exp_tiny import HF, random_tokens, tiny, tiny_graph_case
 from graph_support import random_transcoders
 
 CASES = [("gpt2", True), ("gpt2", False), ("llama", True), ("llama", False)]  # llama: rotary, grouped keys
@@ -25,9 +25,7 @@ def _real_scores(model, tokens, layer):
 
 @pytest.mark.parametrize("family,fold", CASES)
 def test_pairs_sum_to_the_real_score(family, fold):
-    model = tiny(family, fold)
-    tset = random_transcoders(model)
-    tokens = random_tokens(9, seed=5)
+    model, tset, tokens = tiny_graph_case(family, fold, 9, 5)
     for layer in range(model.cfg.n_layers):
         prep = prepare(model, tset, tokens, layer)
         real = _real_scores(model, tokens, layer)
