@@ -26,10 +26,6 @@ from bench.timing import interleaved
 from lens_core import HookedTransformer
 
 
-
-
-
-
 FRESH_PROCESS_LOAD = """
 import sys, time
 import transformers
