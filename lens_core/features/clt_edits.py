@@ -26,22 +26,18 @@ def check_clt_clamp(clt, layer: int, feature: int) -> None:
         raise FeaturesUnavailable(f"feature {feature!r} is out of range: layer {layer} has features 0..{clt.d_sae - 1}")
 
 
-def _layer_of(name: str) -> int:
-    return int(name.split(".")[1])
-
-
 def clt_intervention_hooks(clt, sets: Sequence[Sequence[tuple]]) -> list:
     """Clamps ``(layer, pos, feature, value)``: row ``row`` of the batch gets ``sets[row]`` (a set may be empty)."""
     sources = sorted({c[0] for s in sets for c in s})
     inputs: dict[int, torch.Tensor] = {}
 
     def keep_input(x, hook):
-        layer = _layer_of(hook.name)
+        layer = hook.layer()
         dtype = clt.W_enc[layer].dtype
         inputs[layer] = clt.encode_layer(x.to(dtype), layer)  # [m, pos, d_sae], this run's activations
 
     def edit_output(y, hook):
-        t = _layer_of(hook.name)
+        t = hook.layer()
         y = y.clone()
         for row, items in enumerate(sets):
             for s, pos, feature, value in items:
@@ -65,7 +61,7 @@ def clt_edit_hooks(clt, features: Sequence[tuple], rows_per_feature: int, amount
     low = min(int(f[0]) for f in features)
 
     def edit(y, hook):
-        t = _layer_of(hook.name)
+        t = hook.layer()
         add = torch.zeros_like(y, dtype=torch.float32)
         for i, (s, pos, feature, _) in enumerate(features):
             if int(s) <= t:
@@ -101,7 +97,7 @@ def _replacement_hooks(clt, edits: Edits, positions: list[int]) -> list:
     inputs: dict[int, torch.Tensor] = {}
 
     def read(x, hook):
-        s = _layer_of(hook.name)
+        s = hook.layer()
         x = x.to(clt.W_enc[s].dtype)
         a = clt.encode_layer(x, s)
         if s in edits:
@@ -111,7 +107,7 @@ def _replacement_hooks(clt, edits: Edits, positions: list[int]) -> list:
         acts[s], inputs[s] = a, x
 
     def replace(y, hook):
-        t = _layer_of(hook.name)
+        t = hook.layer()
         out = clt.decode_layer({s: acts[s] for s in range(t + 1)}, t, inputs[t])
         return out.to(y.dtype)
 

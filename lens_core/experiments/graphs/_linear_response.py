@@ -27,10 +27,6 @@ from ._dictionary_views import dictionary_views
 FROZEN = ("hook_pattern", "hook_scale")
 
 
-def _layer(name: str) -> int:
-    return int(name.split(".")[1])
-
-
 def no_node_error(layer: int, pos: int, feature: int, zero_bos: bool) -> ValueError:
     """The words for a clamp on a feature the graph has no node for."""
     if zero_bos and pos == 0:
@@ -81,10 +77,10 @@ def linear_response(model, tset, tokens: torch.Tensor, sets: Sequence[Sequence[t
     x_new: dict[int, torch.Tensor] = {}
 
     def keep_input(x, hook):
-        x_new[_layer(hook.name)] = x.float()
+        x_new[hook.layer()] = x.float()
 
     def replace_output(y, hook):
-        t = _layer(hook.name)
+        t = hook.layer()
         dx = x_new[t] - x_clean[t]
         if zero_bos:  # position 0's MLP output stays the clean one (no features, no skip change)
             dx[:, 0] = 0.0

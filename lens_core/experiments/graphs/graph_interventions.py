@@ -55,7 +55,7 @@ def run_interventions(model, tset, tokens: torch.Tensor, sets: Sequence[Sequence
     inputs: dict[int, torch.Tensor] = {}
 
     def keep_input(x, hook):
-        inputs[_layer_of(hook.name)] = x
+        inputs[hook.layer()] = x
 
     def edit_output(y, hook):
         layer = hook.layer()
@@ -81,10 +81,6 @@ def run_interventions(model, tset, tokens: torch.Tensor, sets: Sequence[Sequence
     if final:
         return (final["x"][:, -1].float() @ model.W_U.float() + model.b_U.float())
     return logits[:, -1].float()
-
-
-def _layer_of(name: str) -> int:
-    return int(name.split(".")[1])
 
 
 def demeaned(logits: torch.Tensor) -> torch.Tensor:
