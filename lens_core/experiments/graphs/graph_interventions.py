@@ -15,7 +15,8 @@ from typing import Optional, Sequence
 import torch
 
 from lens_core.features import CrossLayerTranscoder
-from lens_core.features.clt_edits import check_clt_clamp, clt_intervention_hooks
+from lens_core.features.clt_edits import clt_intervention_hooks
+from lens_core.features.per_layer import check_layer_feature
 from lens_core.results import ExperimentResult
 
 from .._common import TokenLike, capped, resolve_token, resolve_tokens, str_tokens
@@ -29,10 +30,7 @@ def check_clamps(tset, n_pos: int, clamps: Sequence[Clamp]) -> list[Clamp]:
         if len(clamp) != 4:
             raise ValueError(f"a clamp is (layer, position, feature, value), got {clamp!r}")
         layer, pos, feature, value = int(clamp[0]), int(clamp[1]), int(clamp[2]), float(clamp[3])
-        if isinstance(tset, CrossLayerTranscoder):
-            check_clt_clamp(tset, layer, feature)
-        else:
-            tset[layer].check_feature(feature)
+        check_layer_feature(tset, layer, feature)
         if not 0 <= pos < n_pos:
             raise ValueError(f"clamp position {pos} is outside the prompt's {n_pos} tokens")
         checked.append((layer, pos, feature, value))
@@ -51,7 +49,6 @@ def run_interventions(model, tset, tokens: torch.Tensor, sets: Sequence[Sequence
     m = len(sets)
     batch = tokens.expand(m, -1)
     sets = [check_clamps(tset, tokens.shape[1], s) for s in sets]
-    layers = sorted({c[0] for s in sets for c in s})
     inputs: dict[int, torch.Tensor] = {}
 
     def keep_input(x, hook):
@@ -71,9 +68,9 @@ def run_interventions(model, tset, tokens: torch.Tensor, sets: Sequence[Sequence
     hooks = [(name, lambda x, hook: patterns[hook.name].expand_as(x)) for name in (patterns or {})]
     if isinstance(tset, CrossLayerTranscoder):  # a feature writes every later layer (features.clt_edits)
         hooks += clt_intervention_hooks(tset, sets)
-        layers = []
-    for layer in layers:
-        hooks += [(tset[layer].cfg.hook_in, keep_input), (tset[layer].cfg.hook_out, edit_output)]
+    else:
+        for layer in sorted({c[0] for s in sets for c in s}):
+            hooks += [(tset[layer].cfg.hook_in, keep_input), (tset[layer].cfg.hook_out, edit_output)]
     final = {}
     if uncapped and model.cfg.output_logits_soft_cap > 0:
         hooks.append(("unembed.hook_in", lambda x, hook: final.setdefault("x", x)))
