@@ -150,10 +150,14 @@ def build_model(
         tensors.clear()  # the ignored ones (attention masks, rotary tables): not needed
     del reader
     skipped = processing_notes(cfg, **{k: v for k, v in processing.items() if k != "fold_value_biases"})
-    inplace = owned or (bool(mapped) and (lambda tensor: not any(file.aliases(tensor) for file in mapped)))
+
+    def views_file(tensor: torch.Tensor) -> bool:
+        return any(file.aliases(tensor) for file in mapped)
+
+    inplace = owned or (bool(mapped) and (lambda tensor: not views_file(tensor)))
     applied = process_weights(weights, cfg, inplace=inplace, **processing)
     for name, tensor in weights.items():
-        if any(file.aliases(tensor) for file in mapped):
+        if views_file(tensor):
             weights[name] = tensor.clone()  # no step changed it: the model must not view the file
     target = as_dtype(dtype)
     cfg.dtype = target
