@@ -16,7 +16,7 @@ from ui import state
 from ui.errors import guard, md_escape
 from ui.export import experiment_snippet, export_bar
 from ui.graph_chart import selected_ids
-from ui.feature_labels import NO_DASHBOARDS, NO_DASHBOARDS_FOR_DICTIONARY
+from ui.feature_labels import feature_names
 from ui.links import feature_link
 from ui.model import run_experiment
 from ui.qk_pick import edge_qk_choice
@@ -87,11 +87,10 @@ if result.notice:
 if request.zero_bos:
     st.caption(f"BOS position zeroed: position 0 ({md_escape(repr(view.position_names(model, result)[0]))}) has no "
                "feature nodes and its error nodes carry nothing; what its MLPs write counts as a constant.")
-dash = view.dashboards_for(ctx)
+names = feature_names(ctx)  # the dashboards, and what to say without them (ui/feature_labels.py)
+dash, no_dash = names.dash, names.why_none
 labels = view.node_labels(model, result, dash)
-no_dash = NO_DASHBOARDS if chosen.bundled else NO_DASHBOARDS_FOR_DICTIONARY  # building them: bundled only
-if dash is None:
-    st.caption(no_dash)
+names.note()
 all_ids = node_ids(result)
 supernodes, note = view.read_supernodes(set(all_ids))
 if note:
