@@ -11,10 +11,9 @@ from typing import Any, Optional
 import pandas as pd
 import streamlit as st
 
-from lens_core.experiments._common import str_tokens
 from lens_core.features import FeaturesUnavailable, load_transcoders
 from ui.charts import visible
-from ui.feature_labels import FeatureNames, _stamp, dashboards_for, feature_label  # noqa: F401  (re-exported)
+from ui.feature_labels import FeatureNames, _stamp, dashboards_for, feature_label, token_texts  # noqa: F401  (re-exported)
 from ui.token_names import token_name
 
 SUPERNODES_KEY = "supernodes"
@@ -67,10 +66,6 @@ def require_transcoders(ctx, missing: str) -> tuple[Any, str]:
     """(dictionary, fingerprint) of :func:`require_dictionary`."""
     chosen = require_dictionary(ctx, missing)
     return chosen.dictionary, chosen.fingerprint
-
-
-def _token_text(model, ids: list[int]) -> list[str]:
-    return [token_name(model, i, t) for i, t in zip(ids, str_tokens(model, ids))]
 
 
 def position_names(model, result) -> list[str]:
@@ -174,18 +169,18 @@ def feature_card(model, dash, layer: int, index: int, where=st, why_none: str = 
     where.caption(f"Fires on {100 * unit['density']:.2f}% of held-out positions.")
     cols = where.columns(3)
     inputs = unit.get("inputs", [])[:8]
-    cols[0].dataframe(pd.DataFrame({"fires on": _token_text(model, [i["token"] for i in inputs]),
+    cols[0].dataframe(pd.DataFrame({"fires on": token_texts(model, [i["token"] for i in inputs]),
                                     "total activation": [round(i["sum"], 2) for i in inputs]}), hide_index=True)
     up, down = unit["logits_up"][:8], unit["logits_down"][:8]
-    cols[1].dataframe(pd.DataFrame({"promotes": _token_text(model, [t for t, _ in up]), "logit": [round(v, 3) for _, v in up]}),
+    cols[1].dataframe(pd.DataFrame({"promotes": token_texts(model, [t for t, _ in up]), "logit": [round(v, 3) for _, v in up]}),
                       hide_index=True)
-    cols[2].dataframe(pd.DataFrame({"suppresses": _token_text(model, [t for t, _ in down]),
+    cols[2].dataframe(pd.DataFrame({"suppresses": token_texts(model, [t for t, _ in down]),
                                     "logit": [round(v, 3) for _, v in down]}), hide_index=True)
     contexts = []
     for example in unit["top"][:6]:
         tokens = [t for t in example["tokens"] if t >= 0]
         acts = [a for t, a in zip(example["tokens"], example["acts"]) if t >= 0]
-        shown = _token_text(model, tokens)
+        shown = token_texts(model, tokens)
         peak = max(range(len(acts)), key=lambda j: acts[j]) if acts else 0
         text = "".join(f"[{t}]" if j == peak else t for j, t in enumerate(shown))
         contexts.append({"activation": round(example["value"], 3), "context (peak in [ ])": text})

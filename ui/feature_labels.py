@@ -59,6 +59,11 @@ def dashboards_for(ctx) -> Any:
     return _dashboards(*_stamp())
 
 
+def token_texts(model: Any, ids: list[int]) -> list[str]:
+    """Each token id as readers tell them apart (``ui.token_names``: a partial UTF-8 byte shows its bytes and id)."""
+    return [token_name(model, i, t) for i, t in zip(ids, str_tokens(model, ids))] if ids else []
+
+
 def parse_feature_id(text: str) -> Optional[tuple[int, int]]:
     """(layer, index) of the first ``L<layer>#<index>`` in a label, or None."""
     match = FEATURE_ID.search(str(text))
@@ -94,7 +99,7 @@ class FeatureNames:
         return self._tokens[key]
 
     def _names(self, ids: list[int]) -> list[str]:
-        return [token_name(self.model, i, t) for i, t in zip(ids, str_tokens(self.model, ids))] if ids else []
+        return token_texts(self.model, ids)
 
     def __call__(self, layer: int, index: int) -> str:
         """``L1#42 on 'a' 'b' 'c' → 'x' 'y' 'z'`` (just ``L1#42`` without its dashboard)."""
