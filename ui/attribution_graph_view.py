@@ -13,7 +13,7 @@ import streamlit as st
 
 from lens_core.features import FeaturesUnavailable, load_transcoders
 from ui.charts import visible
-from ui.feature_labels import FeatureNames, _stamp, dashboards_for, feature_label, token_texts  # noqa: F401  (re-exported)
+from ui.feature_labels import FeatureNames, _stamp, dashboards_for, token_texts  # noqa: F401  (re-exported)
 from ui.token_names import token_name
 
 SUPERNODES_KEY = "supernodes"

@@ -131,8 +131,3 @@ def feature_names(ctx) -> FeatureNames:
     chosen = getattr(ctx, "dictionary", None)
     other = chosen is not None and chosen.entry is not None and not chosen.bundled
     return FeatureNames(ctx.model, dashboards_for(ctx), NO_DASHBOARDS_FOR_DICTIONARY if other else NO_DASHBOARDS)
-
-
-def feature_label(model: Any, dash: Any, layer: int, index: int) -> str:
-    """One feature's label (see :class:`FeatureNames`; pages naming many features make one ``FeatureNames``)."""
-    return FeatureNames(model, dash)(layer, index)

@@ -13,14 +13,14 @@ from lens_core.experiments.graphs._qk_split import check_positions, unsupported_
 from lens_core.experiments.graphs.qk_attribution import QKAttributionRequest, node_group, qk_attribution
 from ui import state
 from ui.charts import visible
-from ui.feature_labels import feature_label
+from ui.feature_labels import FeatureNames
 from ui.errors import guard, md_escape
 from ui.model import run_experiment
 
 
-def _node_label(model, dash, kind: str, layer: int, index: int, token: str) -> str:
+def _node_label(names: FeatureNames, kind: str, layer: int, index: int, token: str) -> str:
     if kind == "feature":
-        return feature_label(model, dash, layer, index)
+        return names(layer, index)
     if kind == "embedding":
         return f"embedding {token!r}"
     if kind == "constant":
@@ -67,9 +67,10 @@ def qk_section(ctx, model, ids: list[int], fingerprint: str, dash, where=st) -> 
             "part of the excess": [round(float(contrast.flatten()[i]), 3) for i in order],
             "raw": [round(float(result.group_raw.flatten()[i]), 3) for i in order]}), hide_index=True, key="qk_groups")
         qt, kt = tokens[result.query_pos], tokens[result.key_pos]
+        names = FeatureNames(model, dash)  # one per table: a node heads many of its pairs
         where.dataframe(pd.DataFrame({
-            f"query node (@{result.query_pos})": [_node_label(model, dash, result.query_kind[a], result.query_layer[a],
+            f"query node (@{result.query_pos})": [_node_label(names, result.query_kind[a], result.query_layer[a],
                                                               result.query_index[a], qt) for a in result.top_query],
-            f"key node (@{result.key_pos})": [_node_label(model, dash, result.key_kind[b], result.key_layer[b],
+            f"key node (@{result.key_pos})": [_node_label(names, result.key_kind[b], result.key_layer[b],
                                                           result.key_index[b], kt) for b in result.top_key],
             "part of the score": [round(v, 3) for v in result.top_value]}), hide_index=True, key="qk_pairs")
