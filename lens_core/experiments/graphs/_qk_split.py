@@ -102,10 +102,10 @@ def _cache_names(model, layer: int, views) -> list[str]:
     return sorted(set(names) & set(model.hook_dict))
 
 
-def _dictionary_nodes(views, cache, layer: int, pos: int, l: int, consts, lists):
-    """Layer ``l``'s feature, error and bias nodes at ``pos`` from ``_dictionary_views`` (module docstring)."""
+def _dictionary_nodes(views, acts, cache, layer: int, pos: int, l: int, consts, lists):
+    """Layer ``l``'s feature, error and bias nodes at ``pos`` from ``_dictionary_views`` (module docstring);
+    ``acts[s]``: layer ``s``'s activations at ``pos`` [F], for every ``s <= l``."""
     kind, lay, index, vecs = lists
-    acts = [views[s].encode(cache[views[s].hook_in][0, pos : pos + 1].float())[0] for s in range(l + 1)]
     v = views[l]
     for f in acts[l].nonzero()[:, 0].tolist():
         reach = min(v.W_dec.shape[1], layer - l)  # the layers before this one that the feature writes
@@ -121,6 +121,7 @@ def residual_nodes(model, views, cache, layer: int, pos: int) -> ResidualNodes:
     kind, lay, index, vecs = ["embedding"], [-1], [int(cache["tokens"][pos])], [cache["hook_embed"][0, pos].float()]
     if "hook_pos_embed" in cache:
         kind.append("pos_embed"), lay.append(-1), index.append(pos), vecs.append(cache["hook_pos_embed"][0, pos].float())
+    dict_acts = None
     for l in range(layer):
         block = model.blocks[l]
         z = cache[f"blocks.{l}.attn.hook_z"][0, pos].float()  # [head, d_head]
@@ -133,7 +134,10 @@ def residual_nodes(model, views, cache, layer: int, pos: int) -> ResidualNodes:
         for hh in range(heads.shape[0]):
             kind.append("head"), lay.append(l), index.append(hh), vecs.append(heads[hh])
         if isinstance(views[l], LayerDictionary):  # skip or cross-layer transcoders
-            kind, lay, index, vecs = _dictionary_nodes(views, cache, layer, pos, l, consts, (kind, lay, index, vecs))
+            if dict_acts is None:  # every layer's activations at pos, once: each reconstruction reads the earlier ones
+                dict_acts = [views[s].encode(cache[views[s].hook_in][0, pos : pos + 1].float())[0] for s in range(layer)]
+            kind, lay, index, vecs = _dictionary_nodes(views, dict_acts, cache, layer, pos, l, consts,
+                                                       (kind, lay, index, vecs))
             continue
         v = views[l]
         x = cache[v.hook_in][0, pos : pos + 1].float()
