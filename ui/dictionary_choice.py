@@ -45,6 +45,11 @@ class Chosen:
     def bundled(self) -> bool:
         return self.entry is not None and self.entry.source == BUNDLED
 
+    @property
+    def other(self) -> bool:
+        """A dictionary other than the bundled transcoders was chosen (no bundled dashboards; scripts load it)."""
+        return self.entry is not None and not self.bundled
+
     def run_kwargs(self) -> dict:
         """What an experiment call needs beside its request: nothing for the bundled transcoders (the experiments
         load them themselves, also on remote workers), else the dictionary."""

@@ -72,8 +72,7 @@ def experiment_snippet(ctx: Any, fn: Callable, request: Any, *prints: str, **rea
         values[name] = value
     chosen = getattr(ctx, "dictionary", None)  # the page's feature dictionary (ui.attribution_graph_view)
     load, call = "", ""
-    if "transcoders" in {f.name for f in dataclasses.fields(request)} and chosen is not None \
-            and chosen.entry is not None and not chosen.bundled:
+    if "transcoders" in {f.name for f in dataclasses.fields(request)} and chosen is not None and chosen.other:
         values.pop("transcoders", None)  # a cache key; the script loads the dictionary itself
         load = (f"from lens_core.features import load_dictionary\n\n"
                 f"transcoders = load_dictionary({python_literal(chosen.entry.source)}, model)  # {chosen.kind}\n")

@@ -129,5 +129,5 @@ class FeatureNames:
 
 def feature_names(ctx) -> FeatureNames:
     chosen = getattr(ctx, "dictionary", None)
-    other = chosen is not None and chosen.entry is not None and not chosen.bundled
+    other = chosen is not None and chosen.other
     return FeatureNames(ctx.model, dashboards_for(ctx), NO_DASHBOARDS_FOR_DICTIONARY if other else NO_DASHBOARDS)
