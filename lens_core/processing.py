@@ -118,7 +118,7 @@ def _center_block_writers(sd: Weights, cfg: HookedTransformerConfig, inplace: In
             _center_last(sd, f"blocks.{layer}.{name}", inplace, new)
 
 
-def _center_unembed(sd: Weights, cfg: HookedTransformerConfig, inplace: InPlace, new: New) -> None:
+def _center_unembed(sd: Weights, inplace: InPlace, new: New) -> None:
     unembed = sd["unembed.weight"]
     mean = unembed.mean(dim=0, keepdim=True)
     sd["unembed.weight"] = torch.sub(unembed, mean, out=_target(sd, "unembed.weight", inplace, new))
@@ -191,7 +191,7 @@ def process_weights(
         _center_embeddings(sd, inplace, new)
     if applied["center_unembed"]:
         # Folding made a new unembedding: it is ours to change in place.
-        _center_unembed(sd, cfg, inplace or applied["fold_ln"], new)
+        _center_unembed(sd, inplace or applied["fold_ln"], new)
     if applied["fold_ln"]:
         _fold_block_norms(sd, cfg, center, inplace, new)
         cfg.normalization_type = "LNPre" if center else "RMSPre"
