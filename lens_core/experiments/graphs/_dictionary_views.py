@@ -17,7 +17,7 @@ from lens_core.features import CrossLayerTranscoder, FeaturesUnavailable, SkipTr
 from lens_core.features.transcoder import sparsify
 
 from ._transcoder_views import (DictionaryLayer, _config, check_hooks, float32_activations, layer_items,
-                                missing_layers_error)
+                                missing_layers_error, to_graph)
 
 
 @dataclasses.dataclass
@@ -26,10 +26,6 @@ class LayerDictionary(DictionaryLayer):
 
     W_skip: Optional[torch.Tensor] = None  # [d_model, d_model] or None
     encode: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # float input [pos, d] -> activations [pos, F] (decides activity)
-
-
-def _grab(x: torch.Tensor, device) -> torch.Tensor:
-    return x.detach().to(device=device, dtype=torch.float32)
 
 
 def _clt_float32(clt, s: int, x: torch.Tensor) -> torch.Tensor:
@@ -51,12 +47,12 @@ def dictionary_views(model, transcoders) -> list[LayerDictionary]:
         out = []
         for s in range(n):
             check_hooks(model, s, clt.hook_in(s), clt.hook_out(s), "cross-layer transcoder")
-            W_enc = _grab(clt.W_enc[s], device)
+            W_enc = to_graph(clt.W_enc[s], device)
             out.append(LayerDictionary(
-                layer=s, hook_in=clt.hook_in(s), W_enc=W_enc, b_enc=_grab(clt.b_enc[s], device),
-                b_in=torch.zeros(W_enc.shape[0], device=device), W_dec=_grab(clt.W_dec[s], device),
-                b_dec=_grab(clt.b_dec[s], device),
-                W_skip=_grab(clt.W_skip[s], device) if clt.W_skip is not None else None,
+                layer=s, hook_in=clt.hook_in(s), W_enc=W_enc, b_enc=to_graph(clt.b_enc[s], device),
+                b_in=torch.zeros(W_enc.shape[0], device=device), W_dec=to_graph(clt.W_dec[s], device),
+                b_dec=to_graph(clt.b_dec[s], device),
+                W_skip=to_graph(clt.W_skip[s], device) if clt.W_skip is not None else None,
                 encode=lambda x, s=s: _clt_float32(clt, s, x)))
         return out
     items = layer_items(transcoders)
@@ -65,13 +61,13 @@ def dictionary_views(model, transcoders) -> list[LayerDictionary]:
         cfg = _config(tc)
         layer = int(cfg.layer)
         check_hooks(model, layer, str(cfg.hook_in), str(cfg.hook_out), "transcoder")
-        W_enc = _grab(tc.W_enc, device)
+        W_enc = to_graph(tc.W_enc, device)
         b_in = getattr(tc, "b_in", None)
         views[layer] = LayerDictionary(
-            layer=layer, hook_in=str(cfg.hook_in), W_enc=W_enc, b_enc=_grab(tc.b_enc, device),
-            b_in=_grab(b_in, device) if b_in is not None else torch.zeros(W_enc.shape[0], device=device),
-            W_dec=_grab(tc.W_dec, device)[:, None, :], b_dec=_grab(tc.b_dec, device),
-            W_skip=_grab(tc.W_skip, device) if isinstance(tc, SkipTranscoder) else None,
+            layer=layer, hook_in=str(cfg.hook_in), W_enc=W_enc, b_enc=to_graph(tc.b_enc, device),
+            b_in=to_graph(b_in, device) if b_in is not None else torch.zeros(W_enc.shape[0], device=device),
+            W_dec=to_graph(tc.W_dec, device)[:, None, :], b_dec=to_graph(tc.b_dec, device),
+            W_skip=to_graph(tc.W_skip, device) if isinstance(tc, SkipTranscoder) else None,
             encode=None)
         v = views[layer]
         v.encode = lambda x, v=v, tc=tc: float32_activations(tc, x, (x - v.b_in) @ v.W_enc + v.b_enc)

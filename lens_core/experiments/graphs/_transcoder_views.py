@@ -46,6 +46,11 @@ def layer_items(transcoders) -> list:
     return list(transcoders.values()) if hasattr(transcoders, "values") else list(transcoders)
 
 
+def to_graph(x: torch.Tensor, device) -> torch.Tensor:
+    """A dictionary's tensor as the graph reads it: detached, float32, on the model's device."""
+    return x.detach().to(device=device, dtype=torch.float32)
+
+
 def missing_layers_error(transcoders, n_layers: int, missing: list, have: list) -> FeaturesUnavailable:
     """A user-facing refusal (naming the dictionary's source) for a dictionary that lacks layers of the model."""
     source = getattr(transcoders, "source", "") or ""
@@ -93,14 +98,12 @@ def transcoder_views(model, transcoders) -> Optional[list[TranscoderView]]:
         check_hooks(model, layer, hook_in, hook_out)
         device = model.W_E.device
 
-        def grab(x):
-            return x.detach().float().to(device)
-
         b_in = getattr(tc, "b_in", None)
-        W_enc = grab(tc.W_enc)
+        W_enc = to_graph(tc.W_enc, device)
         views[layer] = TranscoderView(
-            layer=layer, hook_in=hook_in, W_enc=W_enc, b_enc=grab(tc.b_enc), W_dec=grab(tc.W_dec), b_dec=grab(tc.b_dec),
-            b_in=grab(b_in) if b_in is not None else torch.zeros(W_enc.shape[0], device=device), module=tc,
+            layer=layer, hook_in=hook_in, W_enc=W_enc, b_enc=to_graph(tc.b_enc, device),
+            W_dec=to_graph(tc.W_dec, device), b_dec=to_graph(tc.b_dec, device),
+            b_in=to_graph(b_in, device) if b_in is not None else torch.zeros(W_enc.shape[0], device=device), module=tc,
         )
     missing = [l for l in range(n) if l not in views]
     if missing:
