@@ -12,7 +12,6 @@ import pandas as pd
 import streamlit as st
 
 from lens_core.features import FeaturesUnavailable, load_transcoders
-from ui.charts import visible
 from ui.feature_labels import FeatureNames, _stamp, dashboards_for, token_texts  # noqa: F401  (re-exported)
 from ui.token_names import token_name
 
