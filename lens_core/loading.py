@@ -24,6 +24,7 @@ page it has not copied, so a later rewrite of the file cannot reach a loaded mod
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -34,8 +35,9 @@ from .config import HookedTransformerConfig
 from .families import family_for
 from .families.reader import WeightReader
 from .model import HookedTransformer
-from .processing import process_weights, processing_notes
+from .processing import fold_config, process_weights, processing_notes
 from .safetensors_io import MappedFile, SafetensorsError, map_file
+from . import weight_arena, weight_cache as _weight_cache
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 
@@ -51,6 +53,7 @@ ALIASES = {
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
+log = logging.getLogger(__name__)
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _IGNORED = re.compile(r"(\.attn\.(masked_)?bias|\.attention\.(masked_)?bias|rotary_emb\.inv_freq)$")
 _HUB_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.tiktoken"]
@@ -94,16 +97,30 @@ def resolve_source(name_or_path: str, revision: Optional[str] = None) -> Path:
         ) from exc
 
 
-def open_state_dict(directory: Path) -> tuple[dict[str, torch.Tensor], list[MappedFile]]:
-    """(weights, the files they map): safetensors (single file or sharded) memory-mapped copy-on-write;
-    pickled .bin (no mappings: tensors of their own) only with weights_only loading."""
+def weight_files(directory: Path) -> list[Path]:
+    """The weight files a load of ``directory`` reads: ``model.safetensors``, the shards its index names, or a
+    pickled ``pytorch_model.bin``; [] when there are none (a sharded index that cannot be read raises)."""
     single = directory / "model.safetensors"
     index = directory / "model.safetensors.index.json"
+    if single.exists():
+        return [single]
+    if index.exists():
+        try:
+            return [directory / shard for shard in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ModelLoadError(f"cannot read the weights in {directory}: {index.name} is not a shard index ({exc})") from exc
+    legacy = directory / "pytorch_model.bin"
+    return [legacy] if legacy.exists() else []
+
+
+def open_state_dict(directory: Path, copy_into: Any = None) -> tuple[dict[str, torch.Tensor], list[MappedFile]]:
+    """(weights, the files they map): safetensors (single file or sharded) memory-mapped copy-on-write;
+    pickled .bin (no mappings: tensors of their own) only with weights_only loading. ``copy_into``: where a
+    misaligned tensor is copied (``lens_core.safetensors_io.map_file``)."""
+    shards = weight_files(directory)
     try:
-        if single.exists() or index.exists():
-            shards = [single] if single.exists() else [
-                directory / shard for shard in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
-            files = [map_file(shard) for shard in shards]
+        if shards and shards[0].suffix == ".safetensors":
+            files = [map_file(shard, copy_into=copy_into) for shard in shards]
             tensors: dict[str, torch.Tensor] = {}
             for mapped in files:
                 tensors.update(mapped.tensors)
@@ -111,9 +128,8 @@ def open_state_dict(directory: Path) -> tuple[dict[str, torch.Tensor], list[Mapp
             return tensors, files
     except (SafetensorsError, OSError) as exc:
         raise ModelLoadError(f"cannot read the weights in {directory}: {exc}") from exc
-    legacy = directory / "pytorch_model.bin"
-    if legacy.exists():
-        return torch.load(legacy, map_location="cpu", weights_only=True), []
+    if shards:
+        return torch.load(shards[0], map_location="cpu", weights_only=True), []
     raise ModelLoadError(f"no weights (model.safetensors) in {directory}")
 
 
@@ -126,6 +142,7 @@ def build_model(
     device: Optional[Union[str, torch.device]] = None,
     owned: bool = False,
     mapped: tuple[MappedFile, ...] | list[MappedFile] = (),
+    arena: Optional[weight_arena.Arena] = None,
     **processing: bool,
 ) -> HookedTransformer:
     """Convert, check and process HF weights into a model. ``processing``: the steps of
@@ -136,6 +153,7 @@ def build_model(
     ``mapped``: ``tensors`` view these files (:func:`open_state_dict`): the dict is consumed, a result
     computed from a view of a file is written into fresh memory (any other tensor, e.g. a misaligned one
     the reader copied out, is processed in place), and whatever still views a file is copied out of it.
+    ``arena``: where the processed weights are made, to be stored for the next load (``lens_core.weight_arena``).
     """
     family = family_for(hf_config.model_type)
     cfg: HookedTransformerConfig = family.config_from_hf(hf_config)
@@ -155,20 +173,55 @@ def build_model(
         return any(file.aliases(tensor) for file in mapped)
 
     inplace = owned or (bool(mapped) and (lambda tensor: not views_file(tensor)))
-    applied = process_weights(weights, cfg, inplace=inplace, **processing)
+    target = as_dtype(dtype)
+    new = torch.empty
+    if arena is not None and target == torch.float32:
+        # Each result is made in the arena, and changed there by later steps; other dtypes are processed here
+        # and cast into the arena when it is sealed.
+        new, inplace = arena.new, arena.holds
+    applied = process_weights(weights, cfg, inplace=inplace, new=new, **processing)
+    if arena is not None:
+        try:
+            sealed = arena.seal(weights, target)
+        except OSError as exc:
+            arena.abort()
+            why = f"not stored: {exc}"
+            log.warning("the weight cache entry %s is not stored (%s); the model is loaded all the same",
+                        arena.entry.path, exc)
+            # The model must not view the arena's shared mapping.
+            weights = {name: t.clone() if arena.holds(t) else t for name, t in weights.items()}
+        else:
+            del weights
+            model = _assemble(cfg, sealed, tokenizer, applied, skipped, target, device)
+            model.weight_cache = arena.persist(applied)
+            return model
     for name, tensor in weights.items():
         if views_file(tensor):
             weights[name] = tensor.clone()  # no step changed it: the model must not view the file
-    target = as_dtype(dtype)
+    model = _assemble(cfg, weights, tokenizer, applied, skipped, target, device)
+    model.weight_cache = "off" if arena is None else why
+    return model
+
+
+def _assemble(cfg: HookedTransformerConfig, weights: dict[str, torch.Tensor], tokenizer: Any, applied: dict[str, bool],
+              skipped: dict[str, str], target: torch.dtype, device: Optional[Union[str, torch.device]],
+              cached: Optional[dict[str, Any]] = None) -> HookedTransformer:
+    """The model around processed ``weights``, cast on the CPU (as the weight cache holds them, for every device),
+    then moved to ``device``. ``cached``: what a weight cache entry kept beside them (``path``, ``weights_hash``)."""
     cfg.dtype = target
     cfg.device = str(torch.device(device)) if device is not None else "cpu"
-    cfg.tokenizer_name = model_name
+    cfg.tokenizer_name = cfg.model_name
     cfg.init_weights = False  # every weight is loaded below
     model = HookedTransformer(cfg, tokenizer=tokenizer)
     load_weights(model, weights)
     model.processing = applied
     model.processing_skipped = skipped
-    return model.to(device=cfg.device, dtype=target)
+    model.to(dtype=target)
+    model.weight_cache = f"loaded from {cached['path']}" if cached else "off"
+    model.to(device=cfg.device)
+    if cached:
+        model._weights_hash = cached["weights_hash"]  # to() forgets it; the bytes it hashes are the same on every device
+    return model
 
 
 def load_weights(model: HookedTransformer, sd: dict[str, torch.Tensor]) -> None:
@@ -198,8 +251,10 @@ def load_pretrained(
     fold_value_biases: bool = True,
     revision: Optional[str] = None,
     trust_remote_code: bool = False,
+    weight_cache: _weight_cache.Choice = None,
 ) -> HookedTransformer:
-    """``HookedTransformer.from_pretrained``: see the module docstring for sources."""
+    """``HookedTransformer.from_pretrained``: see the module docstring for sources. ``weight_cache``: where
+    processed weights are kept for the next load (``lens_core.weight_cache``: None = its default, False = off)."""
     from transformers import AutoConfig, AutoTokenizer
 
     directory = resolve_source(name_or_path, revision)
@@ -211,16 +266,52 @@ def load_pretrained(
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
     except Exception:
         tokenizer = None  # weights without a tokenizer still work with token ids
+    processing = {"fold_ln": fold_ln, "center_writing_weights": center_writing_weights,
+                  "center_unembed": center_unembed, "fold_value_biases": fold_value_biases}
+    entry, why = None, "off"
+    files = weight_files(directory)
+    if files:
+        entry, why = _weight_cache.entry_for(weight_cache, [directory / "config.json", *files], as_dtype(dtype), processing)
     try:
-        tensors, mapped = open_state_dict(directory)
+        arena = None
+        if entry is not None:
+            model = _from_weight_cache(entry, hf_config, tokenizer, name_or_path, dtype, device)
+            if model is not None:
+                return model
+            arena, why = weight_arena.arena_for(entry, files, as_dtype(dtype))
+        tensors, mapped = open_state_dict(directory, copy_into=arena.copy_slot if arena is not None else None)
         # Mapped files: consumed, processed out of place; a .bin's tensors are ours alone: processed in place.
-        return build_model(hf_config, tensors, tokenizer, name_or_path, dtype, device, owned=not mapped, mapped=mapped,
-                           fold_ln=fold_ln, center_writing_weights=center_writing_weights, center_unembed=center_unembed,
-                           fold_value_biases=fold_value_biases)
+        model = build_model(hf_config, tensors, tokenizer, name_or_path, dtype, device, owned=not mapped, mapped=mapped,
+                            arena=arena, **processing)
+        if arena is None:
+            model.weight_cache = why  # why nothing is stored: off, a file changed too recently, over the bound
+        return model
     except ModelLoadError:
         raise
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from exc
+
+
+def _from_weight_cache(entry: _weight_cache.Entry, hf_config: Any, tokenizer: Any, model_name: str, dtype: Any,
+                       device: Any) -> Optional[HookedTransformer]:
+    """The model from ``entry``'s processed weights, or None when there is no usable entry (one that does not fit
+    this model is removed, so the load that follows stores a new one)."""
+    cached = _weight_cache.lookup(entry)
+    if cached is None:
+        return None
+    tensors, info = cached
+    cfg: HookedTransformerConfig = family_for(hf_config.model_type).config_from_hf(hf_config)
+    cfg.model_name = model_name
+    try:
+        processing = {str(name): bool(value) for name, value in entry.key["processing"].items()}
+        skipped = processing_notes(cfg, **{k: v for k, v in processing.items() if k != "fold_value_biases"})
+        applied = {str(name): bool(value) for name, value in info["applied"].items()}
+        fold_config(cfg, applied)
+        return _assemble(cfg, tensors, tokenizer, applied, skipped, as_dtype(dtype), device,
+                         cached={"weights_hash": str(info["weights_hash"]), "path": str(entry.path)})
+    except (ModelLoadError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+        _weight_cache.discard(entry, f"does not fit this model ({exc})")
+        return None
 
 
 def load_from_hf_model(hf_model: Any, tokenizer: Any = None, model_name: Optional[str] = None, **kwargs: Any) -> HookedTransformer:

@@ -265,12 +265,7 @@ class HookedTransformer(TransformerLensMixin, TokenizerMixin, nn.Module):
     def weights_hash(self) -> str:
         """sha256 over every weight, in name order (memoised; weights are treated as read-only)."""
         if self._weights_hash is None:
-            digest = hashlib.sha256()
-            for name, tensor in sorted(self.state_dict().items()):
-                digest.update(name.encode())
-                digest.update(str(tensor.dtype).encode())
-                digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-            self._weights_hash = digest.hexdigest()
+            self._weights_hash = weights_digest(self.state_dict())
         return self._weights_hash
 
     def to(self, *args: Any, **kwargs: Any) -> "HookedTransformer":
@@ -312,6 +307,16 @@ class HookedTransformer(TransformerLensMixin, TokenizerMixin, nn.Module):
     @classmethod
     def from_hf_model(cls, hf_model: Any, tokenizer: Any = None, **kwargs: Any) -> "HookedTransformer":
         return cls._loader().load_from_hf_model(hf_model, tokenizer=tokenizer, **kwargs)
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """:meth:`HookedTransformer.weights_hash` of a state dict: sha256 over each name, dtype and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def lm_cross_entropy(

@@ -136,6 +136,12 @@ def _fold_value_biases(sd: Weights, cfg: HookedTransformerConfig) -> None:
         sd[f"{attn}.b_QKV"] = b_qkv
 
 
+def fold_config(cfg: HookedTransformerConfig, applied: dict[str, bool]) -> None:
+    """The config change that goes with the weights ``applied`` describes: folded norms have no parameters."""
+    if applied.get("fold_ln") and cfg.normalization_type in ("LN", "RMS"):
+        cfg.normalization_type = "LNPre" if cfg.normalization_type == "LN" else "RMSPre"
+
+
 def processing_notes(cfg: HookedTransformerConfig, fold_ln: bool = True, center_writing_weights: bool = True,
                      center_unembed: bool = True) -> dict[str, str]:
     """What the chosen steps cannot do on this architecture, and why: ``{step: reason}``.
@@ -194,7 +200,7 @@ def process_weights(
         _center_unembed(sd, inplace or applied["fold_ln"], new)
     if applied["fold_ln"]:
         _fold_block_norms(sd, cfg, center, inplace, new)
-        cfg.normalization_type = "LNPre" if center else "RMSPre"
+        fold_config(cfg, applied)
     if applied["center_writing_weights"]:
         _center_block_writers(sd, cfg, inplace, new)
     if fold_value_biases:

@@ -36,6 +36,7 @@ import weakref
 import struct
 import sys
 from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 
@@ -82,6 +83,22 @@ def read_header(path: Path) -> tuple[int, dict]:
             raise SafetensorsError(f"{path}: tensor {name!r} ({info['dtype']} {shape}) has offsets {start}-{end} "
                                    f"that do not match its size or the file")
     return base, header
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The header's ``__metadata__`` (string keys and values), or {} when it has none."""
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        (n,) = struct.unpack("<Q", raw) if len(raw) == 8 else (0,)
+        if not 0 < n <= min(MAX_HEADER_BYTES, os.path.getsize(path) - 8):
+            raise SafetensorsError(f"{path}: header length {n} does not fit the file")
+        try:
+            metadata = json.loads(f.read(n)).get("__metadata__") or {}
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+            raise SafetensorsError(f"{path}: the header is not a JSON object ({exc})") from None
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise SafetensorsError(f"{path}: __metadata__ is not a table of strings")
+    return metadata
 
 
 def read_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -135,26 +152,65 @@ class MappedFile:
         return any(lo <= ptr < hi for ref, lo, hi in self._regions if ref() is not None)
 
 
-def map_file(path: str | os.PathLike) -> MappedFile:
+def map_file(path: str | os.PathLike, one_mapping: bool = False,
+             copy_into: Optional[Callable[[list[int], torch.dtype], torch.Tensor]] = None) -> MappedFile:
     """Every tensor of a safetensors file as a copy-on-write view of the file (module docstring); a tensor
-    not aligned to ``ALIGNMENT`` bytes in the file, or empty, gets a buffer of its own instead."""
+    not aligned to ``ALIGNMENT`` bytes in the file, or empty, gets a buffer of its own instead.
+    ``one_mapping``: all tensors view one mapping of the whole file, open while any of them lives (one file
+    descriptor for a model that keeps its views, where one mapping per tensor would hold hundreds).
+    ``copy_into(shape, dtype)``: where a misaligned tensor is copied (an uninitialised tensor; by default new memory)."""
     if sys.byteorder != "little":
         raise SafetensorsError("reading safetensors on a big-endian machine is not supported")
     path = Path(path)
     base, header = read_header(path)
     mapped = MappedFile()
     fd = os.open(path, os.O_RDONLY)
+    whole = None
     try:
         for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
             start, end = (base + int(o) for o in info["data_offsets"])
             dtype, shape = DTYPES[info["dtype"]], [int(s) for s in info["shape"]]
             if end == start:
                 tensor = torch.empty(shape, dtype=dtype)
+            elif one_mapping:
+                if whole is None:
+                    whole = mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+                    address = torch.frombuffer(whole, dtype=torch.uint8, count=1).data_ptr()
+                    mapped._regions.append((weakref.ref(whole), address, address + len(whole)))
+                tensor = torch.frombuffer(whole, dtype=dtype, count=math.prod(shape), offset=start).view(shape)
             else:
                 tensor = mapped._map(fd, start, end, dtype, shape)
-                if tensor.data_ptr() % ALIGNMENT:
-                    tensor = tensor.clone()
+            if tensor.data_ptr() % ALIGNMENT:
+                tensor = tensor.clone() if copy_into is None else copy_into(shape, dtype).copy_(tensor)
             mapped.tensors[name] = tensor
     finally:
         os.close(fd)
     return mapped
+
+
+# Names of the filler entries :func:`header_bytes` puts between tensors (the format allows no gaps).
+PADDING_PREFIX = "__padding__."
+
+
+def header_bytes(entries: list[tuple[str, torch.dtype, list[int], int, int]], metadata: dict[str, str],
+                 data_start: int) -> bytes:
+    """The first ``data_start`` bytes of a safetensors file whose tensors lie where ``entries`` say:
+    (name, dtype, shape, start, end), offsets from ``data_start``, not overlapping. The format allows no
+    gaps between tensors, so a filler ``U8`` entry named ``PADDING_PREFIX + n`` takes up each one (other
+    readers see it as one more small tensor), and the JSON is padded with spaces up to ``data_start``.
+    Raises SafetensorsError when the header does not fit in ``data_start`` bytes."""
+    codes = {dtype: code for code, dtype in DTYPES.items()}
+    header: dict = {"__metadata__": dict(metadata)}
+    offset = 0
+    for name, dtype, shape, start, end in sorted(entries, key=lambda entry: (entry[3], entry[4])):
+        if name.startswith(PADDING_PREFIX) or start < offset:
+            raise SafetensorsError(f"tensor {name!r}: reserved name, or it overlaps the one before")
+        if start > offset:
+            header[f"{PADDING_PREFIX}{len(header)}"] = {"dtype": "U8", "shape": [start - offset],
+                                                        "data_offsets": [offset, start]}
+        header[name] = {"dtype": codes[dtype], "shape": list(shape), "data_offsets": [start, end]}
+        offset = end
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    if 8 + len(raw) > data_start:
+        raise SafetensorsError(f"the header takes {8 + len(raw)} bytes, more than the {data_start} set aside")
+    return struct.pack("<Q", data_start - 8) + raw + b" " * (data_start - 8 - len(raw))

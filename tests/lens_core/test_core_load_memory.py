@@ -72,29 +72,42 @@ def test_in_place_processing_equals_processing_on_copies(family):
 
 PEAK = r"""
 import gc, re, sys
-from lens_core import HookedTransformer
+from lens_core import HookedTransformer, weight_arena, weight_cache
 def kib(field):
     return int(re.search(field + r":\s+(\d+) kB", open("/proc/self/status").read()).group(1))
-HookedTransformer.from_pretrained(sys.argv[1])  # a first load does the lazy imports (transformers' config classes)
+weight_cache.RACY_SECONDS = 0  # the checkpoint was written a moment ago
+weight_arena.WRITE_DELAY_S = 0
+choice = False if sys.argv[2] == "off" else sys.argv[3]
+# A first load does the lazy imports (transformers' config classes); "hit": it also stores the entry.
+HookedTransformer.from_pretrained(sys.argv[1], weight_cache=choice if sys.argv[2] == "hit" else False)
+weight_arena.wait()
 gc.collect()
 open("/proc/self/clear_refs", "w").write("5")  # VmHWM := VmRSS
 before = kib("VmRSS")
-model = HookedTransformer.from_pretrained(sys.argv[1])
+model = HookedTransformer.from_pretrained(sys.argv[1], weight_cache=choice)
+assert model.weight_cache.startswith({"off": "off", "miss": "stored", "hit": "loaded"}[sys.argv[2]]), model.weight_cache
+if sys.argv[2] == "hit":  # mapped: counted once read, as a first forward pass reads every weight
+    for p in model.parameters():
+        p.sum()
 size = sum(p.numel() * p.element_size() for p in model.parameters())
 print((kib("VmHWM") - before) * 1024 / size)
 """
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's resettable peak RSS")
-@pytest.mark.parametrize("layout", ["as saved", "aligned"])
-def test_a_load_peaks_near_the_models_own_size(tmp_path, layout):
+@pytest.mark.parametrize("layout,cache", [("as saved", "off"), ("aligned", "off"), ("as saved", "miss"),
+                                          ("aligned", "miss"), ("as saved", "hit")])
+def test_a_load_peaks_near_the_models_own_size(tmp_path, layout, cache):
     """A fresh process loads a ~60 MiB model: its peak RSS grows by at most 1.3x the parameters (1.78x before).
-    As saved, no tensor is 64-byte aligned in the file, so the reader copies each out; aligned, each is mapped."""
-    hf_tiny.gpt2(n_layer=4, n_embd=512, n_head=8, vocab_size=8192, n_positions=256).save_pretrained(tmp_path)
+    As saved, no tensor is 64-byte aligned in the file, so the reader copies each out; aligned, each is mapped.
+    With the weight cache: a miss processes into the entry's in-memory file (the model's memory, no second copy);
+    a hit maps the entry (counted here after reading every weight once)."""
+    checkpoint = tmp_path / "checkpoint"
+    hf_tiny.gpt2(n_layer=4, n_embd=512, n_head=8, vocab_size=8192, n_positions=256).save_pretrained(checkpoint)
     if layout == "aligned":
-        rewrite_aligned(tmp_path / "model.safetensors")
-    out = subprocess.run([sys.executable, "-c", PEAK, str(tmp_path)], capture_output=True, text=True, cwd=REPO_ROOT,
-                         timeout=300)
+        rewrite_aligned(checkpoint / "model.safetensors")
+    out = subprocess.run([sys.executable, "-c", PEAK, str(checkpoint), cache, str(tmp_path / "cache")],
+                         capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     ratio = float(out.stdout.strip().splitlines()[-1])
     assert 0.5 < ratio <= 1.3, ratio
