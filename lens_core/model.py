@@ -279,6 +279,9 @@ class HookedTransformer(TransformerLensMixin, TokenizerMixin, nn.Module):
     # The model knows nothing of checkpoints: ``lens_core.loading`` depends on this module and installs
     # itself here when it is imported (``lens_core/__init__`` imports it, so it is always there).
     _checkpoint_loader: Any = None
+    # What the loader did with the processed-weight cache (``lens_core.weight_cache``): "loaded from ...",
+    # "stored in ...", "off", or why nothing was stored. A model built here, not loaded, has no cache.
+    weight_cache: str = "off"
 
     @classmethod
     def _loader(cls) -> Any:

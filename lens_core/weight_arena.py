@@ -30,7 +30,7 @@ import torch
 
 from .model import weights_digest
 from .safetensors_io import ALIGNMENT, DTYPES, PADDING_PREFIX, SafetensorsError, header_bytes, map_file, read_header
-from .weight_cache import FORMAT, Entry, evict
+from .weight_cache import ENV_DIR, FORMAT, Entry, evict
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,8 @@ class Arena:
             finally:
                 os.close(out)
             os.replace(temporary, entry.path)
+            log.info("stored processed weights in %s (%.0f MiB; %s=off turns the weight cache off)", entry.path,
+                     self.end / 2**20, ENV_DIR)
             evict(entry.root, entry.limit_bytes, keep=entry.path)
         except (OSError, SafetensorsError, ValueError) as exc:
             log.warning("could not write the weight cache entry %s (%s); the next load processes again", entry.path, exc)

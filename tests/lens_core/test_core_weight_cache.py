@@ -74,12 +74,13 @@ def test_both_file_layouts_and_every_processing_choice(tmp_path, layout):
     if layout == "aligned":
         rewrite_aligned(checkpoint / "model.safetensors")
     cache = tmp_path / "cache"
+    nothing = dict.fromkeys(("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases"), False)
     for choice in ({}, {"fold_ln": False}, {"center_writing_weights": False, "center_unembed": False},
-                   {"fold_value_biases": False}):
+                   {"fold_value_biases": False}, nothing):  # nothing: the unembedding stays tied to W_E
         reference = load(checkpoint, False, **choice)
         assert_same_model(load(checkpoint, cache, **choice), reference)
         assert_same_model(load(checkpoint, cache, **choice), reference)
-    assert len(list(cache.glob("*.safetensors"))) == 4
+    assert len(list(cache.glob("*.safetensors"))) == 5
 
 
 def test_the_entry_is_a_safetensors_file_with_the_models_weights(tmp_path):
@@ -224,6 +225,19 @@ def test_a_sharded_checkpoint(tmp_path):
     assert_same_model(load(checkpoint, tmp_path / "cache"), reference)
     os.utime(sorted(checkpoint.glob("model-*.safetensors"))[-1])  # one shard touched: a new entry
     assert load(checkpoint, tmp_path / "cache").weight_cache.startswith("stored in ")
+
+
+def test_a_pickled_checkpoint(tmp_path):
+    checkpoint = tmp_path / "checkpoint"
+    hf = hf_tiny.neox()
+    hf.save_pretrained(checkpoint)
+    (checkpoint / "model.safetensors").unlink()  # the same weights as an older checkpoint would hold them
+    torch.save({name: t.contiguous() for name, t in hf.state_dict().items()}, checkpoint / "pytorch_model.bin")
+    reference = load(checkpoint, False)
+    assert_same_model(load(checkpoint, tmp_path / "cache"), reference)
+    cached = load(checkpoint, tmp_path / "cache")
+    assert cached.weight_cache.startswith("loaded from ")  # and no pickle read: the entry is safetensors
+    assert_same_model(cached, reference)
 
 
 def test_header_bytes_fill_gaps_and_refuse_overlaps():
