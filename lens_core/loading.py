@@ -206,8 +206,8 @@ def build_model(
 def _assemble(cfg: HookedTransformerConfig, weights: dict[str, torch.Tensor], tokenizer: Any, applied: dict[str, bool],
               skipped: dict[str, str], target: torch.dtype, device: Optional[Union[str, torch.device]],
               cached: Optional[dict[str, Any]] = None) -> HookedTransformer:
-    """The model around processed ``weights``, cast on the CPU (as the weight cache holds them, for every device),
-    then moved to ``device``. ``cached``: what a weight cache entry kept beside them (``path``, ``weights_hash``)."""
+    """The model around processed ``weights``, cast to ``target`` and moved to ``device``. ``cached``: what a weight
+    cache entry kept beside them (``path``, ``weights_hash``)."""
     cfg.dtype = target
     cfg.device = str(torch.device(device)) if device is not None else "cpu"
     cfg.tokenizer_name = cfg.model_name
@@ -216,9 +216,8 @@ def _assemble(cfg: HookedTransformerConfig, weights: dict[str, torch.Tensor], to
     load_weights(model, weights)
     model.processing = applied
     model.processing_skipped = skipped
-    model.to(dtype=target)
     model.weight_cache = f"loaded from {cached['path']}" if cached else "off"
-    model.to(device=cfg.device)
+    model.to(device=cfg.device, dtype=target)  # weights from the cache or an arena are in ``target`` already
     if cached:
         model._weights_hash = cached["weights_hash"]  # to() forgets it; the bytes it hashes are the same on every device
     return model
