@@ -17,9 +17,9 @@ chooses per load: ``False`` (off), ``True`` (the default place) or a directory.
 
 The key: every file the load reads (weights and ``config.json``) by resolved path, size, inode,
 modification and change time; the dtype; the processing choices; the bytes of the ``lens_core``
-files that shape the weights; torch's version, CPU kernels and thread count (results must be
-those an uncached load would give on this machine, bit for bit). A file changed less than
-``RACY_SECONDS`` ago is neither cached nor looked up: file times are coarse, and a rewrite
+files that shape the weights; the versions of torch and transformers, torch's CPU kernels and
+thread count (results must be those an uncached load would give on this machine, bit for bit).
+A file changed less than ``RACY_SECONDS`` ago is neither cached nor looked up: file times are coarse, and a rewrite
 within the same tick would leave them unchanged.
 
 Trust: entries hold tensors and JSON only, never pickle. An entry is written under a temporary
@@ -115,6 +115,16 @@ def code_digest() -> str:
     return _code_digest
 
 
+def _transformers_version() -> str:
+    """transformers reads the config the weights are converted by; its version is part of the key."""
+    try:
+        from importlib.metadata import version
+
+        return version("transformers")
+    except Exception:  # noqa: BLE001 - not installed the usual way: the key says so
+        return "unknown"
+
+
 def _file_identity(path: Path, now_ns: int) -> Optional[dict[str, Any]]:
     """What identifies one file's content without reading it; None when it changed too recently to trust."""
     st = os.stat(path)
@@ -138,6 +148,7 @@ def entry_for(choice: Choice, files: list[Path], dtype: torch.dtype, processing:
         return None, f"not cached: a checkpoint file changed in the last {RACY_SECONDS:g} s"
     key = {"format": FORMAT, "files": identities, "dtype": str(dtype).removeprefix("torch."),
            "processing": dict(sorted(processing.items())), "code": code_digest(), "torch": torch.__version__,
+           "transformers": _transformers_version(),
            "cpu": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
     return Entry(root, key, limit_bytes()), ""
 
