@@ -1,7 +1,9 @@
-"""``python -m cache_store {warm,stats,clear}``: fill, inspect or empty the result cache.
+"""``python -m cache_store {warm,stats,clear,weights}``: fill, inspect or empty the result cache; list or
+empty the processed-weight cache (``weights``).
 
-The directory is ``--dir``, else ``$CIRCUIT_EXPLORER_CACHE_DIR``, else
-``~/.cache/circuit-explorer/results``.
+The result cache's directory is ``--dir``, else ``$CIRCUIT_EXPLORER_CACHE_DIR``, else
+``~/.cache/circuit-explorer/results``. The weight cache's is ``weights --dir``, else
+``$CIRCUIT_EXPLORER_WEIGHT_CACHE``, else ``~/.cache/circuit-explorer/weights`` (``lens_core.weight_cache``).
 """
 
 from __future__ import annotations
@@ -37,12 +39,41 @@ def build_parser() -> argparse.ArgumentParser:
     stats_cmd = commands.add_parser("stats", help="entries, bytes, hits, misses")
     stats_cmd.add_argument("--json", action="store_true", help="print one JSON object")
     commands.add_parser("clear", help="remove every entry")
+
+    weights_cmd = commands.add_parser("weights", help="list the processed-weight cache's entries (lens_core.weight_cache)")
+    weights_cmd.add_argument("--dir", dest="weights_dir", type=Path, default=None,
+                             help="the weight cache directory (default: $CIRCUIT_EXPLORER_WEIGHT_CACHE, else "
+                                  "~/.cache/circuit-explorer/weights)")
+    removal = weights_cmd.add_mutually_exclusive_group()
+    removal.add_argument("--prune", action="store_true",
+                         help="remove the entries no load can use again (checkpoint changed or gone, other library code)")
+    removal.add_argument("--clear", action="store_true", help="remove every entry")
     return parser
+
+
+def weights_command(args: argparse.Namespace) -> int:
+    from lens_core import weight_cache
+
+    root = args.weights_dir.expanduser() if args.weights_dir else weight_cache.cache_root(True)
+    rows = weight_cache.describe(root)
+    gone = [row for row in rows if args.clear or (args.prune and not row["current"])]
+    for row in gone:
+        Path(row["path"]).unlink(missing_ok=True)
+    kept = [row for row in rows if row not in gone]
+    for row in kept:
+        print(f"{row['mib']:9.1f} MiB  {row['used']}  {row['dtype']:<8}  {'current' if row['current'] else 'stale  '}  "
+              f"{row['checkpoint']}  (processing: {row['processing']})")
+    print(f"{root}: {len(kept)} entries, {sum(r['mib'] for r in kept):.1f} MiB of at most "
+          f"{weight_cache.limit_bytes() / 2**20:.0f} MiB"
+          + (f"; removed {len(gone)} ({sum(r['mib'] for r in gone):.1f} MiB)" if gone else ""))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "weights":
+        return weights_command(args)
     directory = args.dir if args.dir is not None else default_cache_dir()
     limit = None if args.size_limit_mb is None else args.size_limit_mb * 2**20
     if args.redis:

@@ -211,3 +211,32 @@ def evict(root: Path, limit: int, keep: Optional[Path] = None) -> list[Path]:
         except OSError:
             pass
     return removed
+
+
+def describe(root: Path) -> list[dict[str, Any]]:
+    """One row per entry in ``root``, most recently used first: path, MiB, last use, the checkpoint directory,
+    dtype, processing, and whether it can still be used (``current``: its checkpoint files are unchanged)."""
+    rows = []
+    paths = sorted(root.glob("*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True) if root.is_dir() else []
+    for path in paths:
+        row: dict[str, Any] = {"path": str(path), "mib": path.stat().st_size / 2**20,
+                               "used": time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))}
+        try:
+            key = json.loads(read_metadata(path)["key"])
+            files = key["files"]
+            row.update(checkpoint=str(Path(files[0]["path"]).parent), dtype=key["dtype"],
+                       processing=",".join(k for k, v in key["processing"].items() if v) or "none")
+            row["current"] = all(_same_file(identity) for identity in files) and key["code"] == code_digest()
+        except (SafetensorsError, OSError, KeyError, ValueError, TypeError, IndexError):
+            row.update(checkpoint="?", dtype="?", processing="?", current=False)
+        rows.append(row)
+    return rows
+
+
+def _same_file(identity: dict[str, Any]) -> bool:
+    try:
+        st = os.stat(identity["path"])
+    except OSError:
+        return False
+    return (st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns) == (
+        identity["size"], identity["inode"], identity["mtime_ns"], identity["ctime_ns"])
