@@ -52,3 +52,16 @@ def test_from_pretrained_works_when_only_the_model_module_is_imported() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=PACKAGE.parent)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["lens_core.model", "3"]
+
+
+def test_the_weight_cache_sits_between_the_loader_and_the_model() -> None:
+    """loading ─→ weight_arena ─→ weight_cache ─→ safetensors_io: none of them reaches back up, and the model
+    knows nothing of them (it carries only the words of what its loader did, ``weight_cache``)."""
+    for name in ("weight_arena.py", "weight_cache.py", "safetensors_io.py"):
+        imports = _imported_modules(PACKAGE / name)
+        assert not [i for i in imports if i.endswith("loading") or ".loading." in i], name
+    assert not [i for i in _imported_modules(PACKAGE / "weight_cache.py") if "weight_arena" in i]
+    for name in BELOW_LOADING:
+        path = PACKAGE / name
+        if path.exists():
+            assert not [i for i in _imported_modules(path) if "weight_cache" in i or "weight_arena" in i], name
