@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 
+from lens_core.weight_cache import RACY_SECONDS
+
 CHILD = r"""
 import re, sys, time
 import torch, transformers
@@ -89,7 +91,7 @@ def main() -> None:
         cache = os.path.join(directory, "weight-cache")
         # The entry the "hit" row maps, stored by a process of its own; a checkpoint written a moment ago is
         # never cached (lens_core.weight_cache.RACY_SECONDS), so wait that long first.
-        time.sleep(2.0)
+        time.sleep(RACY_SECONDS)
         subprocess.run([sys.executable, "-c", "import sys; from lens_core import HookedTransformer; "
                         "HookedTransformer.from_pretrained(sys.argv[1], weight_cache=sys.argv[2])", directory, cache],
                        check=True, capture_output=True)

@@ -199,7 +199,8 @@ def build_model(
         if views_file(tensor):
             weights[name] = tensor.clone()  # no step changed it: the model must not view the file
     model = _assemble(cfg, weights, tokenizer, applied, skipped, target, device)
-    model.weight_cache = "off" if arena is None else why
+    if arena is not None:
+        model.weight_cache = why  # the entry could not be made (_assemble says "off" otherwise)
     return model
 
 

@@ -53,8 +53,8 @@ class SafetensorsError(ValueError):
     """The file is not a readable safetensors file; the message says what is wrong."""
 
 
-def read_header(path: Path) -> tuple[int, dict]:
-    """(offset of the data section, {name: {"dtype", "shape", "data_offsets"}}), checked against the file size."""
+def _header_json(path: str | os.PathLike) -> tuple[int, dict]:
+    """(the header's length, the header as JSON, ``__metadata__`` included), the length checked against the file."""
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         raw = f.read(8)
@@ -69,7 +69,30 @@ def read_header(path: Path) -> tuple[int, dict]:
             raise SafetensorsError(f"{path}: the header is not JSON ({exc})") from None
     if not isinstance(header, dict):
         raise SafetensorsError(f"{path}: the header is not a JSON object")
-    header.pop("__metadata__", None)
+    return n, header
+
+
+def _metadata(path: str | os.PathLike, header: dict) -> dict[str, str]:
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise SafetensorsError(f"{path}: __metadata__ is not a table of strings")
+    return metadata
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The header's ``__metadata__`` (string keys and values), or {} when it has none."""
+    return _metadata(path, _header_json(path)[1])
+
+
+def read_header(path: Path, metadata: Optional[dict[str, str]] = None) -> tuple[int, dict]:
+    """(offset of the data section, {name: {"dtype", "shape", "data_offsets"}}), checked against the file size.
+    ``metadata``: a dict to fill with the header's ``__metadata__`` (its string values: a checkpoint's other
+    metadata is no reason to refuse its weights)."""
+    size = os.path.getsize(path)
+    n, header = _header_json(path)
+    found = header.pop("__metadata__", None)
+    if metadata is not None and isinstance(found, dict):
+        metadata.update({key: value for key, value in found.items() if isinstance(value, str)})
     base = 8 + n
     for name, info in header.items():
         try:
@@ -83,22 +106,6 @@ def read_header(path: Path) -> tuple[int, dict]:
             raise SafetensorsError(f"{path}: tensor {name!r} ({info['dtype']} {shape}) has offsets {start}-{end} "
                                    f"that do not match its size or the file")
     return base, header
-
-
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The header's ``__metadata__`` (string keys and values), or {} when it has none."""
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        (n,) = struct.unpack("<Q", raw) if len(raw) == 8 else (0,)
-        if not 0 < n <= min(MAX_HEADER_BYTES, os.path.getsize(path) - 8):
-            raise SafetensorsError(f"{path}: header length {n} does not fit the file")
-        try:
-            metadata = json.loads(f.read(n)).get("__metadata__") or {}
-        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
-            raise SafetensorsError(f"{path}: the header is not a JSON object ({exc})") from None
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise SafetensorsError(f"{path}: __metadata__ is not a table of strings")
-    return metadata
 
 
 def read_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -136,6 +143,7 @@ class MappedFile:
 
     def __init__(self) -> None:
         self.tensors: dict[str, torch.Tensor] = {}
+        self.metadata: dict[str, str] = {}  # the header's ``__metadata__``
         self._regions: list[tuple[weakref.ref, int, int]] = []
 
     def _map(self, fd: int, start: int, end: int, dtype: torch.dtype, shape: list[int]) -> torch.Tensor:
@@ -162,8 +170,8 @@ def map_file(path: str | os.PathLike, one_mapping: bool = False,
     if sys.byteorder != "little":
         raise SafetensorsError("reading safetensors on a big-endian machine is not supported")
     path = Path(path)
-    base, header = read_header(path)
     mapped = MappedFile()
+    base, header = read_header(path, mapped.metadata)
     fd = os.open(path, os.O_RDONLY)
     whole = None
     try:

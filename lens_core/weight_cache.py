@@ -159,12 +159,12 @@ def lookup(entry: Entry) -> Optional[tuple[dict[str, torch.Tensor], dict[str, An
     if not path.is_file():
         return None
     try:
-        metadata = read_metadata(path)
+        mapped = map_file(path, one_mapping=True)  # the header is read once, for the key and the tensors
+        metadata = mapped.metadata
         if metadata.get("format") != FORMAT or json.loads(metadata.get("key", "null")) != entry.key:
             raise SafetensorsError("its stored key is not this load's")
         info = json.loads(metadata["info"])
-        tensors = {name: tensor for name, tensor in map_file(path, one_mapping=True).tensors.items()
-                   if not name.startswith(PADDING_PREFIX)}
+        tensors = {name: tensor for name, tensor in mapped.tensors.items() if not name.startswith(PADDING_PREFIX)}
     except (SafetensorsError, OSError, KeyError, ValueError, TypeError) as exc:
         discard(entry, f"cannot be used ({exc})")
         return None
